@@ -1,0 +1,35 @@
+//! Assignments: work addressed to one node, on that node's subject of the assignment
+//! work-queue stream. The node pulls them through its own durable consumer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::messages;
+use crate::ids::{EventId, ExecutionId, JobId};
+use crate::spec::TaskSpec;
+
+/// Run an execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunExecution {
+    pub execution: ExecutionId,
+    pub attempt: u32,
+    pub job: JobId,
+    pub job_name: String,
+    pub version: u32,
+    pub task: TaskSpec,
+}
+
+/// Stop an execution if it is running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopExecution {
+    pub execution: ExecutionId,
+    pub attempt: u32,
+    pub reason: String,
+}
+
+messages! {
+    /// Work for one node. The envelope id is the id of the event it was derived from.
+    pub enum Assignment: id = EventId {
+        RunExecution = ("RunExecution", 1),
+        StopExecution = ("StopExecution", 1),
+    }
+}

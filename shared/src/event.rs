@@ -1,0 +1,158 @@
+//! Events: the facts cairn has decided, in the order it decided them. The event stream is
+//! the system of record; every view is a fold over these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::messages;
+use crate::ids::{CommandId, EventId, ExecutionId, JobId, NodeId, Seq};
+use crate::spec::{JobSpec, Labels, TaskSpec};
+use crate::state::{ExecutionState, JobState};
+
+/// A node registered for the first time, or re-registered with new labels or capacity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistered {
+    pub node: NodeId,
+    #[serde(default)]
+    pub labels: Labels,
+    pub capacity: u32,
+}
+
+/// A node missed its heartbeats. Its work still waits for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDisconnected {
+    pub node: NodeId,
+}
+
+/// A disconnected or lost node is heard from again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReconnected {
+    pub node: NodeId,
+}
+
+/// A node stayed silent past the lost threshold; its executions are lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLost {
+    pub node: NodeId,
+}
+
+/// A job, or a new version of it, was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDeployed {
+    pub job: JobId,
+    pub version: u32,
+    pub spec: JobSpec,
+}
+
+/// A job's overall state changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStateChanged {
+    pub job: JobId,
+    pub state: JobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An execution was placed on a node. It waits on the node's subject until the node acks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionAssigned {
+    pub execution: ExecutionId,
+    pub job: JobId,
+    pub job_name: String,
+    pub version: u32,
+    pub node: NodeId,
+    pub attempt: u32,
+    pub task: TaskSpec,
+}
+
+/// The orchestrator wants an execution stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionStopRequested {
+    pub execution: ExecutionId,
+    pub node: NodeId,
+    pub reason: String,
+}
+
+/// An execution's observed state changed (reported by its edge, or decided: lost, cancelled).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionStateChanged {
+    pub execution: ExecutionId,
+    pub node: NodeId,
+    pub state: ExecutionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A command was accepted; its effects follow (or precede) as their own events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandAccepted {
+    pub command: CommandId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobId>,
+}
+
+/// A command was refused; the reason is for the user who sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRejected {
+    pub command: CommandId,
+    pub reason: String,
+}
+
+/// A message on an input stream (commands, reports) was undecodable or invalid and was
+/// terminated instead of being redelivered forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRejected {
+    pub stream: String,
+    pub seq: Seq,
+    pub reason: String,
+}
+
+messages! {
+    /// Every fact cairn records.
+    pub enum Event: id = EventId {
+        NodeRegistered = ("NodeRegistered", 1),
+        NodeDisconnected = ("NodeDisconnected", 1),
+        NodeReconnected = ("NodeReconnected", 1),
+        NodeLost = ("NodeLost", 1),
+        JobDeployed = ("JobDeployed", 1),
+        JobStateChanged = ("JobStateChanged", 1),
+        ExecutionAssigned = ("ExecutionAssigned", 1),
+        ExecutionStopRequested = ("ExecutionStopRequested", 1),
+        ExecutionStateChanged = ("ExecutionStateChanged", 1),
+        CommandAccepted = ("CommandAccepted", 1),
+        CommandRejected = ("CommandRejected", 1),
+        InputRejected = ("InputRejected", 1),
+    }
+}
+
+/// The entity an event is about. It names the event's subject, so per-entity history and
+/// per-entity optimistic concurrency come from JetStream subject filters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    Node(NodeId),
+    Job(JobId),
+    Execution(ExecutionId),
+    Command(CommandId),
+    /// Rejected input has no entity of its own.
+    Input,
+}
+
+impl Event {
+    pub fn aggregate(&self) -> Aggregate {
+        match self {
+            Event::NodeRegistered(e) => Aggregate::Node(e.node.clone()),
+            Event::NodeDisconnected(e) => Aggregate::Node(e.node.clone()),
+            Event::NodeReconnected(e) => Aggregate::Node(e.node.clone()),
+            Event::NodeLost(e) => Aggregate::Node(e.node.clone()),
+            Event::JobDeployed(e) => Aggregate::Job(e.job),
+            Event::JobStateChanged(e) => Aggregate::Job(e.job),
+            Event::ExecutionAssigned(e) => Aggregate::Execution(e.execution),
+            Event::ExecutionStopRequested(e) => Aggregate::Execution(e.execution),
+            Event::ExecutionStateChanged(e) => Aggregate::Execution(e.execution),
+            Event::CommandAccepted(e) => Aggregate::Command(e.command),
+            Event::CommandRejected(e) => Aggregate::Command(e.command),
+            Event::InputRejected(_) => Aggregate::Input,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Reports: what edges tell the orchestrator, through the report stream. Each is written to
+//! the edge's outbox first and deleted there only after JetStream acknowledged it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::messages;
+use crate::ids::{ExecutionId, NodeId, ReportId};
+use crate::spec::Labels;
+use crate::state::ExecutionState;
+
+/// An edge announces itself (first start, restart, or changed labels or capacity).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHello {
+    pub node: NodeId,
+    #[serde(default)]
+    pub labels: Labels,
+    pub capacity: u32,
+}
+
+/// An execution on this edge changed state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionUpdate {
+    pub node: NodeId,
+    pub execution: ExecutionId,
+    pub attempt: u32,
+    pub state: ExecutionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+messages! {
+    /// Everything an edge reports.
+    pub enum Report: id = ReportId {
+        NodeHello = ("NodeHello", 1),
+        ExecutionUpdate = ("ExecutionUpdate", 1),
+    }
+}
+
+impl Report {
+    /// The node that sent the report; the orchestrator checks it against the subject.
+    pub fn node(&self) -> &NodeId {
+        match self {
+            Report::NodeHello(r) => &r.node,
+            Report::ExecutionUpdate(r) => &r.node,
+        }
+    }
+}

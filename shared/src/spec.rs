@@ -1,0 +1,273 @@
+//! The job spec users write (YAML or JSON) and its validation.
+//!
+//! Validation lives here so the CLI (before publishing) and the decider (before accepting)
+//! apply exactly the same rules.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Node labels and selectors: label equality, ordered so encodings are deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+/// How a job places its executions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobType {
+    /// `count` executions that run to completion.
+    Batch,
+    /// Once on every matching node at deploy time.
+    Ops,
+    /// On every matching node, including nodes that join later.
+    Daemon,
+    /// `count` long-running replicas, replaced when their node is lost.
+    Service,
+}
+
+impl JobType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::Ops => "ops",
+            Self::Daemon => "daemon",
+            Self::Service => "service",
+        }
+    }
+
+    /// Whether `count` means something for this type.
+    pub const fn takes_count(self) -> bool {
+        matches!(self, Self::Batch | Self::Service)
+    }
+}
+
+impl fmt::Display for JobType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as the user declares it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// Executions for `batch` and `service` jobs; absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    #[serde(default)]
+    pub selector: Labels,
+    pub task: TaskSpec,
+}
+
+/// Which engine runs the task. Only `exec` exists today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Exec,
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub engine: Engine,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// A duration written the human way (`500ms`, `30s`, `5m`) in every encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_duration(self.0), f)
+    }
+}
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (write it like 500ms, 30s or 5m)"))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A spec that is well-formed but breaks a rule; `field` is a dotted path into the spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SpecError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl JobSpec {
+    pub const MAX_NAME_LEN: usize = 128;
+    /// Far beyond any fleet cairn targets; guards against a typo placing millions of tasks.
+    pub const MAX_COUNT: u32 = 100_000;
+
+    /// The number of executions a `batch` or `service` job asks for.
+    pub fn count(&self) -> u32 {
+        self.count.unwrap_or(1)
+    }
+
+    /// Checks every rule a spec must meet beyond its shape.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let name = &self.name;
+        if name.is_empty() {
+            return Err(SpecError::new("name", "must not be empty"));
+        }
+        if name.len() > Self::MAX_NAME_LEN {
+            return Err(SpecError::new("name", "must be at most 128 characters"));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(SpecError::new(
+                "name",
+                format!(
+                    "{name:?} must start with a letter or digit and contain only letters, digits, '-', '_' and '.'"
+                ),
+            ));
+        }
+        match (self.job_type.takes_count(), self.count) {
+            (true, Some(0)) => return Err(SpecError::new("count", "must be at least 1")),
+            (true, Some(n)) if n > Self::MAX_COUNT => {
+                return Err(SpecError::new(
+                    "count",
+                    format!("must be at most {}", Self::MAX_COUNT),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(SpecError::new(
+                    "count",
+                    format!(
+                        "applies to batch and service jobs only; a {} job runs once on every matching node",
+                        self.job_type
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        for key in self.selector.keys() {
+            if key.is_empty() {
+                return Err(SpecError::new("selector", "label keys must not be empty"));
+            }
+        }
+        let task = &self.task;
+        match task.command.first() {
+            None => return Err(SpecError::new("task.command", "must name a program to run")),
+            Some(program) if program.is_empty() => {
+                return Err(SpecError::new("task.command", "the program must not be empty"));
+            }
+            Some(_) => {}
+        }
+        for key in task.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(SpecError::new(
+                    "task.env",
+                    format!("{key:?} is not a valid environment variable name"),
+                ));
+            }
+        }
+        if let Some(HumanDuration(t)) = task.timeout
+            && t.is_zero()
+        {
+            return Err(SpecError::new("task.timeout", "must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            name: "heartbeat".into(),
+            job_type: JobType::Batch,
+            count: Some(3),
+            selector: Labels::from([("role".into(), "edge".into())]),
+            task: TaskSpec {
+                engine: Engine::Exec,
+                command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                args: vec![],
+                env: BTreeMap::new(),
+                working_dir: None,
+                timeout: Some(HumanDuration(Duration::from_secs(30))),
+            },
+        }
+    }
+
+    #[test]
+    fn a_good_spec_validates() {
+        spec().validate().unwrap();
+    }
+
+    #[test]
+    fn rule_breaks_name_their_field() {
+        let mut s = spec();
+        s.count = Some(0);
+        assert_eq!(s.validate().unwrap_err().field, "count");
+
+        let mut s = spec();
+        s.job_type = JobType::Daemon;
+        assert_eq!(s.validate().unwrap_err().field, "count");
+
+        let mut s = spec();
+        s.task.command.clear();
+        assert_eq!(s.validate().unwrap_err().field, "task.command");
+
+        let mut s = spec();
+        s.name = "has space".into();
+        assert_eq!(s.validate().unwrap_err().field, "name");
+
+        let mut s = spec();
+        s.task.timeout = Some(HumanDuration(Duration::ZERO));
+        assert_eq!(s.validate().unwrap_err().field, "task.timeout");
+    }
+
+    #[test]
+    fn durations_are_human_in_json() {
+        let json = serde_json::to_value(spec()).unwrap();
+        assert_eq!(json["task"]["timeout"], "30s");
+        let back: JobSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec());
+    }
+}
