@@ -193,7 +193,10 @@ impl JobSpec {
         match task.command.first() {
             None => return Err(SpecError::new("task.command", "must name a program to run")),
             Some(program) if program.is_empty() => {
-                return Err(SpecError::new("task.command", "the program must not be empty"));
+                return Err(SpecError::new(
+                    "task.command",
+                    "the program must not be empty",
+                ));
             }
             Some(_) => {}
         }

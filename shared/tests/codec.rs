@@ -86,7 +86,11 @@ fn unknown_types_and_newer_versions_are_typed_errors() {
     );
     assert!(matches!(
         Envelope::<Event>::decode(&reencode(&env, "NodeLost", 2)),
-        Err(Error::NewerVersion { version: 2, known: 1, .. })
+        Err(Error::NewerVersion {
+            version: 2,
+            known: 1,
+            ..
+        })
     ));
     // A command is not an event: the wrong family is an unknown type, not a misread.
     let cmd = &samples::commands()[0];

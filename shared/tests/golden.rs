@@ -24,11 +24,19 @@ where
             std::fs::write(&path, sample.encode().unwrap()).unwrap();
         }
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("missing fixture {} ({e}); run with CAIRN_BLESS=1 once", path.display())
+            panic!(
+                "missing fixture {} ({e}); run with CAIRN_BLESS=1 once",
+                path.display()
+            )
         });
         let decoded = Envelope::<M>::decode(&bytes)
             .unwrap_or_else(|e| panic!("{} no longer decodes: {e}", path.display()));
-        assert_eq!(decoded, sample, "{} decodes to a different value", path.display());
+        assert_eq!(
+            decoded,
+            sample,
+            "{} decodes to a different value",
+            path.display()
+        );
     }
 }
 

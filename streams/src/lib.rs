@@ -1,1 +1,54 @@
-//! placeholder
+//! Every JetStream stream, subject and consumer cairn uses, declared in one place, plus the
+//! append API (message-id de-duplication, optimistic concurrency, pipelined acks) and the
+//! replay reader. No other crate builds a subject string or a stream config.
+
+mod error;
+pub mod publish;
+pub mod read;
+pub mod subjects;
+pub mod topology;
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
+pub use read::{RawMessage, ReadFrom, Reader};
+pub use topology::{StreamKind, Topology};
+
+/// Connects to NATS with the options every cairn process uses.
+pub async fn connect(
+    urls: &str,
+    creds: Option<&std::path::Path>,
+    name: &str,
+) -> Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        // Keep retrying the first connection too: an edge may start before its server.
+        .retry_on_initial_connect();
+    if let Some(path) = creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::Connect(format!("reading credentials {}: {e}", path.display())))?;
+    }
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(|u| u.trim().parse())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Connect(format!("invalid NATS URL {urls:?}: {e}")))?;
+    options
+        .connect(addrs)
+        .await
+        .map_err(|e| Error::Connect(format!("connecting to {urls}: {e}")))
+}
+
+/// A JetStream context with cairn's publish settings: bounded acks in flight, waiting (not
+/// failing) when the bound is reached.
+pub fn jetstream(client: async_nats::Client) -> async_nats::jetstream::Context {
+    async_nats::jetstream::ContextBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .max_ack_inflight(Publisher::MAX_IN_FLIGHT)
+        .backpressure_on_inflight(true)
+        .build(client)
+}

@@ -42,7 +42,11 @@ fn labels() -> spec::Labels {
 pub fn task() -> TaskSpec {
     TaskSpec {
         engine: Engine::Exec,
-        command: vec!["sh".into(), "-c".into(), "echo hello from $CAIRN_NODE_ID".into()],
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello from $CAIRN_NODE_ID".into(),
+        ],
         args: vec!["x".into()],
         env: BTreeMap::from([("GREETING".into(), "hi".into())]),
         working_dir: Some("/tmp".into()),
@@ -63,13 +67,27 @@ pub fn spec() -> JobSpec {
 pub fn events() -> Vec<Envelope<Event>> {
     let cause = Some(command_id());
     let bodies: Vec<Event> = vec![
-        NodeRegistered { node: node(), labels: labels(), capacity: 4 }.into(),
+        NodeRegistered {
+            node: node(),
+            labels: labels(),
+            capacity: 4,
+        }
+        .into(),
         NodeDisconnected { node: node() }.into(),
         NodeReconnected { node: node() }.into(),
         NodeLost { node: node() }.into(),
-        JobDeployed { job: job_id(), version: 2, spec: spec() }.into(),
-        JobStateChanged { job: job_id(), state: JobState::Running, reason: Some("placed".into()) }
-            .into(),
+        JobDeployed {
+            job: job_id(),
+            version: 2,
+            spec: spec(),
+        }
+        .into(),
+        JobStateChanged {
+            job: job_id(),
+            state: JobState::Running,
+            reason: Some("placed".into()),
+        }
+        .into(),
         ExecutionAssigned {
             execution: execution_id(),
             job: job_id(),
@@ -80,8 +98,12 @@ pub fn events() -> Vec<Envelope<Event>> {
             task: task(),
         }
         .into(),
-        ExecutionStopRequested { execution: execution_id(), node: node(), reason: "job stopped".into() }
-            .into(),
+        ExecutionStopRequested {
+            execution: execution_id(),
+            node: node(),
+            reason: "job stopped".into(),
+        }
+        .into(),
         ExecutionStateChanged {
             execution: execution_id(),
             node: node(),
@@ -90,10 +112,22 @@ pub fn events() -> Vec<Envelope<Event>> {
             reason: Some("exit status 3".into()),
         }
         .into(),
-        CommandAccepted { command: command_id(), job: Some(job_id()) }.into(),
-        CommandRejected { command: command_id(), reason: "unknown job \"nope\"".into() }.into(),
-        InputRejected { stream: "CAIRN_REPORT".into(), seq: Seq(42), reason: "garbage".into() }
-            .into(),
+        CommandAccepted {
+            command: command_id(),
+            job: Some(job_id()),
+        }
+        .into(),
+        CommandRejected {
+            command: command_id(),
+            reason: "unknown job \"nope\"".into(),
+        }
+        .into(),
+        InputRejected {
+            stream: "CAIRN_REPORT".into(),
+            seq: Seq(42),
+            reason: "garbage".into(),
+        }
+        .into(),
     ];
     bodies
         .into_iter()
@@ -105,19 +139,32 @@ pub fn events() -> Vec<Envelope<Event>> {
 pub fn commands() -> Vec<Envelope<Command>> {
     let bodies: Vec<Command> = vec![
         DeployJob { spec: spec() }.into(),
-        StopJob { job: JobRef("heartbeat".into()) }.into(),
-        RerunJob { job: JobRef(job_id().to_string()) }.into(),
+        StopJob {
+            job: JobRef("heartbeat".into()),
+        }
+        .into(),
+        RerunJob {
+            job: JobRef(job_id().to_string()),
+        }
+        .into(),
     ];
     bodies
         .into_iter()
         .enumerate()
-        .map(|(i, body)| Envelope::new(CommandId::from_ulid(ulid(50 + i as u8)), None, at(50), body))
+        .map(|(i, body)| {
+            Envelope::new(CommandId::from_ulid(ulid(50 + i as u8)), None, at(50), body)
+        })
         .collect()
 }
 
 pub fn reports() -> Vec<Envelope<Report>> {
     let bodies: Vec<Report> = vec![
-        NodeHello { node: node(), labels: labels(), capacity: 8 }.into(),
+        NodeHello {
+            node: node(),
+            labels: labels(),
+            capacity: 8,
+        }
+        .into(),
         ExecutionUpdate {
             node: node(),
             execution: execution_id(),
@@ -146,7 +193,12 @@ pub fn assignments() -> Vec<Envelope<Assignment>> {
             task: task(),
         }
         .into(),
-        StopExecution { execution: execution_id(), attempt: 1, reason: "job stopped".into() }.into(),
+        StopExecution {
+            execution: execution_id(),
+            attempt: 1,
+            reason: "job stopped".into(),
+        }
+        .into(),
     ];
     bodies
         .into_iter()

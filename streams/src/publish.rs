@@ -1,0 +1,274 @@
+//! Appending to cairn's streams: every publish carries a `Nats-Msg-Id` (so a retried publish
+//! is stored once) and may carry an optimistic-concurrency expectation. Sending and awaiting
+//! the ack are separate steps, so many appends can be in flight at once.
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+
+use async_nats::HeaderMap;
+use async_nats::Subject;
+use async_nats::header::{
+    NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID,
+};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use cairn_shared::codec::Envelope;
+use cairn_shared::{Assignment, Command, Event, NodeId, Report, Seq};
+
+use crate::error::{Error, Result};
+use crate::subjects;
+
+/// An optimistic-concurrency expectation checked by the server before storing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Store unconditionally (de-duplication by message id still applies).
+    Nothing,
+    /// The stream's last sequence must be this one.
+    LastSeq(Seq),
+    /// The last message on this subject must be at this sequence; `Seq::ZERO` means the
+    /// subject must be empty.
+    LastSubjectSeq(Seq),
+}
+
+impl Expect {
+    fn expected(self) -> Option<Seq> {
+        match self {
+            Expect::Nothing => None,
+            Expect::LastSeq(s) | Expect::LastSubjectSeq(s) => Some(s),
+        }
+    }
+}
+
+/// A message ready to publish: subject, de-duplication id, payload and expectation.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub subject: Subject,
+    pub msg_id: String,
+    pub payload: Bytes,
+    pub expect: Expect,
+}
+
+impl Outgoing {
+    /// An event on its entity's subject, de-duplicated by event id.
+    pub fn event(envelope: &Envelope<Event>) -> Result<Self> {
+        Ok(Self {
+            subject: subjects::event(&envelope.body.aggregate()),
+            msg_id: envelope.id.to_string(),
+            payload: envelope.encode()?.into(),
+            expect: Expect::Nothing,
+        })
+    }
+
+    /// A command, de-duplicated by command id.
+    pub fn command(envelope: &Envelope<Command>) -> Result<Self> {
+        Ok(Self {
+            subject: subjects::command(&envelope.body),
+            msg_id: envelope.id.to_string(),
+            payload: envelope.encode()?.into(),
+            expect: Expect::Nothing,
+        })
+    }
+
+    /// A report from `node`, de-duplicated by report id.
+    pub fn report(node: &NodeId, envelope: &Envelope<Report>) -> Result<Self> {
+        Ok(Self {
+            subject: subjects::report(node),
+            msg_id: envelope.id.to_string(),
+            payload: envelope.encode()?.into(),
+            expect: Expect::Nothing,
+        })
+    }
+
+    /// Work for `node`, de-duplicated by the id of the event it was derived from, so a
+    /// dispatcher that re-derives it after a crash does not queue it twice.
+    pub fn assignment(node: &NodeId, envelope: &Envelope<Assignment>) -> Result<Self> {
+        Ok(Self {
+            subject: subjects::assignments(node),
+            msg_id: envelope.id.to_string(),
+            payload: envelope.encode()?.into(),
+            expect: Expect::Nothing,
+        })
+    }
+
+    pub fn expect(mut self, expect: Expect) -> Self {
+        self.expect = expect;
+        self
+    }
+}
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: Seq,
+    /// The message id was seen within the duplicate window: nothing new was stored and
+    /// `seq` is the original's. A success, not an error.
+    pub duplicate: bool,
+}
+
+/// Appends to cairn's streams. Cheap to clone; clones share one connection, whose order
+/// the server preserves.
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+}
+
+impl Publisher {
+    /// Acks in flight per connection before `send` waits for one to return.
+    pub const MAX_IN_FLIGHT: usize = 8_192;
+
+    pub fn new(js: jetstream::Context) -> Self {
+        Self { js }
+    }
+
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Sends without waiting for the ack. Messages sent one after another on this publisher
+    /// reach the server in that order, so expectations can be chained (`LastSeq(n)`,
+    /// `LastSeq(n + 1)`, …) while their acks are still in flight.
+    ///
+    /// Each unawaited [`PendingAppend`] holds one of the connection's
+    /// [`Publisher::MAX_IN_FLIGHT`] slots until it is awaited or dropped, and `send` waits
+    /// for a free slot: a task that keeps more than that many unawaited waits forever. Use a
+    /// [`Pipeline`], which bounds its own window, to keep many appends in flight.
+    pub async fn send(&self, out: Outgoing) -> Result<PendingAppend> {
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, out.msg_id.as_str());
+        match out.expect {
+            Expect::Nothing => {}
+            Expect::LastSeq(seq) => {
+                headers.insert(NATS_EXPECTED_LAST_SEQUENCE, seq.0.to_string().as_str())
+            }
+            Expect::LastSubjectSeq(seq) => headers.insert(
+                NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                seq.0.to_string().as_str(),
+            ),
+        }
+        let ack = self
+            .js
+            .send_publish(
+                out.subject.clone(),
+                PublishMessage::build()
+                    .payload(out.payload)
+                    .headers(headers),
+            )
+            .await
+            .map_err(|e| publish_error(&out.subject, out.expect, e))?;
+        Ok(PendingAppend {
+            ack,
+            subject: out.subject,
+            expect: out.expect,
+        })
+    }
+
+    /// Sends and waits for the ack.
+    pub async fn append(&self, out: Outgoing) -> Result<Appended> {
+        self.send(out).await?.await
+    }
+}
+
+/// Keeps up to `window` appends in flight on one publisher and hands their acks back in
+/// the order they were sent.
+pub struct Pipeline {
+    publisher: Publisher,
+    window: usize,
+    in_flight: VecDeque<PendingAppend>,
+}
+
+impl Pipeline {
+    /// Enough to keep a loopback connection busy while leaving slots for other users.
+    pub const DEFAULT_WINDOW: usize = Publisher::MAX_IN_FLIGHT / 4;
+
+    pub fn new(publisher: Publisher, window: usize) -> Self {
+        let window = window.clamp(1, Publisher::MAX_IN_FLIGHT);
+        Self {
+            publisher,
+            window,
+            in_flight: VecDeque::with_capacity(window),
+        }
+    }
+
+    /// Sends `out`. When the window is full it first waits for the oldest ack and returns
+    /// it; `Err` means `out` itself could not be sent.
+    pub async fn send(&mut self, out: Outgoing) -> Result<Option<Result<Appended>>> {
+        let oldest = if self.in_flight.len() >= self.window {
+            self.next().await
+        } else {
+            None
+        };
+        let pending = self.publisher.send(out).await?;
+        self.in_flight.push_back(pending);
+        Ok(oldest)
+    }
+
+    /// Waits for the oldest ack in flight; `None` when nothing is in flight.
+    pub async fn next(&mut self) -> Option<Result<Appended>> {
+        match self.in_flight.pop_front() {
+            Some(pending) => Some(pending.await),
+            None => None,
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// An append whose ack has not arrived yet. Await it to learn where the message landed.
+pub struct PendingAppend {
+    ack: PublishAckFuture,
+    subject: Subject,
+    expect: Expect,
+}
+
+impl IntoFuture for PendingAppend {
+    type Output = Result<Appended>;
+    type IntoFuture = futures::future::BoxFuture<'static, Result<Appended>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ack = self
+                .ack
+                .await
+                .map_err(|e| publish_error(&self.subject, self.expect, e))?;
+            Ok(Appended {
+                seq: Seq(ack.sequence),
+                duplicate: ack.duplicate,
+            })
+        })
+    }
+}
+
+fn publish_error(subject: &Subject, expect: Expect, e: PublishError) -> Error {
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => Error::Conflict {
+            expected: expect.expected().unwrap_or(Seq::ZERO),
+            actual: reported_sequence(&e),
+        },
+        kind => Error::Publish {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+            // Safe to retry: the message id makes a second store of the same message a no-op.
+            retryable: matches!(
+                kind,
+                PublishErrorKind::TimedOut
+                    | PublishErrorKind::BrokenPipe
+                    | PublishErrorKind::MaxAckPending
+            ),
+        },
+    }
+}
+
+/// The server says `wrong last sequence: N`; N is the sequence it holds.
+fn reported_sequence(e: &PublishError) -> Option<Seq> {
+    let text = std::error::Error::source(e)?.to_string();
+    let rest = text.split("wrong last sequence:").nth(1)?;
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().map(Seq)
+}

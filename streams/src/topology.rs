@@ -1,0 +1,195 @@
+//! The streams cairn declares, with their retention, limits and replication, and the
+//! idempotent set-up that creates or updates them at start.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use crate::error::{Error, Result};
+use crate::subjects;
+
+/// One of cairn's streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// Commands from users: durable the moment JetStream acks them.
+    Commands,
+    /// The record: every decided fact, in order. Everything else derives from it.
+    Events,
+    /// Reports from edges (registration, execution updates).
+    Reports,
+    /// Work addressed to nodes, one subject per node; holds exactly the unacked work.
+    Assignments,
+    /// Task output, one subject per execution.
+    Logs,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 5] = [
+        StreamKind::Commands,
+        StreamKind::Events,
+        StreamKind::Reports,
+        StreamKind::Assignments,
+        StreamKind::Logs,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            StreamKind::Commands => "CAIRN_CMD",
+            StreamKind::Events => "CAIRN_EVT",
+            StreamKind::Reports => "CAIRN_REPORT",
+            StreamKind::Assignments => "CAIRN_ASSIGN",
+            StreamKind::Logs => "CAIRN_LOG",
+        }
+    }
+
+    pub const fn subjects(self) -> &'static str {
+        match self {
+            StreamKind::Commands => subjects::COMMANDS,
+            StreamKind::Events => subjects::EVENTS,
+            StreamKind::Reports => subjects::REPORTS,
+            StreamKind::Assignments => subjects::ASSIGNMENTS,
+            StreamKind::Logs => subjects::LOGS,
+        }
+    }
+}
+
+/// The deployment-dependent settings of cairn's streams.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// 1 for a single server, 3 for a production cluster.
+    pub replicas: usize,
+    /// The most per-node consumers the assignment stream accepts: the fleet's size limit.
+    /// nats-server caps streams at 1,000 consumers unless this is set.
+    pub max_nodes: i32,
+    /// How long a repeated `Nats-Msg-Id` is recognised as a duplicate.
+    pub duplicate_window: Duration,
+    /// How long task output is kept.
+    pub log_max_age: Duration,
+    /// Memory storage, for benchmarks and tests that measure cairn rather than the disk.
+    pub memory: bool,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            max_nodes: 20_000,
+            duplicate_window: Duration::from_secs(120),
+            log_max_age: Duration::from_secs(7 * 24 * 3600),
+            memory: false,
+        }
+    }
+}
+
+impl Topology {
+    /// The full configuration of one stream.
+    pub fn config(&self, kind: StreamKind) -> stream::Config {
+        let mut config = stream::Config {
+            name: kind.name().to_owned(),
+            subjects: vec![kind.subjects().to_owned()],
+            storage: if self.memory {
+                StorageType::Memory
+            } else {
+                StorageType::File
+            },
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            allow_direct: true,
+            ..Default::default()
+        };
+        match kind {
+            StreamKind::Commands => {
+                config.description = Some("cairn commands from users".into());
+                config.max_consumers = 100;
+                // Commands are part of the audit trail: never silently dropped to make room.
+                config.discard = DiscardPolicy::New;
+            }
+            StreamKind::Events => {
+                config.description = Some("cairn events: the system of record".into());
+                // Replay tools and followers each hold an ordered consumer.
+                config.max_consumers = 1_000;
+                config.discard = DiscardPolicy::New;
+                // The decider appends all events of one decision as one atomic batch.
+                config.allow_atomic_publish = true;
+            }
+            StreamKind::Reports => {
+                config.description = Some("cairn reports from edges".into());
+                config.max_consumers = 100;
+                config.discard = DiscardPolicy::New;
+            }
+            StreamKind::Assignments => {
+                config.description = Some("cairn work addressed to nodes".into());
+                config.retention = RetentionPolicy::WorkQueue;
+                config.max_consumers = self.max_nodes;
+                config.discard = DiscardPolicy::New;
+            }
+            StreamKind::Logs => {
+                config.description = Some("cairn task output".into());
+                config.max_consumers = 1_000;
+                config.max_age = self.log_max_age;
+            }
+        }
+        config
+    }
+
+    /// Creates every stream, or updates it where its settings changed. Safe to call from
+    /// several processes at once and at every start.
+    pub async fn ensure(&self, js: &jetstream::Context) -> Result<()> {
+        for kind in StreamKind::ALL {
+            self.ensure_one(js, kind).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_one(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
+        let wanted = self.config(kind);
+        let setup = |reason: String| Error::Setup {
+            stream: kind.name().to_owned(),
+            reason,
+        };
+        match js.get_stream(kind.name()).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| setup(e.to_string()))?;
+                if !same_settings(&info.config, &wanted) {
+                    tracing::info!(stream = kind.name(), "updating stream settings");
+                    js.update_stream(wanted)
+                        .await
+                        .map_err(|e| setup(format!("update refused: {e}")))?;
+                }
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref err)
+                        if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                match js.create_stream(wanted.clone()).await {
+                    Ok(_) => Ok(()),
+                    // Another process created it between our look and our create.
+                    Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
+                    Err(e) => Err(setup(e.to_string())),
+                }
+            }
+            Err(e) => Err(setup(e.to_string())),
+        }
+    }
+}
+
+/// Compares the settings cairn owns; anything an operator tuned elsewhere is left alone.
+fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
+    have.subjects == want.subjects
+        && have.num_replicas.max(1) == want.num_replicas.max(1)
+        && have.max_consumers == want.max_consumers
+        && have.duplicate_window == want.duplicate_window
+        && have.max_age == want.max_age
+        && have.allow_direct == want.allow_direct
+        && have.allow_atomic_publish == want.allow_atomic_publish
+        && have.discard == want.discard
+}

@@ -1,0 +1,323 @@
+//! The event log against a real nats-server: set-up, ordered read-back, de-duplication,
+//! optimistic concurrency, pipelining and replay bounds.
+
+use std::time::Duration;
+
+use cairn_shared::codec::Envelope;
+use cairn_shared::event::{Event, NodeRegistered};
+use cairn_shared::{EventId, NodeId, Seq, Timestamp};
+use cairn_streams::testing::NatsServer;
+use cairn_streams::{
+    Error, Expect, Outgoing, Pipeline, Publisher, ReadFrom, Reader, StreamKind, Topology,
+};
+use futures::StreamExt;
+
+fn event(node: &str, capacity: u32) -> Envelope<Event> {
+    Envelope::new(
+        EventId::generate(),
+        None,
+        Timestamp(1_800_000_000_000 + u64::from(capacity)),
+        NodeRegistered {
+            node: NodeId::new(node).unwrap(),
+            labels: Default::default(),
+            capacity,
+        }
+        .into(),
+    )
+}
+
+async fn setup(server: &NatsServer) -> (Publisher, Reader) {
+    let js = cairn_streams::jetstream(server.connect().await);
+    Topology::default().ensure(&js).await.unwrap();
+    (Publisher::new(js.clone()), Reader::new(js))
+}
+
+async fn read_n(reader: &Reader, from: ReadFrom, n: usize) -> Vec<cairn_streams::RawMessage> {
+    let messages = reader.read(StreamKind::Events, from, None).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        messages.take(n).map(Result::unwrap).collect(),
+    )
+    .await
+    .expect("reading back in time")
+}
+
+#[tokio::test]
+async fn set_up_is_idempotent_and_sets_consumer_limits() {
+    let server = NatsServer::start();
+    let js = cairn_streams::jetstream(server.connect().await);
+    let topology = Topology::default();
+    // Two processes starting at once, then a restart.
+    let (a, b) = tokio::join!(topology.ensure(&js), topology.ensure(&js));
+    a.unwrap();
+    b.unwrap();
+    topology.ensure(&js).await.unwrap();
+    for kind in StreamKind::ALL {
+        let mut stream = js.get_stream(kind.name()).await.unwrap();
+        let config = &stream.info().await.unwrap().config;
+        assert!(
+            config.max_consumers > 0,
+            "{} has no explicit consumer limit",
+            kind.name()
+        );
+    }
+    let mut assign = js.get_stream(StreamKind::Assignments.name()).await.unwrap();
+    assert_eq!(assign.info().await.unwrap().config.max_consumers, 20_000);
+
+    // A changed setting is applied to the existing stream on the next start.
+    let bigger = Topology {
+        max_nodes: 30_000,
+        ..Topology::default()
+    };
+    bigger.ensure(&js).await.unwrap();
+    assert_eq!(assign.info().await.unwrap().config.max_consumers, 30_000);
+}
+
+#[tokio::test]
+async fn appended_events_read_back_in_order_and_identical() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    let sent: Vec<_> = (0..50).map(|i| event(&format!("n{}", i % 7), i)).collect();
+    for (i, env) in sent.iter().enumerate() {
+        let appended = publisher
+            .append(Outgoing::event(env).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            appended,
+            cairn_streams::Appended {
+                seq: Seq(i as u64 + 1),
+                duplicate: false
+            }
+        );
+    }
+    let read = read_n(&reader, ReadFrom::Start, 50).await;
+    for (i, (raw, env)) in read.iter().zip(&sent).enumerate() {
+        assert_eq!(raw.seq, Seq(i as u64 + 1));
+        assert_eq!(raw.subject.as_str(), format!("cairn.evt.node.n{}", i % 7));
+        assert_eq!(&Envelope::<Event>::decode(&raw.payload).unwrap(), env);
+    }
+    // Reading from the middle starts exactly there.
+    let tail = read_n(&reader, ReadFrom::Seq(Seq(41)), 10).await;
+    assert_eq!(tail.first().unwrap().seq, Seq(41));
+    assert_eq!(tail.last().unwrap().seq, Seq(50));
+}
+
+#[tokio::test]
+async fn the_same_message_id_is_stored_once() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    let env = event("n1", 1);
+    let first = publisher
+        .append(Outgoing::event(&env).unwrap())
+        .await
+        .unwrap();
+    let again = publisher
+        .append(Outgoing::event(&env).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        cairn_streams::Appended {
+            seq: Seq(1),
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        again,
+        cairn_streams::Appended {
+            seq: Seq(1),
+            duplicate: true
+        }
+    );
+    let other = publisher
+        .append(Outgoing::event(&event("n1", 2)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(other.seq, Seq(2));
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(2)
+    );
+}
+
+#[tokio::test]
+async fn two_writers_with_the_same_expectation_one_wins() {
+    let server = NatsServer::start();
+    let (_, reader) = setup(&server).await;
+    // Two independent connections, as two orchestrators would have.
+    let a = Publisher::new(cairn_streams::jetstream(server.connect().await));
+    let b = Publisher::new(cairn_streams::jetstream(server.connect().await));
+    a.append(Outgoing::event(&event("n0", 0)).unwrap())
+        .await
+        .unwrap();
+
+    for round in 0..20u64 {
+        let expected = Seq(round + 1);
+        let ea = Outgoing::event(&event("na", 1))
+            .unwrap()
+            .expect(Expect::LastSeq(expected));
+        let eb = Outgoing::event(&event("nb", 2))
+            .unwrap()
+            .expect(Expect::LastSeq(expected));
+        let (ra, rb) = tokio::join!(a.append(ea), b.append(eb));
+        let (won, lost) = match (ra, rb) {
+            (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+            other => panic!("round {round}: expected exactly one winner, got {other:?}"),
+        };
+        assert_eq!(won.seq, expected.next());
+        match lost {
+            Error::Conflict {
+                expected: e,
+                actual,
+            } => {
+                assert_eq!(e, expected);
+                assert_eq!(actual, Some(expected.next()));
+            }
+            other => panic!("round {round}: the loser should see a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(21)
+    );
+}
+
+#[tokio::test]
+async fn per_subject_expectations_guard_one_entity() {
+    let server = NatsServer::start();
+    let (publisher, _) = setup(&server).await;
+    // Zero means "this entity has no events yet".
+    let first = Outgoing::event(&event("solo", 1))
+        .unwrap()
+        .expect(Expect::LastSubjectSeq(Seq::ZERO));
+    assert_eq!(publisher.append(first).await.unwrap().seq, Seq(1));
+    // Another entity's event moves the stream, not this subject.
+    publisher
+        .append(Outgoing::event(&event("other", 1)).unwrap())
+        .await
+        .unwrap();
+    let stale = Outgoing::event(&event("solo", 2))
+        .unwrap()
+        .expect(Expect::LastSubjectSeq(Seq::ZERO));
+    assert!(matches!(
+        publisher.append(stale).await,
+        Err(Error::Conflict {
+            expected: Seq(0),
+            actual: Some(Seq(1))
+        })
+    ));
+    let fresh = Outgoing::event(&event("solo", 3))
+        .unwrap()
+        .expect(Expect::LastSubjectSeq(Seq(1)));
+    assert_eq!(publisher.append(fresh).await.unwrap().seq, Seq(3));
+}
+
+#[tokio::test]
+async fn pipelined_appends_chain_their_expectations() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    // Far more appends than the connection's ack slots: the pipeline bounds its window.
+    const N: u64 = 3 * Publisher::MAX_IN_FLIGHT as u64;
+    let mut pipeline = Pipeline::new(publisher.clone(), Pipeline::DEFAULT_WINDOW);
+    let mut acked = Vec::with_capacity(N as usize);
+    for i in 0..N {
+        let out = Outgoing::event(&event("p", i as u32))
+            .unwrap()
+            .expect(Expect::LastSeq(Seq(i)));
+        if let Some(ack) = pipeline.send(out).await.unwrap() {
+            acked.push(ack.unwrap().seq);
+        }
+    }
+    while let Some(ack) = pipeline.next().await {
+        acked.push(ack.unwrap().seq);
+    }
+    assert_eq!(acked, (1..=N).map(Seq).collect::<Vec<_>>());
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(N)
+    );
+
+    // A chain built on a sequence older than the chain is long stores nothing. (A chain is
+    // not atomic: one whose tail happened to expect the current sequence would store that
+    // tail. All-or-nothing needs an atomic batch.)
+    let mut stale = Vec::new();
+    for i in 0..10 {
+        let out = Outgoing::event(&event("p", 0))
+            .unwrap()
+            .expect(Expect::LastSeq(Seq(N - 20 + i)));
+        stale.push(publisher.send(out).await.unwrap());
+    }
+    for ack in stale {
+        assert!(matches!(ack.await, Err(Error::Conflict { .. })));
+    }
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(N)
+    );
+}
+
+#[tokio::test]
+async fn reads_start_at_a_time_and_refuse_trimmed_ranges() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    for i in 0..5 {
+        publisher
+            .append(Outgoing::event(&event("t", i)).unwrap())
+            .await
+            .unwrap();
+    }
+    let first_batch = read_n(&reader, ReadFrom::Start, 5).await;
+    let cut = first_batch.last().unwrap().stored_at;
+    // Stored times have millisecond resolution here: make sure the next batch is later.
+    cairn_streams::testing::wait_until(
+        "the clock to move past the first batch",
+        Duration::from_secs(2),
+        || async {
+            if cairn_shared::Timestamp::now() > cut {
+                Ok(())
+            } else {
+                Err(cut)
+            }
+        },
+    )
+    .await;
+    for i in 5..8 {
+        publisher
+            .append(Outgoing::event(&event("t", i)).unwrap())
+            .await
+            .unwrap();
+    }
+    let later = read_n(
+        &reader,
+        ReadFrom::Time(cairn_shared::Timestamp(cut.0 + 1)),
+        3,
+    )
+    .await;
+    assert_eq!(
+        later.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![Seq(6), Seq(7), Seq(8)]
+    );
+
+    // Trim the stream (as limits would) and ask for what is gone.
+    let js = publisher.context();
+    js.get_stream(StreamKind::Events.name())
+        .await
+        .unwrap()
+        .purge()
+        .sequence(7)
+        .await
+        .unwrap();
+    match reader
+        .read(StreamKind::Events, ReadFrom::Seq(Seq(2)), None)
+        .await
+    {
+        Err(Error::Trimmed {
+            requested, first, ..
+        }) => {
+            assert_eq!((requested, first), (Seq(2), Seq(7)));
+        }
+        Err(other) => panic!("expected a trimmed-range refusal, got {other:?}"),
+        Ok(_) => panic!("expected a trimmed-range refusal, got a reader"),
+    }
+}
