@@ -1,0 +1,320 @@
+//! The projection: how one event changes the views. A pure function of the tables' current
+//! contents, the event and its stream sequence — no clock, no randomness, no I/O beyond
+//! the [`Tables`] it is handed — so rebuilding from the log always gives the same views.
+
+use cairn_shared::codec::Envelope;
+use cairn_shared::event::{
+    CommandAccepted, CommandRejected, ExecutionAssigned, ExecutionStateChanged,
+    ExecutionStopRequested, InputRejected, JobDeployed, JobStateChanged, NodeRegistered,
+};
+use cairn_shared::{
+    DesiredState, Event, ExecutionState, JobState, NodeId, NodeState, Seq, Timestamp,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+use crate::views::{
+    CommandOutcome, ExecutionView, JobView, NodeView, RejectedInput, Table, Tables, Undecodable,
+    decode, encode, index_key, seq_key,
+};
+
+/// What applying one message did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Changed,
+    /// A well-formed event that changes nothing (e.g. about an entity never seen); the reason
+    /// is for logs.
+    Ignored(String),
+    /// The message could not be decoded and was recorded in the `undecodable` table.
+    Undecodable,
+}
+
+/// Applies one stream message: a decoded event, or the reason it could not be decoded.
+pub fn apply<T>(
+    tables: &mut T,
+    seq: Seq,
+    subject: &str,
+    message: &Result<Envelope<Event>, cairn_shared::codec::Error>,
+) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    match message {
+        Ok(envelope) => apply_event(tables, seq, envelope),
+        Err(reason) => {
+            let record = Undecodable {
+                seq,
+                subject: subject.to_owned(),
+                reason: reason.to_string(),
+            };
+            put(tables, Table::Undecodable, &seq_key(seq), &record)?;
+            Ok(Applied::Undecodable)
+        }
+    }
+}
+
+fn apply_event<T>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let at = envelope.at;
+    match &envelope.body {
+        Event::NodeRegistered(e) => node_registered(t, e, at),
+        Event::NodeDisconnected(e) => node_state(t, &e.node, NodeState::Disconnected, at),
+        Event::NodeReconnected(e) => node_state(t, &e.node, NodeState::Connected, at),
+        Event::NodeLost(e) => node_state(t, &e.node, NodeState::Lost, at),
+        Event::JobDeployed(e) => job_deployed(t, e, at),
+        Event::JobStateChanged(e) => job_state(t, e, at),
+        Event::ExecutionAssigned(e) => execution_assigned(t, e, at),
+        Event::ExecutionStopRequested(e) => stop_requested(t, e, at),
+        Event::ExecutionStateChanged(e) => execution_state(t, e, at),
+        Event::CommandAccepted(CommandAccepted { command, job }) => outcome(
+            t,
+            CommandOutcome {
+                command_id: *command,
+                accepted: true,
+                reason: None,
+                job_id: *job,
+                seq,
+                at,
+            },
+        ),
+        Event::CommandRejected(CommandRejected { command, reason }) => outcome(
+            t,
+            CommandOutcome {
+                command_id: *command,
+                accepted: false,
+                reason: Some(reason.clone()),
+                job_id: None,
+                seq,
+                at,
+            },
+        ),
+        Event::InputRejected(InputRejected {
+            stream,
+            seq: input_seq,
+            reason,
+        }) => {
+            let record = RejectedInput {
+                stream: stream.clone(),
+                seq: *input_seq,
+                reason: reason.clone(),
+                event_seq: seq,
+                at,
+            };
+            put(t, Table::RejectedInputs, &seq_key(seq), &record)?;
+            Ok(Applied::Changed)
+        }
+    }
+}
+
+fn node_registered<T>(t: &mut T, e: &NodeRegistered, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let key = e.node.as_str();
+    let registered_at = get::<NodeView, _>(t, Table::Nodes, key)?.map_or(at, |n| n.registered_at);
+    let view = NodeView {
+        id: e.node.clone(),
+        state: NodeState::Connected,
+        labels: e.labels.clone(),
+        capacity: e.capacity,
+        registered_at,
+        updated_at: at,
+    };
+    put(t, Table::Nodes, key, &view)?;
+    Ok(Applied::Changed)
+}
+
+fn node_state<T>(t: &mut T, node: &NodeId, state: NodeState, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let Some(mut view) = get::<NodeView, _>(t, Table::Nodes, node.as_str())? else {
+        return Ok(Applied::Ignored(format!("{state} for unknown node {node}")));
+    };
+    view.state = state;
+    view.updated_at = at;
+    put(t, Table::Nodes, node.as_str(), &view)?;
+    Ok(Applied::Changed)
+}
+
+fn job_deployed<T>(t: &mut T, e: &JobDeployed, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let key = e.job.to_string();
+    let created_at = get::<JobView, _>(t, Table::Jobs, &key)?.map_or(at, |j| j.created_at);
+    let view = JobView {
+        id: e.job,
+        name: e.spec.name.clone(),
+        job_type: e.spec.job_type,
+        version: e.version,
+        state: JobState::Queued,
+        reason: None,
+        spec: e.spec.clone(),
+        created_at,
+        updated_at: at,
+    };
+    put(t, Table::Jobs, &key, &view)?;
+    put(t, Table::JobNames, &e.spec.name, &e.job)?;
+    Ok(Applied::Changed)
+}
+
+fn job_state<T>(t: &mut T, e: &JobStateChanged, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let key = e.job.to_string();
+    let Some(mut view) = get::<JobView, _>(t, Table::Jobs, &key)? else {
+        return Ok(Applied::Ignored(format!(
+            "state {} for unknown job {key}",
+            e.state
+        )));
+    };
+    view.state = e.state;
+    view.reason = e.reason.clone();
+    view.updated_at = at;
+    put(t, Table::Jobs, &key, &view)?;
+    Ok(Applied::Changed)
+}
+
+fn execution_assigned<T>(t: &mut T, e: &ExecutionAssigned, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let key = e.execution.to_string();
+    if let Some(existing) = get::<ExecutionView, _>(t, Table::Executions, &key)? {
+        return Ok(Applied::Ignored(format!(
+            "execution {key} assigned again (already on {})",
+            existing.node_id
+        )));
+    }
+    let view = ExecutionView {
+        id: e.execution,
+        job_id: e.job,
+        job_name: e.job_name.clone(),
+        node_id: e.node.clone(),
+        version: e.version,
+        attempt: e.attempt,
+        desired_state: DesiredState::Running,
+        state: ExecutionState::Pending,
+        exit_code: None,
+        reason: None,
+        created_at: at,
+        updated_at: at,
+    };
+    put(t, Table::Executions, &key, &view)?;
+    put(
+        t,
+        Table::ExecutionsByJob,
+        &index_key(&e.job.to_string(), e.execution),
+        &(),
+    )?;
+    put(
+        t,
+        Table::ExecutionsByNode,
+        &index_key(e.node.as_str(), e.execution),
+        &(),
+    )?;
+    adjust_load(t, &e.node, 1)?;
+    Ok(Applied::Changed)
+}
+
+fn stop_requested<T>(t: &mut T, e: &ExecutionStopRequested, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let key = e.execution.to_string();
+    let Some(mut view) = get::<ExecutionView, _>(t, Table::Executions, &key)? else {
+        return Ok(Applied::Ignored(format!(
+            "stop for unknown execution {key}"
+        )));
+    };
+    view.desired_state = DesiredState::Stopped;
+    view.updated_at = at;
+    put(t, Table::Executions, &key, &view)?;
+    Ok(Applied::Changed)
+}
+
+fn execution_state<T>(t: &mut T, e: &ExecutionStateChanged, at: Timestamp) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let key = e.execution.to_string();
+    let Some(mut view) = get::<ExecutionView, _>(t, Table::Executions, &key)? else {
+        return Ok(Applied::Ignored(format!(
+            "state {} for unknown execution {key}",
+            e.state
+        )));
+    };
+    let was_active = !view.state.is_terminal();
+    let is_active = !e.state.is_terminal();
+    view.state = e.state;
+    view.exit_code = e.exit_code.or(view.exit_code);
+    if e.reason.is_some() {
+        view.reason = e.reason.clone();
+    }
+    view.updated_at = at;
+    put(t, Table::Executions, &key, &view)?;
+    match (was_active, is_active) {
+        (true, false) => adjust_load(t, &view.node_id, -1)?,
+        (false, true) => adjust_load(t, &view.node_id, 1)?,
+        _ => {}
+    }
+    Ok(Applied::Changed)
+}
+
+fn outcome<T>(t: &mut T, outcome: CommandOutcome) -> Result<Applied>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    put(
+        t,
+        Table::CommandOutcomes,
+        &outcome.command_id.to_string(),
+        &outcome,
+    )?;
+    Ok(Applied::Changed)
+}
+
+fn adjust_load<T>(t: &mut T, node: &NodeId, delta: i64) -> Result<()>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    let load = get::<u32, _>(t, Table::NodeLoad, node.as_str())?.unwrap_or(0);
+    let load = u32::try_from((i64::from(load) + delta).max(0)).unwrap_or(u32::MAX);
+    put(t, Table::NodeLoad, node.as_str(), &load)
+}
+
+pub(crate) fn get<V: DeserializeOwned, T>(t: &T, table: Table, key: &str) -> Result<Option<V>>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    match t.get(table, key)? {
+        Some(bytes) => decode(table, key, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn put<V: Serialize, T>(t: &mut T, table: Table, key: &str, value: &V) -> Result<()>
+where
+    T: Tables,
+    crate::Error: From<T::Error>,
+{
+    t.put(table, key, &encode(value))?;
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! The redb file that holds the views and the projector's checkpoint, and the read-only
+//! queries over it. Every write is one transaction that changes views *and* the checkpoint,
+//! so after any crash the file holds exactly the effect of events `1..=applied_seq`.
+
+use std::path::{Path, PathBuf};
+
+use cairn_shared::codec::Envelope;
+use cairn_shared::{CommandId, Event, ExecutionState, JobId, NodeId, Seq};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::Result;
+use crate::projection::{self, Applied};
+use crate::views::{
+    CommandOutcome, ExecutionView, JobView, MemTables, NodeView, RejectedInput, Table, Tables,
+    Undecodable, decode,
+};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const APPLIED_SEQ: &str = "applied_seq";
+
+fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(table.name())
+}
+
+/// One message of the event stream, ready to project.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    pub seq: Seq,
+    pub subject: String,
+    pub message: Result<Envelope<Event>, cairn_shared::codec::Error>,
+}
+
+impl Incoming {
+    pub fn decode(seq: Seq, subject: &str, payload: &[u8]) -> Self {
+        Self {
+            seq,
+            subject: subject.to_owned(),
+            message: Envelope::decode(payload),
+        }
+    }
+}
+
+/// The view tables of one open write transaction.
+pub struct RedbTables<'txn> {
+    tables: Vec<redb::Table<'txn, &'static str, &'static [u8]>>,
+}
+
+impl Tables for RedbTables<'_> {
+    type Error = redb::StorageError;
+
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.tables[table as usize]
+            .get(key)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), Self::Error> {
+        self.tables[table as usize].insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// The orchestrator's view file.
+pub struct ViewStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl ViewStore {
+    /// Opens the file, creating it and its tables if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let db = Database::create(&path).map_err(|e| crate::Error::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            for table in Table::ALL {
+                txn.open_table(definition(table))?;
+            }
+        }
+        txn.commit()?;
+        Ok(Self { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last event sequence whose effects the views contain.
+    pub fn applied_seq(&self) -> Result<Seq> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(Seq(meta.get(APPLIED_SEQ)?.map_or(0, |v| v.value())))
+    }
+
+    /// Applies `batch` in one transaction together with the new checkpoint. Messages at or
+    /// below the checkpoint are skipped, so a batch overlapping what was applied before a
+    /// crash is harmless. Returns what each message did.
+    pub fn apply_batch(&self, batch: &[Incoming]) -> Result<Vec<(Seq, Applied)>> {
+        self.write(batch, batch.len())
+    }
+
+    /// Like [`ViewStore::apply_batch`], but applies only the first `crash_after` messages
+    /// and then drops the transaction without committing, as a crash mid-batch would.
+    #[doc(hidden)]
+    pub fn apply_batch_and_crash(&self, batch: &[Incoming], crash_after: usize) -> Result<()> {
+        self.write(batch, crash_after).map(drop)
+    }
+
+    fn write(&self, batch: &[Incoming], apply_count: usize) -> Result<Vec<(Seq, Applied)>> {
+        let txn = self.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut meta = txn.open_table(META)?;
+            let applied = Seq(meta.get(APPLIED_SEQ)?.map_or(0, |v| v.value()));
+            let mut tables = RedbTables {
+                tables: Table::ALL
+                    .iter()
+                    .map(|t| txn.open_table(definition(*t)))
+                    .collect::<Result<_, _>>()?,
+            };
+            let mut last = applied;
+            for incoming in batch.iter().take(apply_count) {
+                if incoming.seq <= last {
+                    continue;
+                }
+                let outcome = projection::apply(
+                    &mut tables,
+                    incoming.seq,
+                    &incoming.subject,
+                    &incoming.message,
+                )?;
+                outcomes.push((incoming.seq, outcome));
+                last = incoming.seq;
+            }
+            if apply_count < batch.len() {
+                // Simulated crash: the transaction is dropped, never committed.
+                return Ok(outcomes);
+            }
+            if last > applied {
+                meta.insert(APPLIED_SEQ, last.0)?;
+            }
+        }
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    /// A consistent snapshot for queries.
+    pub fn read(&self) -> Result<ViewReader> {
+        Ok(ViewReader {
+            txn: self.db.begin_read()?,
+        })
+    }
+}
+
+/// Filters for [`ViewReader::executions`]; all given filters must match.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionFilter {
+    pub job: Option<JobId>,
+    pub node: Option<NodeId>,
+    pub state: Option<ExecutionState>,
+}
+
+/// A node with the number of its non-terminal executions.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NodeSummary {
+    #[serde(flatten)]
+    pub node: NodeView,
+    pub executions: u32,
+}
+
+/// Read-only queries over one snapshot of the views.
+pub struct ViewReader {
+    txn: ReadTransaction,
+}
+
+impl ViewReader {
+    fn all<V: serde::de::DeserializeOwned>(&self, table: Table) -> Result<Vec<V>> {
+        let t = self.txn.open_table(definition(table))?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            out.push(decode(table, k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn one<V: serde::de::DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<V>> {
+        let t = self.txn.open_table(definition(table))?;
+        match t.get(key)? {
+            Some(v) => decode(table, key, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Execution ids under one owner in an index table, in id (creation) order.
+    fn indexed(&self, table: Table, owner: &str) -> Result<Vec<String>> {
+        let t = self.txn.open_table(definition(table))?;
+        let start = format!("{owner}/");
+        // '0' is the character after '/': the range covers exactly the `owner/` prefix.
+        let end = format!("{owner}0");
+        let mut out = Vec::new();
+        for entry in t.range(start.as_str()..end.as_str())? {
+            let (k, _) = entry?;
+            out.push(k.value()[start.len()..].to_owned());
+        }
+        Ok(out)
+    }
+
+    pub fn applied_seq(&self) -> Result<Seq> {
+        let meta = self.txn.open_table(META)?;
+        Ok(Seq(meta.get(APPLIED_SEQ)?.map_or(0, |v| v.value())))
+    }
+
+    /// Every node, by id.
+    pub fn nodes(&self) -> Result<Vec<NodeSummary>> {
+        let load = self.txn.open_table(definition(Table::NodeLoad))?;
+        self.all::<NodeView>(Table::Nodes)?
+            .into_iter()
+            .map(|node| {
+                let executions = match load.get(node.id.as_str())? {
+                    Some(v) => decode(Table::NodeLoad, node.id.as_str(), v.value())?,
+                    None => 0,
+                };
+                Ok(NodeSummary { node, executions })
+            })
+            .collect()
+    }
+
+    /// Every job at its current version, by id (creation order).
+    pub fn jobs(&self) -> Result<Vec<JobView>> {
+        self.all(Table::Jobs)
+    }
+
+    /// A job by id, or else by name.
+    pub fn job(&self, id_or_name: &str) -> Result<Option<JobView>> {
+        if let Ok(id) = id_or_name.parse::<JobId>()
+            && let Some(job) = self.one(Table::Jobs, &id.to_string())?
+        {
+            return Ok(Some(job));
+        }
+        match self.one::<JobId>(Table::JobNames, id_or_name)? {
+            Some(id) => self.one(Table::Jobs, &id.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    pub fn execution(&self, id: &str) -> Result<Option<ExecutionView>> {
+        self.one(Table::Executions, id)
+    }
+
+    /// Executions matching `filter`, in id (creation) order.
+    pub fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<ExecutionView>> {
+        let candidates: Vec<ExecutionView> = match (&filter.job, &filter.node) {
+            (Some(job), _) => self.by_index(Table::ExecutionsByJob, &job.to_string())?,
+            (None, Some(node)) => self.by_index(Table::ExecutionsByNode, node.as_str())?,
+            (None, None) => self.all(Table::Executions)?,
+        };
+        Ok(candidates
+            .into_iter()
+            .filter(|e| filter.node.as_ref().is_none_or(|n| &e.node_id == n))
+            .filter(|e| filter.state.is_none_or(|s| e.state == s))
+            .collect())
+    }
+
+    fn by_index(&self, table: Table, owner: &str) -> Result<Vec<ExecutionView>> {
+        let mut out = Vec::new();
+        for id in self.indexed(table, owner)? {
+            if let Some(view) = self.one(Table::Executions, &id)? {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn command_outcome(&self, id: CommandId) -> Result<Option<CommandOutcome>> {
+        self.one(Table::CommandOutcomes, &id.to_string())
+    }
+
+    pub fn rejected_inputs(&self) -> Result<Vec<RejectedInput>> {
+        self.all(Table::RejectedInputs)
+    }
+
+    pub fn undecodable(&self) -> Result<Vec<Undecodable>> {
+        self.all(Table::Undecodable)
+    }
+
+    /// Every table's raw contents, for comparison with a fold and for digests.
+    pub fn dump(&self) -> Result<MemTables> {
+        let mut mem = MemTables::default();
+        for table in Table::ALL {
+            let t = self.txn.open_table(definition(table))?;
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                mem.put(table, k.value(), v.value())?;
+            }
+        }
+        Ok(mem)
+    }
+}
