@@ -1,0 +1,122 @@
+//! The replay scenario: publish a history to the event stream, read it back raw, then
+//! rebuild the views from it with the projector. All three on the same stream and server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use cairn_orchestrator::{ProjectorConfig, ViewStore, replay_until};
+use cairn_shared::Seq;
+use cairn_streams::{Pipeline, Publisher, Reader, StreamKind, Topology};
+use futures::StreamExt;
+
+use crate::history;
+use crate::report::{Figure, Scenario};
+
+pub async fn run(url: &str, events: u64) -> Result<Scenario> {
+    let client = cairn_streams::connect(url, None, "cairn-bench").await?;
+    let js = cairn_streams::jetstream(client);
+    for kind in StreamKind::ALL {
+        let _ = js.delete_stream(kind.name()).await;
+    }
+    Topology::default().ensure(&js).await?;
+
+    eprintln!("replay: encoding {events} events");
+    let outgoing: Vec<_> = history::events(events).collect();
+    let bytes: usize = outgoing.iter().map(|o| o.payload.len()).sum();
+
+    eprintln!("replay: publishing");
+    let started = Instant::now();
+    let mut pipeline = Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW);
+    for out in outgoing {
+        if let Some(ack) = pipeline.send(out).await? {
+            ack?;
+        }
+    }
+    while let Some(ack) = pipeline.next().await {
+        ack?;
+    }
+    let publish = started.elapsed();
+    let last = Reader::new(js.clone())
+        .bounds(StreamKind::Events)
+        .await?
+        .last;
+    ensure!(
+        last == Seq(events),
+        "stream holds {last} events, expected {events}"
+    );
+
+    eprintln!("replay: raw consume");
+    let consume = raw_consume(&js, events).await?;
+
+    eprintln!("replay: projector rebuild into a fresh redb file");
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(ViewStore::open(dir.path().join("views.redb"))?);
+    let started = Instant::now();
+    let applied = replay_until(
+        ProjectorConfig::default(),
+        Reader::new(js.clone()),
+        Arc::clone(&store),
+        last,
+    )
+    .await?;
+    let project = started.elapsed();
+    ensure!(
+        applied == last,
+        "projector stopped at {applied}, expected {last}"
+    );
+    let view = store.read()?;
+    ensure!(
+        view.undecodable()?.is_empty(),
+        "the projector found undecodable events"
+    );
+    let jobs = view.jobs()?.len();
+    ensure!(
+        jobs > 0 || events <= history::NODES as u64,
+        "the projector built no job views"
+    );
+    let file_size = std::fs::metadata(store.path())?.len();
+
+    let rate = |d: Duration| events as f64 / d.as_secs_f64();
+    let consume_rate = rate(consume);
+    Ok(Scenario {
+        name: "replay".into(),
+        notes: format!(
+            "{events} events ({} bytes on average), {jobs} jobs; views file {} MB",
+            bytes / events.max(1) as usize,
+            file_size / 1_000_000
+        ),
+        figures: vec![
+            Figure::rate("raw publish (pipelined, Nats-Msg-Id)", rate(publish), None),
+            Figure::rate(
+                "raw consume (ordered consumer, no decode)",
+                consume_rate,
+                None,
+            ),
+            Figure::rate(
+                "projector rebuild into redb",
+                rate(project),
+                Some(consume_rate),
+            ),
+        ],
+    })
+}
+
+/// Reads the whole event stream with a bare ordered consumer: the floor of any replay.
+async fn raw_consume(js: &async_nats::jetstream::Context, events: u64) -> Result<Duration> {
+    let stream = js.get_stream(StreamKind::Events.name()).await?;
+    let started = Instant::now();
+    let consumer = stream.create_consumer(OrderedConfig::default()).await?;
+    let mut messages = consumer.messages().await?;
+    let mut seen = 0u64;
+    while seen < events {
+        let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .context("raw consume stalled")?
+            .context("raw consume ended early")??;
+        std::hint::black_box(message.payload.len());
+        seen += 1;
+    }
+    Ok(started.elapsed())
+}

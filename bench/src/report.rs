@@ -1,0 +1,113 @@
+//! The benchmark's output: a table for people on stdout and a JSON document for tools.
+
+use anyhow::Result;
+use serde::Serialize;
+
+/// One measured figure, with its ratio to the raw baseline of the same run where it has one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_baseline: Option<f64>,
+}
+
+impl Figure {
+    pub fn rate(name: &str, per_second: f64, baseline: Option<f64>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: per_second,
+            unit: "events/s".into(),
+            ratio_to_baseline: baseline.map(|b| per_second / b),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub notes: String,
+    pub figures: Vec<Figure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_bytes: Option<u64>,
+    pub os: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub cairn_version: String,
+    pub nats_server_version: String,
+    pub machine: Machine,
+    pub quick: bool,
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Report {
+    pub async fn new(url: &str, quick: bool, scenario: Scenario) -> Result<Self> {
+        let client = cairn_streams::connect(url, None, "cairn-bench").await?;
+        // The first INFO arrives with the connection; a round trip makes sure it has.
+        client.flush().await?;
+        Ok(Self {
+            cairn_version: env!("CARGO_PKG_VERSION").into(),
+            nats_server_version: client.server_info().version,
+            machine: Machine {
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                memory_bytes: total_memory(),
+                os: std::env::consts::OS.into(),
+            },
+            quick,
+            scenarios: vec![scenario],
+        })
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "cairn {} · nats-server {} · {} cores{}\n",
+            self.cairn_version,
+            self.nats_server_version,
+            self.machine.cores,
+            if self.quick {
+                " · QUICK RUN: speeds are not meaningful"
+            } else {
+                ""
+            }
+        );
+        for scenario in &self.scenarios {
+            out += &format!("\n{} — {}\n", scenario.name, scenario.notes);
+            let width = scenario
+                .figures
+                .iter()
+                .map(|f| f.name.len())
+                .max()
+                .unwrap_or(0);
+            for f in &scenario.figures {
+                let ratio = f
+                    .ratio_to_baseline
+                    .map(|r| format!("  ({:.0}% of raw)", r * 100.0))
+                    .unwrap_or_default();
+                out += &format!(
+                    "  {:<width$}  {:>12.0} {}{}\n",
+                    f.name, f.value, f.unit, ratio
+                );
+            }
+        }
+        out
+    }
+}
+
+fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
