@@ -1,1 +1,121 @@
-fn main() {}
+//! `cairn`: one binary that runs every part of cairn (orchestrator, local stack) and speaks
+//! its queries and commands. The contract for scripts is `shared/CLI.md`: flags and JSON
+//! fields are only ever added, never renamed.
+
+mod dev;
+mod events;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Place jobs on a fleet of edge nodes; every assignment reaches its node",
+    after_help = "Examples:\n  cairn dev                      start a local stack\n  cairn events --follow          tail the event log"
+)]
+struct Cli {
+    /// NATS server(s), comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats: String,
+    /// NATS credentials file.
+    #[arg(long, global = true, env = "CAIRN_NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the orchestrator: projects the event log into views under --data.
+    #[command(after_help = "Example:\n  cairn orchestrator --data /var/lib/cairn")]
+    Orchestrator(dev::OrchestratorArgs),
+    /// Run a local stack: a nats-server with JetStream and an orchestrator.
+    #[command(after_help = "Example:\n  cairn dev --data .cairn/dev")]
+    Dev(dev::DevArgs),
+    /// Print the event log as JSON lines, from a sequence or a time; --follow tails it.
+    #[command(
+        after_help = "Examples:\n  cairn events\n  cairn events --from-seq 100\n  cairn events --since 10m --follow\n  cairn events --since 2026-11-23T10:02:00Z"
+    )]
+    Events(events::EventsArgs),
+}
+
+/// Connection settings every command shares.
+pub struct Global {
+    pub nats: String,
+    pub creds: Option<PathBuf>,
+    pub output: Output,
+}
+
+impl Global {
+    /// Connects for a command: fails at once when no server answers.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
+        Ok(cairn_streams::connect(&self.nats, self.creds.as_deref(), name).await?)
+    }
+
+    /// Connects for a long-running part: keeps trying until a server answers.
+    pub async fn connect_persistent(&self, name: &str) -> Result<async_nats::Client> {
+        Ok(cairn_streams::connect_persistent(&self.nats, self.creds.as_deref(), name).await?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Orchestrator(_) | Command::Dev(_) => "info",
+        Command::Events(_) => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let global = Global {
+        nats: cli.nats,
+        creds: cli.creds,
+        output: cli.output,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Orchestrator(args) => dev::orchestrator(&global, args).await,
+            Command::Dev(args) => dev::dev(&global, args).await,
+            Command::Events(args) => events::run(&global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that names what was wrong; the chain of causes joined with colons.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,9 +5,11 @@
 mod error;
 pub mod projection;
 pub mod projector;
+pub mod service;
 pub mod store;
 pub mod views;
 
 pub use error::{Error, Result};
 pub use projector::{Projector, ProjectorConfig, ProjectorHandle, replay_until};
+pub use service::{Orchestrator, OrchestratorConfig};
 pub use store::ViewStore;

@@ -197,6 +197,14 @@ macro_rules! messages {
             }
         }
 
+        // A family serializes as its body alone (no tag): the type name travels beside it,
+        // in the envelope or in the JSON that shows it.
+        impl serde::Serialize for $family {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self { $( Self::$variant(body) => serde::Serialize::serialize(body, s), )+ }
+            }
+        }
+
         $(
             impl From<$variant> for $family {
                 fn from(body: $variant) -> Self {

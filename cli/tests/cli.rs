@@ -1,0 +1,215 @@
+//! The built `cairn` binary against a real nats-server: `events` output and errors, and
+//! `cairn dev` starting a stack and leaving nothing behind after Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cairn_shared::codec::Envelope;
+use cairn_shared::event::NodeRegistered;
+use cairn_shared::{Event, EventId, NodeId, Timestamp};
+use cairn_streams::testing::{NatsServer, wait_until};
+use cairn_streams::{Outgoing, Publisher, StreamKind, Topology};
+
+fn cairn() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.env_remove("CAIRN_NATS_URL")
+        .env_remove("CAIRN_NATS_CREDS");
+    cmd
+}
+
+fn registered(node: &str) -> Envelope<Event> {
+    Envelope::new(
+        EventId::generate(),
+        None,
+        Timestamp(1_800_000_000_000),
+        NodeRegistered {
+            node: NodeId::new(node).unwrap(),
+            labels: Default::default(),
+            capacity: 2,
+        }
+        .into(),
+    )
+}
+
+#[tokio::test]
+async fn events_prints_the_log_as_json_lines() {
+    let server = NatsServer::start();
+    let js = cairn_streams::jetstream(server.connect().await);
+    Topology::default().ensure(&js).await.unwrap();
+    let publisher = Publisher::new(js);
+    for node in ["a", "b"] {
+        publisher
+            .append(Outgoing::event(&registered(node)).unwrap())
+            .await
+            .unwrap();
+    }
+    publisher
+        .append(Outgoing {
+            subject: "cairn.evt.input".into(),
+            msg_id: "garbage".into(),
+            payload: b"garbage".to_vec().into(),
+            expect: cairn_streams::Expect::Nothing,
+        })
+        .await
+        .unwrap();
+
+    let out = cairn()
+        .args(["--nats", &server.url(), "events"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["seq"], 1);
+    assert_eq!(lines[0]["type"], "NodeRegistered");
+    assert_eq!(lines[0]["subject"], "cairn.evt.node.a");
+    assert_eq!(lines[0]["data"]["node"], "a");
+    assert_eq!(lines[0]["time"], "2027-01-15T08:00:00.000Z");
+    assert_eq!(lines[1]["data"]["node"], "b");
+    assert_eq!(lines[2]["type"], serde_json::Value::Null);
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a cairn envelope")
+    );
+
+    let out = cairn()
+        .args(["--nats", &server.url(), "events", "--from-seq", "2"])
+        .output()
+        .unwrap();
+    let seqs: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+}
+
+#[test]
+fn unreachable_nats_is_one_line_and_exit_1() {
+    let out = cairn()
+        .args(["--nats", "nats://127.0.0.1:1", "events"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach NATS at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = cairn()
+        .args(["events", "--from-seq", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut child = cairn()
+        .args(["--nats", &url, "dev", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let banner = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("cairn dev prints its URL");
+    assert!(banner.contains(&url), "{banner}");
+
+    // The orchestrator set up cairn's streams on the local server.
+    let client = cairn_streams::connect(&url, None, "test").await.unwrap();
+    let js = cairn_streams::jetstream(client);
+    wait_until(
+        "the orchestrator to create the event stream",
+        Duration::from_secs(20),
+        || {
+            let js = js.clone();
+            async move {
+                js.get_stream(StreamKind::Events.name())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(!processes_mentioning(&data.path().display().to_string()).is_empty());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (exited, status) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait()));
+    let status = status
+        .recv_timeout(Duration::from_secs(20))
+        .expect("cairn dev stops within 20 s of SIGINT")
+        .unwrap();
+    assert!(status.success(), "cairn dev exited with {status}");
+    wait_until(
+        "no process of the stack to remain",
+        Duration::from_secs(10),
+        || async {
+            let left = processes_mentioning(&data.path().display().to_string());
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
+}
