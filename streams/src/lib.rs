@@ -14,7 +14,7 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
-pub use topology::{StreamKind, Topology};
+pub use topology::{StreamKind, Topology, ensure_node_consumer, node_consumer_config};
 
 /// Connects to NATS, failing at once if no server answers: for commands a person waits on.
 pub async fn connect(

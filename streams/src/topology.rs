@@ -193,3 +193,50 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
         && have.allow_atomic_publish == want.allow_atomic_publish
         && have.discard == want.discard
 }
+
+/// The durable pull consumer through which one node receives its work: filtered to the
+/// node's assignment subject, explicit acks, redelivered until acked however often, and
+/// never deleted for inactivity (a node may be away for days).
+pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer::pull::Config {
+    jetstream::consumer::pull::Config {
+        durable_name: Some(subjects::node_consumer(node)),
+        description: Some(format!("work for node {node}")),
+        filter_subject: subjects::assignments(node).to_string(),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: NODE_ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending: NODE_MAX_ACK_PENDING,
+        // One replica even on a replicated stream: thousands of R3 consumers would each be a
+        // Raft group. The work-queue stream keeps the messages; a lost consumer is recreated.
+        num_replicas: 1,
+        inactive_threshold: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+/// How long a node has to ack an assignment before it is redelivered. An edge acks only
+/// after recording the assignment locally, which takes milliseconds.
+pub const NODE_ACK_WAIT: Duration = Duration::from_secs(30);
+/// Assignments a node may hold unacked at once.
+pub const NODE_MAX_ACK_PENDING: i64 = 1_000;
+
+/// Creates `node`'s consumer if it does not exist (idempotent; safe to race). Only the
+/// orchestrator calls this: edges never create consumers.
+pub async fn ensure_node_consumer(
+    js: &jetstream::Context,
+    node: &cairn_shared::NodeId,
+) -> Result<()> {
+    let setup = |reason: String| Error::Setup {
+        stream: StreamKind::Assignments.name().to_owned(),
+        reason: format!("consumer for node {node}: {reason}"),
+    };
+    let stream = js
+        .get_stream_no_info(StreamKind::Assignments.name())
+        .await
+        .map_err(|e| setup(e.to_string()))?;
+    stream
+        .get_or_create_consumer(&subjects::node_consumer(node), node_consumer_config(node))
+        .await
+        .map(drop)
+        .map_err(|e| setup(e.to_string()))
+}

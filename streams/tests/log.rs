@@ -321,3 +321,28 @@ async fn reads_start_at_a_time_and_refuse_trimmed_ranges() {
         Ok(_) => panic!("expected a trimmed-range refusal, got a reader"),
     }
 }
+
+#[tokio::test]
+async fn node_consumers_are_created_once_and_never_expire() {
+    let server = NatsServer::start();
+    let js = cairn_streams::jetstream(server.connect().await);
+    Topology::default().ensure(&js).await.unwrap();
+    let node = NodeId::new("edge-9").unwrap();
+    let (a, b) = tokio::join!(
+        cairn_streams::ensure_node_consumer(&js, &node),
+        cairn_streams::ensure_node_consumer(&js, &node)
+    );
+    a.unwrap();
+    b.unwrap();
+    cairn_streams::ensure_node_consumer(&js, &node)
+        .await
+        .unwrap();
+    let stream = js.get_stream(StreamKind::Assignments.name()).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("node-edge-9").await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.filter_subject, "cairn.assign.edge-9");
+    assert_eq!(info.config.inactive_threshold, Duration::ZERO);
+    assert_eq!(info.config.max_deliver, -1);
+    assert_eq!(stream.clone().info().await.unwrap().state.consumer_count, 1);
+}
