@@ -4,6 +4,8 @@
 
 mod dev;
 mod events;
+mod output;
+mod query;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,11 +55,61 @@ enum Command {
     /// Run a local stack: a nats-server with JetStream and an orchestrator.
     #[command(after_help = "Example:\n  cairn dev --data .cairn/dev")]
     Dev(dev::DevArgs),
+    /// Nodes of the fleet.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Jobs: list, describe.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Executions of jobs on nodes.
+    #[command(subcommand)]
+    Execution(ExecutionCommand),
     /// Print the event log as JSON lines, from a sequence or a time; --follow tails it.
     #[command(
         after_help = "Examples:\n  cairn events\n  cairn events --from-seq 100\n  cairn events --since 10m --follow\n  cairn events --since 2026-11-23T10:02:00Z"
     )]
     Events(events::EventsArgs),
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Every node with its state, labels and number of non-terminal executions.
+    #[command(after_help = "Examples:\n  cairn node list\n  cairn node list -o json")]
+    List,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Every job at its current version.
+    #[command(after_help = "Examples:\n  cairn job list\n  cairn job list -o yaml")]
+    List,
+    /// One job by id or name: its spec and its executions of every version.
+    #[command(
+        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3… -o json"
+    )]
+    Describe {
+        /// Job id or name.
+        job: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExecutionCommand {
+    /// Executions, filtered by job (id or name: every version), node or state.
+    #[command(
+        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running"
+    )]
+    List {
+        /// Job id or name.
+        #[arg(long)]
+        job: Option<String>,
+        /// Node id.
+        #[arg(long)]
+        node: Option<cairn_shared::NodeId>,
+        /// pending, accepted, running, completed, failed, stopped, cancelled or lost.
+        #[arg(long)]
+        state: Option<cairn_shared::ExecutionState>,
+    },
 }
 
 /// Connection settings every command shares.
@@ -83,7 +135,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Orchestrator(_) | Command::Dev(_) => "info",
-        Command::Events(_) => "warn",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -108,6 +160,16 @@ fn main() -> ExitCode {
             Command::Orchestrator(args) => dev::orchestrator(&global, args).await,
             Command::Dev(args) => dev::dev(&global, args).await,
             Command::Events(args) => events::run(&global, args).await,
+            Command::Node(NodeCommand::List) => query::node_list(&global).await,
+            Command::Job(JobCommand::List) => query::job_list(&global).await,
+            Command::Job(JobCommand::Describe { job }) => query::job_describe(&global, job).await,
+            Command::Execution(ExecutionCommand::List { job, node, state }) => {
+                query::execution_list(
+                    &global,
+                    cairn_orchestrator::query::ExecutionQuery { job, node, state },
+                )
+                .await
+            }
         }
     });
     match result {

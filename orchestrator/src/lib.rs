@@ -5,6 +5,7 @@
 mod error;
 pub mod projection;
 pub mod projector;
+pub mod query;
 pub mod service;
 pub mod store;
 pub mod views;

@@ -25,11 +25,14 @@ impl OrchestratorConfig {
     }
 }
 
-/// A started orchestrator: its view store and projector progress, and the task to await.
+/// A started orchestrator: its view store and projector progress, and the tasks to await.
 pub struct Orchestrator {
     pub store: Arc<ViewStore>,
     pub projector: ProjectorHandle,
-    task: tokio::task::JoinHandle<Result<()>>,
+    projector_task: tokio::task::JoinHandle<Result<()>>,
+    query_task: tokio::task::JoinHandle<Result<()>>,
+    /// Stops both tasks when either ends on its own.
+    stop: CancellationToken,
 }
 
 impl Orchestrator {
@@ -47,25 +50,45 @@ impl Orchestrator {
                 .await
                 .map_err(|e| crate::Error::Stopped(format!("opening the view store: {e}")))??,
         );
-        let (projector, handle) =
-            Projector::new(config.projector, Reader::new(js), Arc::clone(&store))?;
+        let (projector, handle) = Projector::new(
+            config.projector,
+            Reader::new(js.clone()),
+            Arc::clone(&store),
+        )?;
         tracing::info!(
             views = %store.path().display(),
             applied = %handle.applied(),
             "orchestrator started"
         );
-        let task = tokio::spawn(projector.run(shutdown));
+        let stop = shutdown.child_token();
+        let query_task = tokio::spawn(crate::query::serve(
+            js.client(),
+            Arc::clone(&store),
+            stop.clone(),
+        ));
+        let projector_task = tokio::spawn(projector.run(stop.clone()));
         Ok(Self {
             store,
             projector: handle,
-            task,
+            projector_task,
+            query_task,
+            stop,
         })
     }
 
     /// Waits until the orchestrator has stopped (after shutdown, or on a fatal error).
     pub async fn stopped(self) -> Result<()> {
-        self.task
-            .await
-            .map_err(|e| crate::Error::Stopped(format!("projector task: {e}")))?
+        let joined =
+            |e: tokio::task::JoinError| crate::Error::Stopped(format!("orchestrator task: {e}"));
+        let (mut projector, mut query) = (self.projector_task, self.query_task);
+        // Whichever ends first (shutdown, or a fatal error) ends the other.
+        let (first, second) = tokio::select! {
+            r = &mut projector => (r, query),
+            r = &mut query => (r, projector),
+        };
+        self.stop.cancel();
+        let first = first.map_err(joined)?;
+        let second = second.await.map_err(joined)?;
+        first.and(second)
     }
 }

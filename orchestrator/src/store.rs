@@ -171,7 +171,7 @@ pub struct ExecutionFilter {
 }
 
 /// A node with the number of its non-terminal executions.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
     #[serde(flatten)]
     pub node: NodeView,

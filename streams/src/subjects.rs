@@ -116,3 +116,11 @@ mod tests {
         );
     }
 }
+
+/// The versioned prefix of the orchestrator's query service endpoints.
+pub const QUERY_PREFIX: &str = "cairn.v1.q";
+
+/// The subject of one query endpoint, e.g. `cairn.v1.q.nodes`.
+pub fn query(endpoint: &str) -> Subject {
+    format!("{QUERY_PREFIX}.{endpoint}").into()
+}

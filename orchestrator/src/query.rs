@@ -1,0 +1,213 @@
+//! The query service: answers the CLI's questions from the redb views over NATS
+//! request/reply, as a discoverable NATS micro service named `cairn`. Requests and answers
+//! are JSON; every answer says which event sequence the views had reached.
+
+use std::sync::Arc;
+
+use async_nats::service::{self, ServiceExt};
+use bytes::Bytes;
+use cairn_shared::{ExecutionState, NodeId, Seq};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::store::{ExecutionFilter, NodeSummary, ViewReader, ViewStore};
+use crate::views::{CommandOutcome, ExecutionView, JobView};
+
+/// The endpoints, each answering on `streams::subjects::query(name)`.
+pub mod endpoint {
+    pub const NODES: &str = "nodes";
+    pub const JOBS: &str = "jobs";
+    pub const JOB: &str = "job";
+    pub const EXECUTIONS: &str = "executions";
+    pub const OUTCOME: &str = "outcome";
+    pub const ALL: [&str; 5] = [NODES, JOBS, JOB, EXECUTIONS, OUTCOME];
+}
+
+/// An answer and the event sequence the views had reached when it was read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Answer<T> {
+    pub applied_seq: Seq,
+    pub result: T,
+}
+
+/// `job`: one job by id or name, with its executions of every version.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobQuery {
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobView,
+    pub executions: Vec<ExecutionView>,
+}
+
+/// `executions`: all given filters must match; `job` is an id or a name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExecutionQuery {
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub node: Option<NodeId>,
+    #[serde(default)]
+    pub state: Option<ExecutionState>,
+}
+
+/// `outcome`: what became of a command.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutcomeQuery {
+    pub command: cairn_shared::CommandId,
+}
+
+/// A refusal the asker can act on, sent as the service error (status text and code).
+struct Refusal {
+    code: usize,
+    status: String,
+}
+
+impl Refusal {
+    fn bad_request(status: impl Into<String>) -> Self {
+        Self {
+            code: 400,
+            status: status.into(),
+        }
+    }
+
+    fn not_found(status: impl Into<String>) -> Self {
+        Self {
+            code: 404,
+            status: status.into(),
+        }
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Self {
+            code: 500,
+            status: e.to_string(),
+        }
+    }
+}
+
+fn answer<T: Serialize>(reader: &ViewReader, result: T) -> Result<Bytes, Refusal> {
+    let answer = Answer {
+        applied_seq: reader.applied_seq()?,
+        result,
+    };
+    serde_json::to_vec(&answer)
+        .map(Bytes::from)
+        .map_err(|e| Refusal {
+            code: 500,
+            status: format!("encoding the answer: {e}"),
+        })
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> Result<T, Refusal> {
+    if payload.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(payload)
+        .map_err(|e| Refusal::bad_request(format!("malformed request: {e}")))
+}
+
+fn job_or_refuse(reader: &ViewReader, id_or_name: &str) -> Result<JobView, Refusal> {
+    reader
+        .job(id_or_name)?
+        .ok_or_else(|| Refusal::not_found(format!("unknown job {id_or_name:?}")))
+}
+
+/// Answers one request from one snapshot of the views. Synchronous: runs on a blocking thread.
+fn handle(store: &ViewStore, endpoint: &str, payload: &[u8]) -> Result<Bytes, Refusal> {
+    let reader = store.read()?;
+    match endpoint {
+        endpoint::NODES => {
+            let nodes: Vec<NodeSummary> = reader.nodes()?;
+            answer(&reader, nodes)
+        }
+        endpoint::JOBS => answer(&reader, reader.jobs()?),
+        endpoint::JOB => {
+            let query: JobQuery = parse(payload)?;
+            let job = job_or_refuse(&reader, &query.job)?;
+            let executions = reader.executions(&ExecutionFilter {
+                job: Some(job.id),
+                ..Default::default()
+            })?;
+            answer(&reader, JobDetail { job, executions })
+        }
+        endpoint::EXECUTIONS => {
+            let query: ExecutionQuery = parse(payload)?;
+            let job = match &query.job {
+                Some(j) => Some(job_or_refuse(&reader, j)?.id),
+                None => None,
+            };
+            let filter = ExecutionFilter {
+                job,
+                node: query.node,
+                state: query.state,
+            };
+            answer(&reader, reader.executions(&filter)?)
+        }
+        endpoint::OUTCOME => {
+            let query: OutcomeQuery = serde_json::from_slice(payload)
+                .map_err(|e| Refusal::bad_request(format!("malformed request: {e}")))?;
+            let outcome: Option<CommandOutcome> = reader.command_outcome(query.command)?;
+            answer(&reader, outcome)
+        }
+        other => Err(Refusal::not_found(format!("no query endpoint {other:?}"))),
+    }
+}
+
+/// Serves the query endpoints until `shutdown` is cancelled.
+pub async fn serve(
+    client: async_nats::Client,
+    store: Arc<ViewStore>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let service = client
+        .service_builder()
+        .description("cairn orchestrator queries over the projected views")
+        .start("cairn", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| Error::Stopped(format!("starting the query service: {e}")))?;
+    let group = service.group(cairn_streams::subjects::QUERY_PREFIX);
+    let mut tasks = JoinSet::new();
+    for name in endpoint::ALL {
+        let mut requests = group
+            .endpoint(name)
+            .await
+            .map_err(|e| Error::Stopped(format!("adding query endpoint {name}: {e}")))?;
+        let store = Arc::clone(&store);
+        // Shutdown aborts these: a query in flight is simply not answered, and the asker
+        // gets "no orchestrator is answering" rather than a stale result.
+        tasks.spawn(async move {
+            while let Some(request) = requests.next().await {
+                let store = Arc::clone(&store);
+                let payload = request.message.payload.clone();
+                let result = tokio::task::spawn_blocking(move || handle(&store, name, &payload))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Refusal {
+                            code: 500,
+                            status: format!("query failed: {e}"),
+                        })
+                    });
+                let response = result.map_err(|r| service::error::Error {
+                    status: r.status,
+                    code: r.code,
+                });
+                if let Err(e) = request.respond(response).await {
+                    tracing::debug!(error = %e, "could not answer a query");
+                }
+            }
+        });
+    }
+    shutdown.cancelled().await;
+    tasks.abort_all();
+    let _ = service.stop().await;
+    Ok(())
+}
