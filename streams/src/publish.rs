@@ -263,7 +263,10 @@ fn publish_error(subject: &Subject, expect: Expect, e: PublishError) -> Error {
 
 /// The server says `wrong last sequence: N`; N is the sequence it holds.
 fn reported_sequence(e: &PublishError) -> Option<Seq> {
-    let text = std::error::Error::source(e)?.to_string();
+    parse_wrong_last_sequence(&std::error::Error::source(e)?.to_string())
+}
+
+fn parse_wrong_last_sequence(text: &str) -> Option<Seq> {
     let rest = text.split("wrong last sequence:").nth(1)?;
     let digits: String = rest
         .trim_start()
@@ -271,4 +274,145 @@ fn reported_sequence(e: &PublishError) -> Option<Seq> {
         .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok().map(Seq)
+}
+
+/// The most messages the server accepts in one atomic batch.
+pub const MAX_ATOMIC_BATCH: usize = 1_000;
+
+#[derive(serde::Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u32,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchReply {
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    count: u64,
+}
+
+impl Publisher {
+    /// Appends `messages` as one atomic batch (ADR-50): the server stores all of them,
+    /// contiguously, or none. `expect` is checked against the stream before the first.
+    ///
+    /// JetStream refuses `Nats-Msg-Id` inside a batch, so a batch is not de-duplicated by
+    /// id: a retried batch must carry an expectation (`Expect::LastSeq`), which fails with
+    /// `Conflict` if the first attempt was stored after all. A single message is appended
+    /// normally, keeping its message id.
+    pub async fn append_atomic(&self, messages: Vec<Outgoing>, expect: Expect) -> Result<Appended> {
+        let count = messages.len();
+        if count == 0 {
+            return Err(Error::Publish {
+                subject: String::new(),
+                reason: "an atomic batch needs at least one message".into(),
+                retryable: false,
+            });
+        }
+        if count > MAX_ATOMIC_BATCH {
+            return Err(Error::Publish {
+                subject: messages[0].subject.to_string(),
+                reason: format!(
+                    "{count} messages exceed the atomic batch limit of {MAX_ATOMIC_BATCH}"
+                ),
+                retryable: false,
+            });
+        }
+        if count == 1 {
+            let mut messages = messages;
+            let single = messages.remove(0).expect(expect);
+            return self.append(single).await;
+        }
+        let client = self.js.client();
+        let batch_id = cairn_shared::EventId::generate().to_string();
+        let mut last_subject = String::new();
+        for (i, out) in messages.into_iter().enumerate() {
+            let sequence = i + 1;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+            if sequence == 1 {
+                match expect {
+                    Expect::Nothing => {}
+                    Expect::LastSeq(seq) => {
+                        headers.insert(NATS_EXPECTED_LAST_SEQUENCE, seq.0.to_string().as_str())
+                    }
+                    Expect::LastSubjectSeq(seq) => headers.insert(
+                        NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                        seq.0.to_string().as_str(),
+                    ),
+                }
+            }
+            let commit = sequence == count;
+            if commit {
+                headers.insert("Nats-Batch-Commit", "1");
+            }
+            last_subject = out.subject.to_string();
+            let transport = |e: String| Error::Publish {
+                subject: out.subject.to_string(),
+                reason: e,
+                retryable: true,
+            };
+            // The first message asks for a reply so a failed expectation or a stream that
+            // does not allow batches is known before the rest is sent; the commit's reply
+            // is the batch's ack. Everything between is sent without waiting.
+            if sequence == 1 || commit {
+                let reply = client
+                    .request_with_headers(out.subject.clone(), headers, out.payload)
+                    .await
+                    .map_err(|e| transport(e.to_string()))?;
+                if reply.payload.is_empty() {
+                    continue;
+                }
+                let parsed: BatchReply = serde_json::from_slice(&reply.payload)
+                    .map_err(|e| transport(format!("unreadable batch reply: {e}")))?;
+                if let Some(error) = parsed.error {
+                    return Err(batch_error(&out.subject, expect, error));
+                }
+                if commit {
+                    if parsed.count != count as u64 {
+                        return Err(transport(format!(
+                            "batch ack counts {} of {count} messages",
+                            parsed.count
+                        )));
+                    }
+                    return Ok(Appended {
+                        seq: Seq(parsed.seq),
+                        duplicate: false,
+                    });
+                }
+            } else {
+                client
+                    .publish_with_headers(out.subject.clone(), headers, out.payload)
+                    .await
+                    .map_err(|e| transport(e.to_string()))?;
+            }
+        }
+        Err(Error::Publish {
+            subject: last_subject,
+            reason: "the batch ended without a commit".into(),
+            retryable: false,
+        })
+    }
+}
+
+fn batch_error(subject: &Subject, expect: Expect, error: ApiError) -> Error {
+    // 10071: wrong last sequence.
+    if error.err_code == 10071 {
+        let actual = parse_wrong_last_sequence(&error.description);
+        return Error::Conflict {
+            expected: expect.expected().unwrap_or(Seq::ZERO),
+            actual,
+        };
+    }
+    Error::Publish {
+        subject: subject.to_string(),
+        reason: format!("{} (error code {})", error.description, error.err_code),
+        retryable: false,
+    }
 }

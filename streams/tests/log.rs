@@ -346,3 +346,68 @@ async fn node_consumers_are_created_once_and_never_expire() {
     assert_eq!(info.config.max_deliver, -1);
     assert_eq!(stream.clone().info().await.unwrap().state.consumer_count, 1);
 }
+
+#[tokio::test]
+async fn atomic_batches_store_all_or_nothing() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    let batch = |n: u32| {
+        (0..n)
+            .map(|i| Outgoing::event(&event("b", i)).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let first = publisher
+        .append_atomic(batch(5), Expect::LastSeq(Seq::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(first.seq, Seq(5));
+    let read = read_n(&reader, ReadFrom::Start, 5).await;
+    assert_eq!(
+        read.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=5).map(Seq).collect::<Vec<_>>()
+    );
+
+    // A stale expectation stores nothing of the batch.
+    match publisher
+        .append_atomic(batch(4), Expect::LastSeq(Seq(3)))
+        .await
+    {
+        Err(Error::Conflict { expected, actual }) => {
+            assert_eq!((expected, actual), (Seq(3), Some(Seq(5))))
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(5)
+    );
+
+    // Two writers race whole batches on the same expectation: one batch lands whole.
+    let a = Publisher::new(cairn_streams::jetstream(server.connect().await));
+    let b = Publisher::new(cairn_streams::jetstream(server.connect().await));
+    let (ra, rb) = tokio::join!(
+        a.append_atomic(batch(30), Expect::LastSeq(Seq(5))),
+        b.append_atomic(batch(30), Expect::LastSeq(Seq(5)))
+    );
+    assert!(
+        ra.is_ok() != rb.is_ok(),
+        "exactly one batch wins: {ra:?} {rb:?}"
+    );
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(35)
+    );
+
+    // Over the server's limit: refused before anything is sent.
+    assert!(
+        publisher
+            .append_atomic(batch(1_001), Expect::Nothing)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        reader.bounds(StreamKind::Events).await.unwrap().last,
+        Seq(35)
+    );
+}
