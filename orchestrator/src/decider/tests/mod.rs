@@ -1,0 +1,8 @@
+//! Scenario and property tests of the decider.
+
+mod commands;
+mod invariants;
+mod liveness;
+mod placement;
+mod reports;
+mod scenario;
