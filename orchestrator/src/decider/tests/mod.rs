@@ -4,5 +4,6 @@ mod commands;
 mod invariants;
 mod liveness;
 mod placement;
+mod props;
 mod reports;
 mod scenario;
