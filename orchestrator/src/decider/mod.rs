@@ -87,6 +87,7 @@
 mod command;
 mod draft;
 mod liveness;
+mod placement;
 mod report;
 mod schedule;
 mod state;

@@ -7,10 +7,11 @@
 use std::collections::BTreeSet;
 
 use cairn_shared::event::{ExecutionAssigned, ExecutionStopRequested, JobStateChanged};
-use cairn_shared::{DesiredState, ExecutionState, JobId, JobState, JobType, NodeId, NodeState};
+use cairn_shared::{DesiredState, ExecutionState, JobId, JobState, JobType, NodeId};
 
 use super::draft::Draft;
-use super::state::{Execution, Job, Node, Slot, State};
+use super::placement::{Candidates, is_usable};
+use super::state::{Execution, Job, Slot, State};
 use super::{IdSource, MAX_ATTEMPTS};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
@@ -87,33 +88,30 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
         return;
     };
     let statuses = statuses(&draft.state, job);
-    if statuses
+    let exhausted = statuses
         .iter()
-        .any(|s| matches!(s, Status::Exhausted { .. }))
-    {
+        .any(|s| matches!(s, Status::Exhausted { .. }));
+    let waiting = statuses.iter().any(|s| matches!(s, Status::Waiting { .. }));
+    if exhausted || !waiting {
         return;
     }
+    let mut candidates = Candidates::new(&draft.state, job);
     for status in statuses {
         let Status::Waiting { place, attempt } = status else {
             continue;
         };
+        let node = match place {
+            Place::On(node) => candidates.fits(&node).then_some(node),
+            Place::Anywhere { avoid } => match candidates.best(&avoid) {
+                Some(node) => Some(node),
+                None => return,
+            },
+        };
+        let Some(node) = node else { continue };
         let Some(job) = draft.state.job(job_id) else {
             return;
         };
-        let node = match &place {
-            Place::On(node) => draft
-                .state
-                .node(node)
-                .filter(|n| is_eligible(n, job))
-                .map(|n| n.id.clone()),
-            Place::Anywhere { avoid } => pick(&draft.state, job, avoid),
-        };
-        let Some(node) = node else {
-            match place {
-                Place::Anywhere { .. } => return,
-                Place::On(_) => continue,
-            }
-        };
+        candidates.take(&node);
         let assigned = ExecutionAssigned {
             execution: ids.execution_id(),
             job: job_id,
@@ -324,41 +322,6 @@ fn ops_outcome(statuses: &[Status]) -> Option<(JobState, Option<String>)> {
         let reason = format!("{missed} of {} nodes did not complete it", statuses.len());
         (JobState::Failed, Some(reason))
     })
-}
-
-/// The best node for a slot that may go anywhere, or none if no node can take it.
-fn pick(state: &State, job: &Job, avoid: &BTreeSet<NodeId>) -> Option<NodeId> {
-    state
-        .nodes()
-        .filter(|n| is_eligible(n, job))
-        .min_by_key(|n| {
-            (
-                n.state != NodeState::Connected,
-                avoid.contains(&n.id),
-                load_of(state, n, job.id),
-                n.active.len(),
-                &n.id,
-            )
-        })
-        .map(|n| n.id.clone())
-}
-
-/// A node the job may run on at all: not lost, labels matching.
-fn is_usable(node: &Node, job: &Job) -> bool {
-    node.state != NodeState::Lost && node.matches(&job.spec.selector)
-}
-
-/// A node that can take one more execution of the job now.
-fn is_eligible(node: &Node, job: &Job) -> bool {
-    is_usable(node, job) && node.has_room()
-}
-
-/// The job's non-terminal executions on the node, to spread replicas.
-fn load_of(state: &State, node: &Node, job: JobId) -> usize {
-    node.active
-        .iter()
-        .filter(|id| state.execution(**id).is_some_and(|e| e.job == job))
-        .count()
 }
 
 fn current<'s>(state: &'s State, slot: &Slot) -> Option<&'s Execution> {
