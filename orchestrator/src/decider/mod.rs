@@ -42,7 +42,8 @@
 //!   those executions are refused (they are terminal) and recorded as `InputRejected`.
 //! - **Eligibility:** a node takes an execution when it is not lost, its labels contain every
 //!   selector pair, and its non-terminal executions are fewer than its capacity (capacity 0
-//!   takes nothing). Connected nodes are preferred; a disconnected node is used only when no
+//!   takes nothing; a node that lowers its capacity below its load keeps what it runs and
+//!   takes nothing new until it has room). Connected nodes are preferred; a disconnected node is used only when no
 //!   connected one fits, because its assignment waits durably on its subject (no skipped
 //!   dispatch) but may wait long. Among equals: a node this slot has not used before, then
 //!   fewer executions of this job, then fewer executions overall, then the node id.
@@ -64,13 +65,18 @@
 //!   has its daemon execution stopped.
 //! - **service** keeps `count` replicas; a lost or crashed replica is replaced on another node
 //!   when one fits.
-//! - **Job state** is derived after every decision from the current run (current version;
-//!   reset by a rerun): `failed` as above; `completed` when every batch slot completed (or
+//! - **Runs.** A job's current run is its current version since it last started. Two events
+//!   start one, and projections must read them the same way: `JobDeployed` (the version
+//!   starts, `queued`) and a `JobStateChanged` that leaves a terminal state (a rerun). Batch
+//!   and service runs have `count` slots; ops runs one slot per node matching at the start;
+//!   daemon runs grow a slot per node. A retry is the next execution of its slot, and
+//!   `evolve` finds that slot again from the attempt number (lowest open slot whose chain is
+//!   one shorter), so no slot number needs to travel in `ExecutionAssigned`.
+//! - **Job state** is derived after every decision from the current run: `failed` as above; `completed` when every batch slot completed (or
 //!   ops as above); `queued` when nothing is in flight or done (waiting for a node);
 //!   `deploying` while some demand is unplaced or some execution is still `pending`;
 //!   otherwise `running` (`accepted` counts as up). Terminal states stick until a rerun or a
-//!   new version. `JobStateChanged` is emitted only on a change. A `JobDeployed` event
-//!   itself means "this version starts, queued": projections must apply the same rule.
+//!   new version. `JobStateChanged` is emitted only on a change.
 //! - **Placement reacts to facts, not to timers**: it runs when a decision deployed or reran a
 //!   job, registered, reconnected or lost a node, or ended an execution; then every active
 //!   job is reconciled, oldest job id first, so older jobs get freed capacity first. Unplaced
@@ -83,6 +89,14 @@
 //! - **The state keeps every decided command id and every execution** so redelivery and late
 //!   reports are recognised forever. That is memory proportional to history; pruning belongs
 //!   with snapshots, later.
+//!
+//! # Cost
+//!
+//! A decision clones the state into its draft (O(state)) and, when placement is due,
+//! re-reads every slot of every active job; placing one execution scans the job's candidate
+//! nodes once. That is simple and fast enough for thousands of nodes and tens of thousands
+//! of live executions; beyond that, persistent maps would make the draft's clone O(1) and a
+//! per-selector index of waiting demand would bound the re-read.
 
 mod command;
 mod draft;

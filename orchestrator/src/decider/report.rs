@@ -60,19 +60,19 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
     let id = update.execution;
     let to = update.state;
     if !is_reportable(to) {
-        return Err(refuse(
+        return Err(Rejection::new(
             RejectionKind::NotReportable,
             format!("edges report accepted, running, completed, failed or stopped, not {to}"),
         ));
     }
     let Some(execution) = draft.state.execution(id) else {
-        return Err(refuse(
+        return Err(Rejection::new(
             RejectionKind::UnknownExecution,
             format!("unknown execution {id}"),
         ));
     };
     if execution.node != update.node {
-        return Err(refuse(
+        return Err(Rejection::new(
             RejectionKind::WrongNode,
             format!(
                 "execution {id} belongs to node {:?}, not {:?}",
@@ -82,7 +82,7 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
         ));
     }
     if execution.attempt != update.attempt {
-        return Err(refuse(
+        return Err(Rejection::new(
             RejectionKind::WrongAttempt,
             format!(
                 "execution {id} is attempt {}, the report is for attempt {}",
@@ -92,7 +92,7 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
     }
     let from = execution.state;
     if from.is_terminal() {
-        return Err(refuse(
+        return Err(Rejection::new(
             RejectionKind::TerminalExecution,
             format!("execution {id} already ended ({from}); it cannot become {to}"),
         ));
@@ -102,7 +102,7 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
         return Ok(());
     }
     if progress(to) < progress(from) {
-        return Err(refuse(
+        return Err(Rejection::new(
             RejectionKind::ImpossibleTransition,
             format!("execution {id} cannot go back from {from} to {to}"),
         ));
@@ -115,10 +115,6 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
         reason: update.reason.clone(),
     });
     Ok(())
-}
-
-fn refuse(kind: RejectionKind, reason: String) -> Rejection {
-    Rejection::new(kind, reason)
 }
 
 /// The states an edge may claim; the others are the orchestrator's to decide.

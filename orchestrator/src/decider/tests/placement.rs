@@ -457,3 +457,97 @@ fn a_service_that_lost_every_node_waits_queued() {
     let d = s.join("b", &[], 1);
     assert_eq!(d.assigned(), [("b".into(), 2)]);
 }
+
+// --- more ---------------------------------------------------------------------------------
+
+#[test]
+fn a_disconnected_node_still_gets_its_daemon() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.silent("a");
+    let d = s.deploy(daemon("agent"));
+    assert_eq!(d.assigned(), [("a".into(), 1)], "no skipped dispatch");
+}
+
+#[test]
+fn slots_failing_together_are_retried_together() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(batch("j", 2));
+    let [e1, e2] = s.live_ids("j")[..] else {
+        panic!("two executions")
+    };
+    assert!(s.lose("a").assigned().is_empty(), "b is full");
+    s.lose("b");
+    s.report_on("a", hello("a", &[], 2));
+    assert_eq!(s.live("j"), [("a".into(), 2), ("a".into(), 2)]);
+    let slots = &s.job("j").run.counted;
+    assert_eq!(slots[0].executions[0], e1);
+    assert_eq!(slots[1].executions[0], e2);
+    assert!(slots.iter().all(|slot| slot.executions.len() == 2));
+    for e in s.live_ids("j") {
+        s.report(e, ExecutionState::Completed);
+    }
+    assert_eq!(s.job_state("j"), JobState::Completed);
+}
+
+#[test]
+fn a_rerun_of_ops_targets_the_nodes_matching_now() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(ops("patch"));
+    let e = s.live_ids("patch")[0];
+    s.report(e, ExecutionState::Completed);
+    s.join("b", &[], 1);
+    let d = s.rerun("patch");
+    assert_eq!(d.assigned(), [("a".into(), 1), ("b".into(), 1)]);
+}
+
+#[test]
+fn a_new_daemon_version_waits_for_the_old_one_to_free_the_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(daemon("agent"));
+    let old = s.live_ids("agent")[0];
+    let mut v2 = daemon("agent");
+    v2.task.command = vec!["v2".into()];
+    let d = s.deploy(v2);
+    assert_eq!(d.stopped(), [old].into());
+    assert!(d.assigned().is_empty());
+    let d = s.report(old, ExecutionState::Stopped);
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+    assert_eq!(
+        s.state.execution(d.assigned_ids()[0]).map(|e| e.version),
+        Some(2)
+    );
+}
+
+#[test]
+fn stopping_reaches_executions_of_every_version() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 4);
+    s.deploy(service("web", 1));
+    let mut v2 = service("web", 1);
+    v2.task.command = vec!["v2".into()];
+    s.deploy(v2);
+    let d = s.stop("web");
+    assert_eq!(d.stopped().len(), 1, "v1 was already asked to stop");
+    assert!(s.live("web").is_empty());
+}
+
+#[test]
+fn a_late_report_of_an_old_version_is_still_recorded() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 2);
+    s.deploy(service("web", 1));
+    let old = s.live_ids("web")[0];
+    let mut v2 = service("web", 1);
+    v2.task.command = vec!["v2".into()];
+    s.deploy(v2);
+    let d = s.report(old, ExecutionState::Running);
+    assert_eq!(d.ended(), [(old, ExecutionState::Running)]);
+    assert!(
+        d.job_states().is_empty(),
+        "the old version does not drive the job"
+    );
+}

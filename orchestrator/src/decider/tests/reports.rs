@@ -234,3 +234,37 @@ fn exit_codes_and_reasons_are_kept() {
     let e = s.state.execution(e).expect("kept");
     assert_eq!((e.exit_code, e.reason.as_deref()), (Some(3), Some("boom")));
 }
+
+#[test]
+fn evolving_events_about_unknown_things_changes_nothing() {
+    use cairn_shared::event::{ExecutionStateChanged, JobStateChanged, NodeLost};
+    let mut s = Scenario::new();
+    s.given([
+        Event::from(NodeLost {
+            node: node("ghost"),
+        }),
+        JobStateChanged {
+            job: job_id(7),
+            state: JobState::Running,
+            reason: None,
+        }
+        .into(),
+        ExecutionStateChanged {
+            execution: exec_id(7),
+            node: node("ghost"),
+            state: ExecutionState::Lost,
+            exit_code: None,
+            reason: None,
+        }
+        .into(),
+    ]);
+    assert_eq!(s.state, crate::decider::State::default());
+}
+
+#[test]
+fn a_rejection_reads_as_its_reason() {
+    let mut s = Scenario::new();
+    let d = s.stop("nope");
+    let rejection = d.rejection.expect("refused");
+    assert_eq!(rejection.to_string(), "unknown job \"nope\"");
+}
