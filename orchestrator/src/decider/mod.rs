@@ -13,10 +13,10 @@
 //! returns a [`Decision`]: the events, in order, plus the [`Rejection`] when the input was
 //! refused. A refusal is a value, and it is *also* an event (`CommandRejected` or
 //! `InputRejected`) so users and audits see it. Internally each handler has the classic
-//! shape `Result<(), Rejection>` over a [`Draft`](draft::Draft): a scratch copy of the state
-//! onto which every emitted event is evolved at once, so later steps of the same decision
-//! (placement after a node is lost, job state after placement) see earlier ones. A refused
-//! handler's draft is thrown away, so a refusal never changes state.
+//! shape `Result<_, Rejection>` over a `Draft`: a scratch copy of the state onto which every
+//! emitted event is evolved at once, so later steps of the same decision (placement after a
+//! node is lost, job state after placement) see earlier ones. A refused handler's draft is
+//! thrown away, so a refusal never changes state.
 //!
 //! The shell must append a decision's events atomically (one JetStream batch) or not at all:
 //! a command's `CommandAccepted` comes *last*, after its effects, so a partial append would
