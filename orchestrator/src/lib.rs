@@ -1,7 +1,8 @@
-//! The orchestrator: the projector that folds the event stream into redb views, and the
-//! queries answered from them. (The decider, dispatcher, liveness and query service join it
-//! as they are built.)
+//! The orchestrator: the pure decider (and scheduler), the projector that folds the event
+//! stream into redb views, and the query service answered from them. (The shell that
+//! feeds the decider, the dispatcher and liveness join it as they are built.)
 
+pub mod decider;
 mod error;
 pub mod projection;
 pub mod projector;

@@ -1,0 +1,95 @@
+//! Commands: deploy a job (or a new version of it), stop it, run it again.
+
+use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
+use cairn_shared::event::{JobDeployed, JobStateChanged};
+use cairn_shared::{JobId, JobState};
+
+use super::draft::Draft;
+use super::state::{Job, State};
+use super::{IdSource, Rejection, RejectionKind};
+
+/// Applies a command to the draft; on success, the job it concerned (for `CommandAccepted`).
+pub(super) fn handle(
+    draft: &mut Draft,
+    command: &Command,
+    ids: &mut impl IdSource,
+) -> Result<Option<JobId>, Rejection> {
+    match command {
+        Command::DeployJob(c) => deploy(draft, c, ids),
+        Command::StopJob(c) => stop(draft, c),
+        Command::RerunJob(c) => rerun(draft, c),
+    }
+    .map(Some)
+}
+
+fn deploy(draft: &mut Draft, c: &DeployJob, ids: &mut impl IdSource) -> Result<JobId, Rejection> {
+    let spec = &c.spec;
+    spec.validate().map_err(|e| {
+        Rejection::new(RejectionKind::InvalidSpec, format!("invalid job spec: {e}"))
+    })?;
+    let (job, version) = match draft.state.job_by_name(&spec.name) {
+        None => (ids.job_id(), 1),
+        Some(job) if job.spec == *spec && !job.state.is_terminal() => return Ok(job.id),
+        Some(job) => {
+            let version = job.version.checked_add(1).ok_or_else(|| {
+                Rejection::new(
+                    RejectionKind::TooManyVersions,
+                    format!("job {:?} has no version numbers left", job.name),
+                )
+            })?;
+            (job.id, version)
+        }
+    };
+    draft.emit(JobDeployed {
+        job,
+        version,
+        spec: spec.clone(),
+    });
+    draft.stop_executions(job, &format!("replaced by version {version}"));
+    Ok(job)
+}
+
+fn stop(draft: &mut Draft, c: &StopJob) -> Result<JobId, Rejection> {
+    let job = resolve(&draft.state, &c.job)?;
+    let (id, was_terminal) = (job.id, job.state.is_terminal());
+    draft.stop_executions(id, "job stopped");
+    if !was_terminal {
+        draft.emit(JobStateChanged {
+            job: id,
+            state: JobState::Stopped,
+            reason: Some("stopped on request".to_owned()),
+        });
+    }
+    Ok(id)
+}
+
+fn rerun(draft: &mut Draft, c: &RerunJob) -> Result<JobId, Rejection> {
+    let job = resolve(&draft.state, &c.job)?;
+    if !job.state.is_terminal() {
+        return Err(Rejection::new(
+            RejectionKind::JobStillActive,
+            format!(
+                "job {:?} is still {}: stop it or wait for it to end before running it again",
+                job.name, job.state
+            ),
+        ));
+    }
+    let (id, version) = (job.id, job.version);
+    draft.emit(JobStateChanged {
+        job: id,
+        state: JobState::Queued,
+        reason: Some(format!("rerun of version {version}")),
+    });
+    Ok(id)
+}
+
+/// A job by id first, then by name, the way `cairn job stop ID|NAME` means it.
+fn resolve<'s>(state: &'s State, job: &JobRef) -> Result<&'s Job, Rejection> {
+    let by_id = job.0.parse::<JobId>().ok().and_then(|id| state.job(id));
+    by_id.or_else(|| state.job_by_name(&job.0)).ok_or_else(|| {
+        Rejection::new(
+            RejectionKind::UnknownJob,
+            format!("unknown job {:?}", job.0),
+        )
+    })
+}

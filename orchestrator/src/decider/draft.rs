@@ -1,0 +1,97 @@
+//! A decision in progress: a scratch copy of the state that every emitted event is evolved
+//! onto at once, so each step of a decision sees the steps before it.
+
+use std::collections::BTreeSet;
+
+use cairn_shared::event::ExecutionStopRequested;
+use cairn_shared::{DesiredState, Event, JobId};
+
+use super::state::{State, evolve};
+
+pub(super) struct Draft {
+    pub(super) state: State,
+    events: Vec<Event>,
+    /// Whether an emitted fact may let waiting demand be placed (capacity freed, a node
+    /// became usable, demand created). Placement runs on exactly these facts.
+    placement_due: bool,
+    /// Jobs whose state may have to be recomputed.
+    touched: BTreeSet<JobId>,
+}
+
+impl Draft {
+    pub(super) fn new(state: &State) -> Self {
+        Self {
+            state: state.clone(),
+            events: Vec::new(),
+            placement_due: false,
+            touched: BTreeSet::new(),
+        }
+    }
+
+    pub(super) fn emit(&mut self, event: impl Into<Event>) {
+        let event = event.into();
+        self.note(&event);
+        evolve(&mut self.state, &event);
+        self.events.push(event);
+    }
+
+    pub(super) fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+
+    pub(super) fn placement_due(&self) -> bool {
+        self.placement_due
+    }
+
+    pub(super) fn touched(&self) -> &BTreeSet<JobId> {
+        &self.touched
+    }
+
+    /// Asks every execution of `job` (any version) that is still meant to run to stop.
+    pub(super) fn stop_executions(&mut self, job: JobId, reason: &str) {
+        let Some(job) = self.state.job(job) else {
+            return;
+        };
+        let wanted: Vec<_> = job
+            .live
+            .iter()
+            .filter_map(|id| self.state.execution(*id))
+            .filter(|e| e.desired == DesiredState::Running)
+            .map(|e| (e.id, e.node.clone()))
+            .collect();
+        for (execution, node) in wanted {
+            self.emit(ExecutionStopRequested {
+                execution,
+                node,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// Records what an event (about to be evolved) may set in motion.
+    fn note(&mut self, event: &Event) {
+        let execution_job = |id| self.state.execution(id).map(|e| e.job);
+        let (job, placement) = match event {
+            Event::NodeRegistered(_) | Event::NodeReconnected(_) | Event::NodeLost(_) => {
+                (None, true)
+            }
+            Event::JobDeployed(e) => (Some(e.job), true),
+            Event::JobStateChanged(e) => {
+                let restarts = self
+                    .state
+                    .job(e.job)
+                    .is_some_and(|j| j.state.is_terminal() && !e.state.is_terminal());
+                (Some(e.job), restarts)
+            }
+            Event::ExecutionAssigned(e) => (Some(e.job), false),
+            Event::ExecutionStopRequested(e) => (execution_job(e.execution), false),
+            Event::ExecutionStateChanged(e) => (execution_job(e.execution), e.state.is_terminal()),
+            Event::NodeDisconnected(_)
+            | Event::CommandAccepted(_)
+            | Event::CommandRejected(_)
+            | Event::InputRejected(_) => (None, false),
+        };
+        self.touched.extend(job);
+        self.placement_due |= placement;
+    }
+}

@@ -1,0 +1,290 @@
+//! The decider: the pure, synchronous heart of the orchestrator, scheduler included.
+//!
+//! `decide(&State, &Input, &mut impl IdSource) -> Decision` turns one input (a command, an
+//! edge report, a liveness fact) into the events to append; `evolve(&mut State, &Event)`
+//! folds one event into the state. The state is built *only* by `evolve`, so an orchestrator
+//! rebuilds it by replaying the event stream, and the shell applies `evolve` to every event
+//! it appends. Nothing in here performs I/O, reads the clock or draws random numbers: fresh
+//! ids come from the [`IdSource`] the shell passes in, and times arrive inside inputs.
+//!
+//! # Shape
+//!
+//! One input may yield many events (a deploy places several executions), so `decide`
+//! returns a [`Decision`]: the events, in order, plus the [`Rejection`] when the input was
+//! refused. A refusal is a value, and it is *also* an event (`CommandRejected` or
+//! `InputRejected`) so users and audits see it. Internally each handler has the classic
+//! shape `Result<_, Rejection>` over a `Draft`: a scratch copy of the state onto which every
+//! emitted event is evolved at once, so later steps of the same decision (placement after a
+//! node is lost, job state after placement) see earlier ones. A refused handler's draft is
+//! thrown away, so a refusal never changes state.
+//!
+//! The shell must append a decision's events atomically (one JetStream batch) or not at all:
+//! a command's `CommandAccepted` comes *last*, after its effects, so a partial append would
+//! leave effects without the record that the command was decided.
+//!
+//! # Choices
+//!
+//! - **Redelivery is harmless.** A command id already decided yields no events. A report
+//!   repeating an execution's current state yields no events either (an edge's outbox may
+//!   resend after JetStream's duplicate window); going backwards is refused.
+//! - **Identical redeploy is a no-op.** Deploying the spec the current version already has,
+//!   while the job is not terminal, is accepted with no other event (like `kubectl apply`).
+//!   On a terminal job it creates a new version, which runs again.
+//! - **A new version replaces the old one at once:** every execution of the job that is still
+//!   meant to run gets `ExecutionStopRequested`, and the new version is placed in the same
+//!   decision. The old executions keep their capacity until their edge reports them ended.
+//! - **Stopping is asked, never assumed.** `StopJob` requests a stop of every execution and
+//!   marks the job stopped; executions end when their edge says so, because the node may
+//!   already be running them. Stopping an already terminal job is accepted and changes
+//!   nothing. The only executions ended by decision are those on a lost node.
+//! - **A lost node's executions are lost, and also asked to stop**, so a partitioned edge that
+//!   comes back does not keep running work that was replaced elsewhere. Its later reports on
+//!   those executions are refused (they are terminal) and recorded as `InputRejected`.
+//! - **Eligibility:** a node takes an execution when it is not lost, its labels contain every
+//!   selector pair, and its non-terminal executions are fewer than its capacity (capacity 0
+//!   takes nothing; a node that lowers its capacity below its load keeps what it runs and
+//!   takes nothing new until it has room). Connected nodes are preferred; a disconnected node is used only when no
+//!   connected one fits, because its assignment waits durably on its subject (no skipped
+//!   dispatch) but may wait long. Among equals: a node this slot has not used before, then
+//!   fewer executions of this job, then fewer executions overall, then the node id.
+//! - **Retries:** [`MAX_ATTEMPTS`] per slot. A batch slot is retried (new execution id,
+//!   attempt + 1, preferring another node) after it fails, is lost, or stops unasked; a slot
+//!   that used all its attempts fails the job. Service and daemon slots are replaced after any
+//!   end nobody asked for; `lost` does not count against them (losing a node is not the task's
+//!   fault) but `failed`, unasked `stopped` and `completed` (a long-running task that exits is
+//!   a crash) do. Ops executions are never retried.
+//! - **A failed job stops what it still runs**: its outcome is decided and the rest would only
+//!   hold capacity.
+//! - **ops** runs once on every node that matches (and is not lost) when the run starts; the
+//!   set is fixed then. It completes when every target has ended and all completed; it fails
+//!   if any failed, stopped, was lost, or its node was lost before it was placed. An ops job
+//!   that matches no node fails at once.
+//! - **daemon** keeps one execution on every matching, non-lost node, including nodes that
+//!   register, reconnect or change labels later. An execution on a lost node is lost, not
+//!   moved; it is placed again if that node comes back. A node whose labels stop matching
+//!   has its daemon execution stopped.
+//! - **service** keeps `count` replicas; a lost or crashed replica is replaced on another node
+//!   when one fits.
+//! - **Runs.** A job's current run is its current version since it last started. Two events
+//!   start one, and projections must read them the same way: `JobDeployed` (the version
+//!   starts, `queued`) and a `JobStateChanged` that leaves a terminal state (a rerun). Batch
+//!   and service runs have `count` slots; ops runs one slot per node matching at the start;
+//!   daemon runs grow a slot per node. A retry is the next execution of its slot, and
+//!   `evolve` finds that slot again from the attempt number (lowest open slot whose chain is
+//!   one shorter), so no slot number needs to travel in `ExecutionAssigned`.
+//! - **Job state** is derived after every decision from the current run: `failed` as above; `completed` when every batch slot completed (or
+//!   ops as above); `queued` when nothing is in flight or done (waiting for a node);
+//!   `deploying` while some demand is unplaced or some execution is still `pending`;
+//!   otherwise `running` (`accepted` counts as up). Terminal states stick until a rerun or a
+//!   new version. `JobStateChanged` is emitted only on a change.
+//! - **Placement reacts to facts, not to timers**: it runs when a decision deployed or reran a
+//!   job, registered, reconnected or lost a node, or ended an execution; then every active
+//!   job is reconciled, oldest job id first, so older jobs get freed capacity first. Unplaced
+//!   demand is not stored as such: it is what the state says is missing, so it is retried on
+//!   the next such fact.
+//! - **Heartbeats** from a disconnected or lost node reconnect it ([`Input::Heartbeat`]), as
+//!   does its `NodeHello`. Other reports do not: liveness is the shell's timers' business.
+//! - **No time is needed**: events carry no timestamps (the shell stamps envelopes when it
+//!   appends), and liveness inputs carry the instant the shell measured from.
+//! - **The state keeps every decided command id and every execution** so redelivery and late
+//!   reports are recognised forever. That is memory proportional to history; pruning belongs
+//!   with snapshots, later.
+//!
+//! # Cost
+//!
+//! A decision clones the state into its draft (O(state)) and, when placement is due,
+//! re-reads every slot of every active job; placing one execution scans the job's candidate
+//! nodes once. That is simple and fast enough for thousands of nodes and tens of thousands
+//! of live executions; beyond that, persistent maps would make the draft's clone O(1) and a
+//! per-selector index of waiting demand would bound the re-read.
+
+mod command;
+mod draft;
+mod liveness;
+mod placement;
+mod report;
+mod schedule;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+use cairn_shared::command::Command;
+use cairn_shared::event::{CommandAccepted, CommandRejected, InputRejected};
+use cairn_shared::{CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp};
+
+pub use state::{Execution, Job, Node, Run, Slot, State, evolve};
+
+use draft::Draft;
+
+/// Executions a slot may use up: a batch slot's attempts, or the crashes a service or
+/// daemon slot survives. Three tolerates a flaky node or two without hiding a task that
+/// always fails.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Fresh ids for a decision. The shell implements it with `JobId::generate()` and
+/// `ExecutionId::generate()`; tests use a counter, so every scenario is deterministic.
+pub trait IdSource {
+    fn job_id(&mut self) -> JobId;
+    fn execution_id(&mut self) -> ExecutionId;
+}
+
+/// Where an input message sits on its stream, so a refusal can point at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub stream: String,
+    pub seq: Seq,
+}
+
+/// Everything the decider reacts to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A user's command, with its envelope id.
+    Command { id: CommandId, command: Command },
+    /// An edge report. `node` is taken from the subject it arrived on, which only that node
+    /// may publish to; the body must name the same node.
+    Report {
+        node: NodeId,
+        origin: Origin,
+        report: Report,
+    },
+    /// The shell heard from a node (a heartbeat) after it had been silent.
+    Heartbeat { node: NodeId },
+    /// The shell's liveness timer: the node has been silent since `since`.
+    NodeSilent { node: NodeId, since: Timestamp },
+    /// The shell's liveness timer: the node has been silent past the lost threshold.
+    NodeSilentTooLong { node: NodeId, since: Timestamp },
+}
+
+/// What to append for one input.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// The events, in order. Empty when the input changes nothing.
+    pub events: Vec<Event>,
+    /// Set when the input was refused. The refusal is also among `events`, as
+    /// `CommandRejected` or `InputRejected`.
+    pub rejection: Option<Rejection>,
+}
+
+/// Why an input was refused: a value for the user or the audit log, not an error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    pub reason: String,
+}
+
+/// The families of refusal, so callers and tests can tell them apart without parsing text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectionKind {
+    InvalidSpec,
+    UnknownJob,
+    JobStillActive,
+    TooManyVersions,
+    NodeMismatch,
+    UnknownExecution,
+    WrongNode,
+    WrongAttempt,
+    NotReportable,
+    ImpossibleTransition,
+    TerminalExecution,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: RejectionKind, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Decides what one input means. Never mutates `state`, never panics on any input.
+pub fn decide(state: &State, input: &Input, ids: &mut impl IdSource) -> Decision {
+    match input {
+        Input::Command { id, command } => decide_command(state, *id, command, ids),
+        Input::Report {
+            node,
+            origin,
+            report,
+        } => decide_report(state, node, origin, report, ids),
+        Input::Heartbeat { node } => run(state, ids, |d| liveness::heard(d, node)),
+        Input::NodeSilent { node, .. } => run(state, ids, |d| liveness::silent(d, node)),
+        Input::NodeSilentTooLong { node, since } => {
+            run(state, ids, |d| liveness::lost(d, node, *since))
+        }
+    }
+}
+
+fn decide_command(
+    state: &State,
+    id: CommandId,
+    command: &Command,
+    ids: &mut impl IdSource,
+) -> Decision {
+    if state.is_decided(id) {
+        return Decision::default();
+    }
+    let mut draft = Draft::new(state);
+    match command::handle(&mut draft, command, ids) {
+        Ok(job) => {
+            schedule::schedule(&mut draft, ids);
+            draft.emit(CommandAccepted { command: id, job });
+            Decision {
+                events: draft.into_events(),
+                rejection: None,
+            }
+        }
+        Err(rejection) => Decision {
+            events: vec![
+                CommandRejected {
+                    command: id,
+                    reason: rejection.reason.clone(),
+                }
+                .into(),
+            ],
+            rejection: Some(rejection),
+        },
+    }
+}
+
+fn decide_report(
+    state: &State,
+    node: &NodeId,
+    origin: &Origin,
+    report: &Report,
+    ids: &mut impl IdSource,
+) -> Decision {
+    let mut draft = Draft::new(state);
+    match report::handle(&mut draft, node, report) {
+        Ok(()) => {
+            schedule::schedule(&mut draft, ids);
+            Decision {
+                events: draft.into_events(),
+                rejection: None,
+            }
+        }
+        Err(rejection) => Decision {
+            events: vec![
+                InputRejected {
+                    stream: origin.stream.clone(),
+                    seq: origin.seq,
+                    reason: rejection.reason.clone(),
+                }
+                .into(),
+            ],
+            rejection: Some(rejection),
+        },
+    }
+}
+
+/// Runs a handler that cannot be refused, then the scheduler.
+fn run(state: &State, ids: &mut impl IdSource, handle: impl FnOnce(&mut Draft)) -> Decision {
+    let mut draft = Draft::new(state);
+    handle(&mut draft);
+    schedule::schedule(&mut draft, ids);
+    Decision {
+        events: draft.into_events(),
+        rejection: None,
+    }
+}

@@ -1,0 +1,159 @@
+//! The invariants every decision must keep, checked after each step of every scenario and
+//! of the property test.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_shared::{DesiredState, Event, JobType};
+
+use super::scenario::Counter;
+use crate::decider::draft::Draft;
+use crate::decider::schedule::reconcile_all;
+use crate::decider::{Decision, Input, State, evolve};
+
+/// Checks one decision against the state it was decided on.
+pub fn check_decision(before: &State, input: &Input, decision: &Decision) {
+    check_assignments(before, &decision.events);
+    check_outcome(before, input, decision);
+}
+
+/// Walks the events in order: every assignment lands on a usable node with room, under a
+/// fresh id, and every job state change is a change.
+fn check_assignments(before: &State, events: &[Event]) {
+    let mut state = before.clone();
+    for event in events {
+        match event {
+            Event::ExecutionAssigned(a) => {
+                assert!(state.execution(a.execution).is_none(), "reused id {a:?}");
+                let node = state.node(&a.node).expect("assigned to a known node");
+                let job = state.job(a.job).expect("assigned for a known job");
+                assert_ne!(
+                    node.state,
+                    cairn_shared::NodeState::Lost,
+                    "assigned to lost {a:?}"
+                );
+                assert!(node.matches(&job.spec.selector), "selector ignored: {a:?}");
+                assert!(node.has_room(), "capacity exceeded on {}: {a:?}", a.node);
+                assert_eq!(a.version, job.version, "assigned an old version");
+            }
+            Event::JobStateChanged(c) => {
+                let job = state.job(c.job).expect("state of a known job");
+                assert_ne!(job.state, c.state, "JobStateChanged without a change");
+            }
+            _ => {}
+        }
+        evolve(&mut state, event);
+    }
+}
+
+/// Commands are decided exactly once; refusals are one event and nothing else.
+fn check_outcome(before: &State, input: &Input, decision: &Decision) {
+    let verdicts: Vec<_> = decision
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::CommandAccepted(_) | Event::CommandRejected(_)))
+        .collect();
+    let refusals = decision
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::InputRejected(_)))
+        .count();
+    match input {
+        Input::Command { id, .. } if before.is_decided(*id) => {
+            assert!(
+                decision.events.is_empty(),
+                "redelivered command decided again"
+            );
+        }
+        Input::Command { id, .. } => {
+            assert_eq!(verdicts.len(), 1, "a command needs exactly one verdict");
+            let last = decision.events.last().expect("a verdict");
+            match last {
+                Event::CommandAccepted(a) => assert_eq!(a.command, *id),
+                Event::CommandRejected(r) => {
+                    assert_eq!(r.command, *id);
+                    assert_eq!(decision.events.len(), 1, "a rejection has no effects");
+                    assert!(decision.rejection.is_some());
+                }
+                other => panic!("the verdict must come last, got {other:?}"),
+            }
+        }
+        _ => {
+            assert!(verdicts.is_empty(), "only commands get verdicts");
+            if decision.rejection.is_some() {
+                assert_eq!(refusals, 1);
+                assert_eq!(decision.events.len(), 1, "a refused report changes nothing");
+            } else {
+                assert_eq!(refusals, 0);
+            }
+        }
+    }
+}
+
+/// Checks the state after a decision was folded in.
+pub fn check_state(state: &State, log: &[Event]) {
+    let mut rebuilt = State::default();
+    for event in log {
+        evolve(&mut rebuilt, event);
+    }
+    assert_eq!(&rebuilt, state, "replaying the log must rebuild the state");
+    check_log(log);
+    check_indexes(state);
+    check_one_per_node(state);
+    check_settled(state);
+}
+
+fn check_log(log: &[Event]) {
+    let mut executions = BTreeSet::new();
+    let mut commands = BTreeSet::new();
+    for event in log {
+        match event {
+            Event::ExecutionAssigned(a) => {
+                assert!(executions.insert(a.execution), "execution id reused");
+            }
+            Event::CommandAccepted(c) => assert!(commands.insert(c.command), "decided twice"),
+            Event::CommandRejected(c) => assert!(commands.insert(c.command), "decided twice"),
+            _ => {}
+        }
+    }
+}
+
+/// Each node's set of active executions is exactly its non-terminal ones.
+fn check_indexes(state: &State) {
+    for node in state.nodes() {
+        let active: BTreeSet<_> = state
+            .executions()
+            .filter(|e| e.node == node.id && !e.state.is_terminal())
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(node.active, active, "active index of {}", node.id);
+    }
+}
+
+/// Daemon and ops jobs run at most one execution per (version, node).
+fn check_one_per_node(state: &State) {
+    let mut seen = BTreeMap::new();
+    for e in state.executions() {
+        let Some(job) = state.job(e.job) else {
+            continue;
+        };
+        let per_node = matches!(job.spec.job_type, JobType::Daemon | JobType::Ops);
+        if per_node && !e.state.is_terminal() && e.desired == DesiredState::Running {
+            let key = (e.job, e.version, e.node.clone());
+            if let Some(other) = seen.insert(key, e.id) {
+                panic!("two executions {other} and {} of one job on one node", e.id);
+            }
+        }
+    }
+}
+
+/// Nothing is left for the scheduler to do: no demand a node could take waits, no job
+/// state is stale. This is what catches a fact that forgot to trigger placement.
+fn check_settled(state: &State) {
+    let mut draft = Draft::new(state);
+    reconcile_all(&mut draft, &mut Counter::default());
+    let events = draft.into_events();
+    assert!(
+        events.is_empty(),
+        "the scheduler still had work: {events:#?}"
+    );
+}

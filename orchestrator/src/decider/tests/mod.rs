@@ -1,0 +1,9 @@
+//! Scenario and property tests of the decider.
+
+mod commands;
+mod invariants;
+mod liveness;
+mod placement;
+mod props;
+mod reports;
+mod scenario;

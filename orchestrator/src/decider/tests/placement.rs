@@ -1,0 +1,553 @@
+//! The scheduler: every job type, selectors, capacity, spread, retries and replacement.
+
+use cairn_shared::{ExecutionState, JobState};
+
+use super::scenario::*;
+use crate::decider::MAX_ATTEMPTS;
+
+// --- selectors and capacity -------------------------------------------------------------
+
+#[test]
+fn non_matching_nodes_get_nothing() {
+    let mut s = Scenario::new();
+    s.join("edge", &[("role", "edge")], 5);
+    s.join("core", &[("role", "core")], 5);
+    s.join("bare", &[], 5);
+    let d = s.deploy(selecting(batch("j", 3), &[("role", "edge")]));
+    assert_eq!(
+        d.assigned(),
+        [("edge".into(), 1), ("edge".into(), 1), ("edge".into(), 1)]
+    );
+}
+
+#[test]
+fn a_selector_needs_every_pair() {
+    let mut s = Scenario::new();
+    s.join("a", &[("role", "edge"), ("zone", "x")], 1);
+    s.join("b", &[("role", "edge"), ("zone", "y")], 1);
+    let d = s.deploy(selecting(daemon("d"), &[("role", "edge"), ("zone", "y")]));
+    assert_eq!(d.assigned(), [("b".into(), 1)]);
+}
+
+#[test]
+fn capacity_is_respected_and_the_rest_waits() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 2);
+    let d = s.deploy(batch("j", 3));
+    assert_eq!(d.assigned().len(), 2);
+    assert_eq!(s.job_state("j"), JobState::Deploying);
+    let first = s.live_ids("j")[0];
+    let d = s.report(first, ExecutionState::Completed);
+    assert_eq!(
+        d.assigned(),
+        [("a".into(), 1)],
+        "the freed place is filled at once"
+    );
+}
+
+#[test]
+fn capacity_zero_takes_nothing() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 0);
+    assert!(s.deploy(daemon("d")).assigned().is_empty());
+    assert_eq!(s.job_state("d"), JobState::Queued);
+}
+
+#[test]
+fn a_job_with_no_node_stays_queued_until_one_joins() {
+    let mut s = Scenario::new();
+    let d = s.deploy(service("web", 2));
+    assert_eq!(d.names(), ["JobDeployed", "CommandAccepted"]);
+    assert_eq!(s.job_state("web"), JobState::Queued);
+    let d = s.join("a", &[], 1);
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+    assert_eq!(d.job_states(), [JobState::Deploying]);
+    let d = s.join("b", &[], 1);
+    assert_eq!(d.assigned(), [("b".into(), 1)]);
+    assert_eq!(d.job_states(), [], "already deploying");
+}
+
+#[test]
+fn a_node_raising_its_capacity_takes_waiting_work() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(batch("j", 2));
+    let d = s.join("a", &[], 2);
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+}
+
+#[test]
+fn a_node_full_of_stuck_pending_executions_still_takes_work_up_to_capacity() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 4);
+    s.deploy(service("stuck", 2));
+    // Never accepted: pending forever.
+    let d = s.deploy(batch("next", 3));
+    assert_eq!(d.assigned(), [("a".into(), 1), ("a".into(), 1)]);
+    assert_eq!(s.load("a"), 4);
+}
+
+#[test]
+fn a_stuck_execution_of_one_job_does_not_keep_another_job_off_its_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 2);
+    s.deploy(batch("stuck", 1));
+    s.silent("a");
+    let d = s.deploy(batch("other", 1));
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+}
+
+// --- spread -----------------------------------------------------------------------------
+
+#[test]
+fn executions_spread_to_the_least_loaded_node_then_by_id() {
+    let mut s = Scenario::new();
+    s.nodes(&["b", "a", "c"], 3);
+    s.deploy(batch("busy", 1)); // on a
+    let d = s.deploy(batch("j", 4));
+    assert_eq!(
+        d.assigned(),
+        [
+            ("b".into(), 1),
+            ("c".into(), 1),
+            ("a".into(), 1),
+            ("b".into(), 1)
+        ]
+    );
+}
+
+#[test]
+fn the_same_inputs_always_give_the_same_events() {
+    let run = || {
+        let mut s = Scenario::new();
+        s.nodes(&["c", "a", "b"], 2);
+        s.deploy(service("web", 4));
+        s.deploy(daemon("d"));
+        s.lose("b");
+        s.log
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn older_jobs_get_freed_capacity_first() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(batch("hog", 1));
+    s.deploy(batch("first", 1));
+    s.deploy(batch("second", 1));
+    let hog = s.live_ids("hog")[0];
+    s.report(hog, ExecutionState::Completed);
+    assert_eq!(s.live("first"), [("a".into(), 1)]);
+    assert!(s.live("second").is_empty());
+}
+
+// --- batch ------------------------------------------------------------------------------
+
+#[test]
+fn a_batch_completes_when_every_execution_completed() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(batch("j", 2));
+    let [e1, e2] = s.live_ids("j")[..] else {
+        panic!("two executions")
+    };
+    s.start(e1);
+    s.start(e2);
+    assert_eq!(s.job_state("j"), JobState::Running);
+    assert_eq!(s.report(e1, ExecutionState::Completed).job_states(), []);
+    assert_eq!(
+        s.report(e2, ExecutionState::Completed).job_states(),
+        [JobState::Completed]
+    );
+}
+
+#[test]
+fn a_failed_batch_execution_is_retried_on_another_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(batch("j", 1));
+    let e = s.live_ids("j")[0];
+    let d = s.report(e, ExecutionState::Failed);
+    assert_eq!(d.assigned(), [("b".into(), 2)]);
+    assert_ne!(d.assigned_ids()[0], e, "a retry is a new execution");
+}
+
+#[test]
+fn a_retry_uses_the_same_node_when_no_other_fits() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(batch("j", 1));
+    let e = s.live_ids("j")[0];
+    assert_eq!(
+        s.report(e, ExecutionState::Failed).assigned(),
+        [("a".into(), 2)]
+    );
+}
+
+#[test]
+fn a_batch_fails_when_a_slot_runs_out_of_attempts_and_stops_the_rest() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b", "c"], 2);
+    s.deploy(batch("j", 2));
+    let [mut flaky, other] = s.live_ids("j")[..] else {
+        panic!("two executions")
+    };
+    for attempt in 1..MAX_ATTEMPTS {
+        let d = s.report(flaky, ExecutionState::Failed);
+        assert_eq!(d.assigned().len(), 1);
+        assert_eq!(d.assigned()[0].1, attempt + 1);
+        flaky = d.assigned_ids()[0];
+    }
+    let d = s.report(flaky, ExecutionState::Failed);
+    assert!(d.assigned().is_empty());
+    assert_eq!(d.job_states(), [JobState::Failed]);
+    assert_eq!(d.stopped(), [other].into());
+    let reason = d
+        .events
+        .iter()
+        .find_map(|e| match e {
+            cairn_shared::Event::JobStateChanged(c) => c.reason.clone(),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(reason.contains("all 3 attempts"), "{reason}");
+}
+
+#[test]
+fn slots_are_retried_independently() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 2);
+    s.deploy(batch("j", 2));
+    let [e1, e2] = s.live_ids("j")[..] else {
+        panic!("two executions")
+    };
+    s.report(e2, ExecutionState::Failed);
+    s.report(e1, ExecutionState::Completed);
+    let retry = s.live_ids("j")[0];
+    let d = s.report(retry, ExecutionState::Completed);
+    assert_eq!(d.job_states(), [JobState::Completed]);
+}
+
+#[test]
+fn an_unasked_stop_counts_as_a_failed_attempt() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(batch("j", 1));
+    let e = s.live_ids("j")[0];
+    assert_eq!(
+        s.report(e, ExecutionState::Stopped).assigned(),
+        [("a".into(), 2)]
+    );
+}
+
+// --- ops --------------------------------------------------------------------------------
+
+#[test]
+fn ops_runs_once_on_every_matching_node() {
+    let mut s = Scenario::new();
+    s.join("a", &[("role", "edge")], 1);
+    s.join("b", &[("role", "edge")], 1);
+    s.join("c", &[("role", "core")], 1);
+    let d = s.deploy(selecting(ops("patch"), &[("role", "edge")]));
+    assert_eq!(d.assigned(), [("a".into(), 1), ("b".into(), 1)]);
+    let d = s.join("late", &[("role", "edge")], 1);
+    assert!(
+        d.assigned().is_empty(),
+        "ops targets are fixed when the job starts"
+    );
+    for e in s.live_ids("patch") {
+        s.report(e, ExecutionState::Completed);
+    }
+    assert_eq!(s.job_state("patch"), JobState::Completed);
+}
+
+#[test]
+fn ops_fails_if_any_node_failed_and_does_not_retry() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(ops("patch"));
+    let [e1, e2] = s.live_ids("patch")[..] else {
+        panic!("two executions")
+    };
+    let d = s.report(e1, ExecutionState::Failed);
+    assert!(d.assigned().is_empty());
+    assert_eq!(d.job_states(), [], "it waits for every node");
+    let d = s.report(e2, ExecutionState::Completed);
+    assert_eq!(d.job_states(), [JobState::Failed]);
+}
+
+#[test]
+fn ops_that_matches_no_node_fails_at_once() {
+    let mut s = Scenario::new();
+    s.join("a", &[("role", "core")], 1);
+    let d = s.deploy(selecting(ops("patch"), &[("role", "edge")]));
+    assert_eq!(d.job_states(), [JobState::Failed]);
+}
+
+#[test]
+fn an_ops_target_waits_for_room_on_its_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(service("web", 1));
+    let d = s.deploy(ops("patch"));
+    assert!(d.assigned().is_empty());
+    assert_eq!(s.job_state("patch"), JobState::Queued);
+    s.stop("web");
+    let web = s
+        .job("web")
+        .live
+        .iter()
+        .copied()
+        .next()
+        .expect("still there");
+    let d = s.report(web, ExecutionState::Stopped);
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+}
+
+#[test]
+fn an_ops_target_lost_before_placement_fails_the_job() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 0);
+    s.nodes(&["b"], 1);
+    s.deploy(ops("patch"));
+    let e = s.live_ids("patch")[0];
+    s.lose("a");
+    let d = s.report(e, ExecutionState::Completed);
+    assert_eq!(d.job_states(), [JobState::Failed]);
+}
+
+#[test]
+fn a_lost_ops_execution_is_not_retried() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(ops("patch"));
+    let d = s.lose("a");
+    assert!(d.assigned().is_empty());
+}
+
+// --- daemon -----------------------------------------------------------------------------
+
+#[test]
+fn a_daemon_runs_on_every_matching_node_including_later_ones() {
+    let mut s = Scenario::new();
+    s.join("a", &[("role", "edge")], 1);
+    let d = s.deploy(selecting(daemon("agent"), &[("role", "edge")]));
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+    let d = s.join("b", &[("role", "edge")], 1);
+    assert_eq!(d.assigned(), [("b".into(), 1)]);
+    let d = s.join("c", &[("role", "core")], 1);
+    assert!(d.assigned().is_empty());
+    let d = s.join("c", &[("role", "edge")], 1);
+    assert_eq!(d.assigned(), [("c".into(), 1)], "relabelled to match");
+}
+
+#[test]
+fn a_daemon_is_stopped_on_a_node_that_stops_matching() {
+    let mut s = Scenario::new();
+    s.join("a", &[("role", "edge")], 1);
+    s.deploy(selecting(daemon("agent"), &[("role", "edge")]));
+    let e = s.live_ids("agent")[0];
+    let d = s.join("a", &[("role", "core")], 1);
+    assert_eq!(d.stopped(), [e].into());
+    let d = s.report(e, ExecutionState::Stopped);
+    assert!(d.assigned().is_empty());
+    let d = s.join("a", &[("role", "edge")], 1);
+    assert_eq!(d.assigned(), [("a".into(), 2)], "matching again");
+}
+
+#[test]
+fn a_daemon_on_a_lost_node_is_not_moved_and_comes_back_with_the_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(daemon("agent"));
+    let d = s.lose("a");
+    assert!(d.assigned().is_empty(), "one per node, never elsewhere");
+    assert_eq!(s.live("agent"), [("b".into(), 1)]);
+    let d = s.heartbeat("a");
+    assert_eq!(d.assigned(), [("a".into(), 2)]);
+}
+
+#[test]
+fn a_daemon_keeps_running_and_never_completes() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(daemon("agent"));
+    let e = s.live_ids("agent")[0];
+    s.start(e);
+    assert_eq!(s.job_state("agent"), JobState::Running);
+    let d = s.report(e, ExecutionState::Completed);
+    assert_eq!(d.assigned(), [("a".into(), 2)], "an exit is restarted");
+    assert_ne!(s.job_state("agent"), JobState::Completed);
+}
+
+#[test]
+fn a_crash_looping_daemon_fails() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(daemon("agent"));
+    for _ in 0..MAX_ATTEMPTS {
+        let e = s.live_ids("agent")[0];
+        s.report(e, ExecutionState::Failed);
+    }
+    assert_eq!(s.job_state("agent"), JobState::Failed);
+    assert!(s.live("agent").is_empty());
+}
+
+// --- service ----------------------------------------------------------------------------
+
+#[test]
+fn a_service_keeps_count_replicas_on_different_nodes() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b", "c"], 4);
+    let d = s.deploy(service("web", 3));
+    assert_eq!(
+        d.assigned(),
+        [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)]
+    );
+}
+
+#[test]
+fn a_lost_replica_is_replaced_on_another_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 2);
+    s.deploy(service("web", 1));
+    let d = s.lose("a");
+    assert_eq!(d.assigned(), [("b".into(), 2)]);
+}
+
+#[test]
+fn replicas_lost_many_times_are_still_replaced() {
+    let mut s = Scenario::new();
+    s.deploy(service("web", 1));
+    for round in 0..MAX_ATTEMPTS + 2 {
+        let id = format!("n{round}");
+        s.join(&id, &[], 1);
+        s.lose(&id);
+    }
+    s.join("last", &[], 1);
+    assert_eq!(s.live("web"), [("last".into(), MAX_ATTEMPTS + 3)]);
+    assert_ne!(s.job_state("web"), JobState::Failed);
+}
+
+#[test]
+fn a_failed_replica_is_replaced_and_a_crash_loop_fails_the_service() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 2);
+    s.deploy(service("web", 2));
+    let mut flaky = s.live_ids("web")[0];
+    for attempt in 1..MAX_ATTEMPTS {
+        let d = s.report(flaky, ExecutionState::Failed);
+        assert_eq!(d.assigned().len(), 1);
+        assert_eq!(d.assigned()[0].1, attempt + 1);
+        flaky = d.assigned_ids()[0];
+    }
+    let d = s.report(flaky, ExecutionState::Failed);
+    assert_eq!(d.job_states(), [JobState::Failed]);
+    assert_eq!(d.stopped().len(), 1, "the healthy replica is stopped too");
+}
+
+#[test]
+fn a_service_that_lost_every_node_waits_queued() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(service("web", 1));
+    let d = s.lose("a");
+    assert_eq!(d.job_states(), [JobState::Queued]);
+    let d = s.join("b", &[], 1);
+    assert_eq!(d.assigned(), [("b".into(), 2)]);
+}
+
+// --- more ---------------------------------------------------------------------------------
+
+#[test]
+fn a_disconnected_node_still_gets_its_daemon() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.silent("a");
+    let d = s.deploy(daemon("agent"));
+    assert_eq!(d.assigned(), [("a".into(), 1)], "no skipped dispatch");
+}
+
+#[test]
+fn slots_failing_together_are_retried_together() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(batch("j", 2));
+    let [e1, e2] = s.live_ids("j")[..] else {
+        panic!("two executions")
+    };
+    assert!(s.lose("a").assigned().is_empty(), "b is full");
+    s.lose("b");
+    s.report_on("a", hello("a", &[], 2));
+    assert_eq!(s.live("j"), [("a".into(), 2), ("a".into(), 2)]);
+    let slots = &s.job("j").run.counted;
+    assert_eq!(slots[0].executions[0], e1);
+    assert_eq!(slots[1].executions[0], e2);
+    assert!(slots.iter().all(|slot| slot.executions.len() == 2));
+    for e in s.live_ids("j") {
+        s.report(e, ExecutionState::Completed);
+    }
+    assert_eq!(s.job_state("j"), JobState::Completed);
+}
+
+#[test]
+fn a_rerun_of_ops_targets_the_nodes_matching_now() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(ops("patch"));
+    let e = s.live_ids("patch")[0];
+    s.report(e, ExecutionState::Completed);
+    s.join("b", &[], 1);
+    let d = s.rerun("patch");
+    assert_eq!(d.assigned(), [("a".into(), 1), ("b".into(), 1)]);
+}
+
+#[test]
+fn a_new_daemon_version_waits_for_the_old_one_to_free_the_node() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 1);
+    s.deploy(daemon("agent"));
+    let old = s.live_ids("agent")[0];
+    let mut v2 = daemon("agent");
+    v2.task.command = vec!["v2".into()];
+    let d = s.deploy(v2);
+    assert_eq!(d.stopped(), [old].into());
+    assert!(d.assigned().is_empty());
+    let d = s.report(old, ExecutionState::Stopped);
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+    assert_eq!(
+        s.state.execution(d.assigned_ids()[0]).map(|e| e.version),
+        Some(2)
+    );
+}
+
+#[test]
+fn stopping_reaches_executions_of_every_version() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 4);
+    s.deploy(service("web", 1));
+    let mut v2 = service("web", 1);
+    v2.task.command = vec!["v2".into()];
+    s.deploy(v2);
+    let d = s.stop("web");
+    assert_eq!(d.stopped().len(), 1, "v1 was already asked to stop");
+    assert!(s.live("web").is_empty());
+}
+
+#[test]
+fn a_late_report_of_an_old_version_is_still_recorded() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 2);
+    s.deploy(service("web", 1));
+    let old = s.live_ids("web")[0];
+    let mut v2 = service("web", 1);
+    v2.task.command = vec!["v2".into()];
+    s.deploy(v2);
+    let d = s.report(old, ExecutionState::Running);
+    assert_eq!(d.ended(), [(old, ExecutionState::Running)]);
+    assert!(
+        d.job_states().is_empty(),
+        "the old version does not drive the job"
+    );
+}

@@ -1,0 +1,211 @@
+//! Random input sequences: whatever arrives, in whatever order, every decision keeps the
+//! invariants (the scenario harness checks them after each step).
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
+use cairn_shared::{ExecutionState, JobType};
+
+use super::scenario::*;
+use crate::decider::Input;
+
+/// An input described by small numbers, turned into a real input against the current
+/// state, so that reports mostly name executions that exist.
+#[derive(Clone, Debug)]
+enum Step {
+    Hello {
+        node: u8,
+        role: u8,
+        capacity: u32,
+    },
+    Deploy {
+        name: u8,
+        job_type: u8,
+        count: u32,
+        role: u8,
+        variant: u8,
+    },
+    Stop {
+        name: u8,
+    },
+    Rerun {
+        name: u8,
+    },
+    Redeliver {
+        back: usize,
+    },
+    Report {
+        pick: usize,
+        live_only: bool,
+        state: u8,
+        tamper: u8,
+    },
+    Heartbeat {
+        node: u8,
+    },
+    Silent {
+        node: u8,
+    },
+    Lost {
+        node: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..5u8, 0..3u8, 0..4u32)
+            .prop_map(|(node, role, capacity)| Step::Hello { node, role, capacity }),
+        3 => (0..3u8, 0..4u8, 0..4u32, 0..3u8, 0..2u8).prop_map(
+            |(name, job_type, count, role, variant)| Step::Deploy { name, job_type, count, role, variant }
+        ),
+        1 => (0..4u8).prop_map(|name| Step::Stop { name }),
+        1 => (0..4u8).prop_map(|name| Step::Rerun { name }),
+        1 => (0..8usize).prop_map(|back| Step::Redeliver { back }),
+        8 => (any::<usize>(), any::<bool>(), 0..7u8, 0..8u8).prop_map(
+            |(pick, live_only, state, tamper)| Step::Report { pick, live_only, state, tamper }
+        ),
+        1 => (0..5u8).prop_map(|node| Step::Heartbeat { node }),
+        1 => (0..5u8).prop_map(|node| Step::Silent { node }),
+        1 => (0..5u8).prop_map(|node| Step::Lost { node }),
+    ]
+}
+
+fn node_name(n: u8) -> String {
+    format!("n{n}")
+}
+
+fn job_name(n: u8) -> String {
+    format!("job{n}")
+}
+
+fn role(r: u8) -> Vec<(&'static str, &'static str)> {
+    match r {
+        0 => vec![],
+        1 => vec![("role", "a")],
+        _ => vec![("role", "b")],
+    }
+}
+
+const REPORTED: [ExecutionState; 7] = [
+    ExecutionState::Accepted,
+    ExecutionState::Running,
+    ExecutionState::Completed,
+    ExecutionState::Failed,
+    ExecutionState::Stopped,
+    ExecutionState::Running,
+    ExecutionState::Lost,
+];
+
+struct Run {
+    s: Scenario,
+    sent: Vec<(cairn_shared::CommandId, Command)>,
+}
+
+impl Run {
+    fn apply(&mut self, step: &Step) {
+        match step {
+            Step::Hello {
+                node,
+                role: r,
+                capacity,
+            } => {
+                let id = node_name(*node);
+                self.s.join(&id, &role(*r), *capacity);
+            }
+            Step::Deploy {
+                name,
+                job_type,
+                count,
+                role: r,
+                variant,
+            } => {
+                let job_type = [
+                    JobType::Batch,
+                    JobType::Ops,
+                    JobType::Daemon,
+                    JobType::Service,
+                ][usize::from(*job_type) % 4];
+                let count = job_type.takes_count().then_some(*count);
+                let mut spec = selecting(spec(&job_name(*name), job_type, count), &role(*r));
+                if *variant == 1 {
+                    spec.task.command = vec!["false".into()];
+                }
+                self.command(Command::DeployJob(DeployJob { spec }));
+            }
+            Step::Stop { name } => self.command(Command::StopJob(StopJob {
+                job: JobRef(job_name(*name)),
+            })),
+            Step::Rerun { name } => self.command(Command::RerunJob(RerunJob {
+                job: JobRef(job_name(*name)),
+            })),
+            Step::Redeliver { back } => {
+                if let Some((id, command)) = self.sent.iter().rev().nth(*back).cloned() {
+                    self.s.when(Input::Command { id, command });
+                }
+            }
+            Step::Report {
+                pick,
+                live_only,
+                state,
+                tamper,
+            } => self.report(
+                *pick,
+                *live_only,
+                REPORTED[usize::from(*state) % 7],
+                *tamper,
+            ),
+            Step::Heartbeat { node } => {
+                self.s.heartbeat(&node_name(*node));
+            }
+            Step::Silent { node } => {
+                self.s.silent(&node_name(*node));
+            }
+            Step::Lost { node } => {
+                self.s.lose(&node_name(*node));
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        self.s.command(command.clone());
+        self.sent.push((self.s.last_command(), command));
+    }
+
+    /// A report about an existing execution, now and then tampered with.
+    fn report(&mut self, pick: usize, live_only: bool, to: ExecutionState, tamper: u8) {
+        let candidates: Vec<_> = self
+            .s
+            .state
+            .executions()
+            .filter(|e| !live_only || !e.state.is_terminal())
+            .map(|e| (e.id, e.node.to_string(), e.attempt))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let (execution, node, attempt) = candidates[pick % candidates.len()].clone();
+        let other = if node == "n0" { "n1" } else { "n0" };
+        let (subject, body, attempt, execution) = match tamper {
+            0 => (node.as_str(), other, attempt, execution),
+            1 => (other, other, attempt, execution),
+            2 => (node.as_str(), node.as_str(), attempt + 1, execution),
+            3 => (node.as_str(), node.as_str(), attempt, exec_id(9_999)),
+            _ => (node.as_str(), node.as_str(), attempt, execution),
+        };
+        self.s
+            .report_on(subject, update(body, execution, attempt, to));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn every_decision_keeps_the_invariants(steps in vec(step(), 1..60)) {
+        let mut run = Run { s: Scenario::new(), sent: Vec::new() };
+        for step in &steps {
+            run.apply(step);
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! A tiny given / when / then harness: deterministic ids, inputs built from names, and the
+//! invariants checked after every decision of every test.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
+use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::spec::{Engine, Labels, TaskSpec};
+use cairn_shared::{
+    CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
+    NodeId, NodeState, Report, Seq, Timestamp,
+};
+use ulid::Ulid;
+
+use crate::decider::{Decision, IdSource, Input, Origin, RejectionKind, State, decide, evolve};
+
+/// Ids from counters, so the n-th id of a scenario is known in advance.
+#[derive(Default)]
+pub struct Counter {
+    jobs: u128,
+    executions: u128,
+}
+
+impl IdSource for Counter {
+    fn job_id(&mut self) -> JobId {
+        self.jobs += 1;
+        job_id(self.jobs)
+    }
+
+    fn execution_id(&mut self) -> ExecutionId {
+        self.executions += 1;
+        exec_id(self.executions)
+    }
+}
+
+/// The n-th job id a scenario hands out (from 1).
+pub fn job_id(n: u128) -> JobId {
+    JobId::from_ulid(Ulid::from_parts(1, n))
+}
+
+/// The n-th execution id a scenario hands out (from 1).
+pub fn exec_id(n: u128) -> ExecutionId {
+    ExecutionId::from_ulid(Ulid::from_parts(2, n))
+}
+
+pub fn cmd_id(n: u128) -> CommandId {
+    CommandId::from_ulid(Ulid::from_parts(3, n))
+}
+
+pub fn node(id: &str) -> NodeId {
+    NodeId::new(id).expect("test node ids are valid")
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
+    JobSpec {
+        name: name.to_owned(),
+        job_type,
+        count,
+        selector: Labels::new(),
+        task: TaskSpec {
+            engine: Engine::Exec,
+            command: vec!["true".to_owned()],
+            args: vec![],
+            env: BTreeMap::new(),
+            working_dir: None,
+            timeout: None,
+        },
+    }
+}
+
+pub fn batch(name: &str, count: u32) -> JobSpec {
+    spec(name, JobType::Batch, Some(count))
+}
+
+pub fn service(name: &str, count: u32) -> JobSpec {
+    spec(name, JobType::Service, Some(count))
+}
+
+pub fn ops(name: &str) -> JobSpec {
+    spec(name, JobType::Ops, None)
+}
+
+pub fn daemon(name: &str) -> JobSpec {
+    spec(name, JobType::Daemon, None)
+}
+
+pub fn selecting(mut spec: JobSpec, pairs: &[(&str, &str)]) -> JobSpec {
+    spec.selector = labels(pairs);
+    spec
+}
+
+pub fn hello(id: &str, pairs: &[(&str, &str)], capacity: u32) -> Report {
+    Report::NodeHello(NodeHello {
+        node: node(id),
+        labels: labels(pairs),
+        capacity,
+    })
+}
+
+pub fn update(
+    node_id: &str,
+    execution: ExecutionId,
+    attempt: u32,
+    state: ExecutionState,
+) -> Report {
+    Report::ExecutionUpdate(ExecutionUpdate {
+        node: node(node_id),
+        execution,
+        attempt,
+        state,
+        exit_code: None,
+        reason: None,
+    })
+}
+
+pub struct Scenario {
+    pub state: State,
+    pub ids: Counter,
+    /// Every event so far, to check that replaying them rebuilds the state.
+    pub log: Vec<Event>,
+    commands: u128,
+    seq: u64,
+}
+
+impl Scenario {
+    pub fn new() -> Self {
+        Self {
+            state: State::default(),
+            ids: Counter::default(),
+            log: Vec::new(),
+            commands: 0,
+            seq: 0,
+        }
+    }
+
+    /// Facts that happened before the test, folded in without deciding anything.
+    pub fn given(&mut self, events: impl IntoIterator<Item = Event>) -> &mut Self {
+        for event in events {
+            evolve(&mut self.state, &event);
+            self.log.push(event);
+        }
+        self
+    }
+
+    /// Decides one input, checks the invariants, and folds the events in.
+    pub fn when(&mut self, input: Input) -> Decision {
+        let before = self.state.clone();
+        let decision = decide(&self.state, &input, &mut self.ids);
+        assert_eq!(self.state, before, "decide must not change the state");
+        super::invariants::check_decision(&self.state, &input, &decision);
+        self.given(decision.events.clone());
+        super::invariants::check_state(&self.state, &self.log);
+        decision
+    }
+
+    pub fn command(&mut self, command: Command) -> Decision {
+        self.commands += 1;
+        let id = cmd_id(self.commands);
+        self.when(Input::Command { id, command })
+    }
+
+    /// The id of the last command sent.
+    pub fn last_command(&self) -> CommandId {
+        cmd_id(self.commands)
+    }
+
+    pub fn deploy(&mut self, spec: JobSpec) -> Decision {
+        self.command(Command::DeployJob(DeployJob { spec }))
+    }
+
+    pub fn stop(&mut self, job: &str) -> Decision {
+        self.command(Command::StopJob(StopJob {
+            job: JobRef(job.to_owned()),
+        }))
+    }
+
+    pub fn rerun(&mut self, job: &str) -> Decision {
+        self.command(Command::RerunJob(RerunJob {
+            job: JobRef(job.to_owned()),
+        }))
+    }
+
+    /// A report arriving on `subject`'s subject.
+    pub fn report_on(&mut self, subject: &str, report: Report) -> Decision {
+        self.seq += 1;
+        self.when(Input::Report {
+            node: node(subject),
+            origin: Origin {
+                stream: "REPORT".to_owned(),
+                seq: Seq(self.seq),
+            },
+            report,
+        })
+    }
+
+    pub fn join(&mut self, id: &str, pairs: &[(&str, &str)], capacity: u32) -> Decision {
+        self.report_on(id, hello(id, pairs, capacity))
+    }
+
+    /// Nodes `a`, `b`, … with no labels and the given capacity each.
+    pub fn nodes(&mut self, ids: &[&str], capacity: u32) -> &mut Self {
+        for id in ids {
+            self.join(id, &[], capacity);
+        }
+        self
+    }
+
+    /// The execution's own edge reports it reached `to`.
+    pub fn report(&mut self, execution: ExecutionId, to: ExecutionState) -> Decision {
+        let e = self
+            .state
+            .execution(execution)
+            .expect("the execution exists");
+        let (node_id, attempt) = (e.node.to_string(), e.attempt);
+        self.report_on(&node_id, update(&node_id, execution, attempt, to))
+    }
+
+    /// Walks an execution through accepted and running.
+    pub fn start(&mut self, execution: ExecutionId) {
+        self.report(execution, ExecutionState::Accepted);
+        self.report(execution, ExecutionState::Running);
+    }
+
+    pub fn silent(&mut self, id: &str) -> Decision {
+        self.when(Input::NodeSilent {
+            node: node(id),
+            since: Timestamp(1_000),
+        })
+    }
+
+    pub fn lose(&mut self, id: &str) -> Decision {
+        self.when(Input::NodeSilentTooLong {
+            node: node(id),
+            since: Timestamp(1_000),
+        })
+    }
+
+    pub fn heartbeat(&mut self, id: &str) -> Decision {
+        self.when(Input::Heartbeat { node: node(id) })
+    }
+
+    pub fn job(&self, name: &str) -> &crate::decider::Job {
+        self.state.job_by_name(name).expect("the job exists")
+    }
+
+    pub fn job_state(&self, name: &str) -> JobState {
+        self.job(name).state
+    }
+
+    pub fn node_state(&self, id: &str) -> NodeState {
+        self.state.node(&node(id)).expect("the node exists").state
+    }
+
+    /// Non-terminal executions of the job still meant to run, as (node, attempt).
+    pub fn live(&self, name: &str) -> Vec<(String, u32)> {
+        let job = self.job(name);
+        let mut live: Vec<_> = job
+            .live
+            .iter()
+            .filter_map(|id| self.state.execution(*id))
+            .filter(|e| e.desired == DesiredState::Running)
+            .map(|e| (e.node.to_string(), e.attempt))
+            .collect();
+        live.sort();
+        live
+    }
+
+    /// The job's non-terminal execution ids meant to run, oldest first.
+    pub fn live_ids(&self, name: &str) -> Vec<ExecutionId> {
+        let job = self.job(name);
+        job.live
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.state
+                    .execution(*id)
+                    .is_some_and(|e| e.desired == DesiredState::Running)
+            })
+            .collect()
+    }
+
+    /// The non-terminal executions on a node.
+    pub fn load(&self, id: &str) -> usize {
+        self.state.node(&node(id)).map_or(0, |n| n.active.len())
+    }
+}
+
+/// Reading a decision's events without spelling every field.
+pub trait Read {
+    fn events(&self) -> &[Event];
+
+    fn names(&self) -> Vec<&'static str> {
+        use cairn_shared::Message;
+        self.events().iter().map(|e| e.type_name()).collect()
+    }
+
+    /// Assignments as (node, attempt).
+    fn assigned(&self) -> Vec<(String, u32)> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::ExecutionAssigned(a) => Some((a.node.to_string(), a.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn assigned_ids(&self) -> Vec<ExecutionId> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::ExecutionAssigned(a) => Some(a.execution),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stopped(&self) -> BTreeSet<ExecutionId> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::ExecutionStopRequested(s) => Some(s.execution),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn job_states(&self) -> Vec<JobState> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::JobStateChanged(s) => Some(s.state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ended(&self) -> Vec<(ExecutionId, ExecutionState)> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::ExecutionStateChanged(s) => Some((s.execution, s.state)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Read for Decision {
+    fn events(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+impl Decision {
+    pub fn rejected(&self) -> Option<RejectionKind> {
+        self.rejection.as_ref().map(|r| r.kind)
+    }
+
+    pub fn reason(&self) -> String {
+        self.rejection
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default()
+    }
+}
