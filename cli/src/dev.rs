@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cairn_orchestrator::engine::LivenessConfig;
 use cairn_orchestrator::{Orchestrator, OrchestratorConfig};
 use cairn_streams::Topology;
 use clap::Args;
@@ -23,6 +24,15 @@ pub struct OrchestratorArgs {
     /// Stream replicas: 1 for a single server, 3 for a cluster.
     #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
     replicas: usize,
+    /// How often edges are expected to send heartbeats.
+    #[arg(long, default_value = "5s")]
+    heartbeat_interval: humantime::Duration,
+    /// Silence after which a node counts as disconnected (its work still waits for it).
+    #[arg(long, default_value = "15s")]
+    disconnect_after: humantime::Duration,
+    /// Silence after which a node is lost and its executions end `lost`.
+    #[arg(long, default_value = "5m")]
+    lost_after: humantime::Duration,
 }
 
 #[derive(Args)]
@@ -65,13 +75,15 @@ impl Termination {
 
 pub async fn orchestrator(global: &Global, args: OrchestratorArgs) -> Result<()> {
     let mut termination = Termination::watch()?;
-    let config = OrchestratorConfig {
-        data_dir: args.data,
-        topology: Topology {
-            replicas: args.replicas,
-            ..Topology::default()
-        },
-        projector: Default::default(),
+    let mut config = OrchestratorConfig::new(args.data);
+    config.topology = Topology {
+        replicas: args.replicas,
+        ..Topology::default()
+    };
+    config.liveness = LivenessConfig {
+        heartbeat_interval: args.heartbeat_interval.into(),
+        disconnect_after: args.disconnect_after.into(),
+        lost_after: args.lost_after.into(),
     };
     let client = tokio::select! {
         client = global.connect_persistent("cairn-orchestrator") => client?,
@@ -150,11 +162,7 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     println!("Try, in another terminal:");
     println!("  cairn events --follow");
     println!("Stop with Ctrl-C.");
-    let config = OrchestratorConfig {
-        data_dir: args.data.join("orchestrator"),
-        topology: Topology::default(),
-        projector: Default::default(),
-    };
+    let config = OrchestratorConfig::new(args.data.join("orchestrator"));
     let result = tokio::select! {
         result = run_until_terminated(config, client, &mut termination) => result,
         status = server.wait() => Err(anyhow::anyhow!("nats-server exited unexpectedly ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string()))),

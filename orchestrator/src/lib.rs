@@ -3,6 +3,8 @@
 //! feeds the decider, the dispatcher and liveness join it as they are built.)
 
 pub mod decider;
+pub mod dispatcher;
+pub mod engine;
 mod error;
 pub mod projection;
 pub mod projector;

@@ -1,12 +1,16 @@
-//! The orchestrator process: sets up cairn's streams, opens the view file under its data
-//! directory and runs the projector until shutdown.
+//! The orchestrator process: sets up cairn's streams, catches the decider up on the event
+//! stream, and runs its parts side by side until shutdown — the decider's shell (inputs,
+//! liveness), the dispatcher, the projector into the view file under the data directory,
+//! and the query service. If any part stops on its own, the others are stopped too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_streams::{Reader, Topology};
+use cairn_streams::{Publisher, Reader, Topology};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{Engine, LivenessConfig};
 use crate::error::Result;
 use crate::projector::{Projector, ProjectorConfig, ProjectorHandle};
 use crate::store::ViewStore;
@@ -17,26 +21,36 @@ pub struct OrchestratorConfig {
     pub data_dir: PathBuf,
     pub topology: Topology,
     pub projector: ProjectorConfig,
+    pub liveness: LivenessConfig,
 }
 
 impl OrchestratorConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            topology: Topology::default(),
+            projector: ProjectorConfig::default(),
+            liveness: LivenessConfig::default(),
+        }
+    }
+
     pub fn views_path(&self) -> PathBuf {
         self.data_dir.join("views.redb")
     }
 }
 
-/// A started orchestrator: its view store and projector progress, and the tasks to await.
+/// A started orchestrator: its view store and projector progress, and its parts to await.
 pub struct Orchestrator {
     pub store: Arc<ViewStore>,
     pub projector: ProjectorHandle,
-    projector_task: tokio::task::JoinHandle<Result<()>>,
-    query_task: tokio::task::JoinHandle<Result<()>>,
-    /// Stops both tasks when either ends on its own.
+    parts: JoinSet<(&'static str, Result<()>)>,
+    /// Stops every part when one ends on its own.
     stop: CancellationToken,
 }
 
 impl Orchestrator {
-    /// Sets up the streams and starts the projector; it runs until `shutdown` is cancelled.
+    /// Sets up the streams, catches up, and starts every part; they run until `shutdown`
+    /// is cancelled.
     pub async fn start(
         config: OrchestratorConfig,
         client: async_nats::Client,
@@ -55,40 +69,74 @@ impl Orchestrator {
             Reader::new(js.clone()),
             Arc::clone(&store),
         )?;
+
+        let engine = Engine::start(js.clone(), config.liveness).await?;
+        // Consumers are recreated if someone deleted one: nothing is lost, the work-queue
+        // stream holds the work.
+        for node in engine.state().nodes() {
+            cairn_streams::ensure_node_consumer(&js, &node.id).await?;
+        }
+        let pending = crate::dispatcher::pending_work(engine.state());
+        let from = engine.last();
         tracing::info!(
             views = %store.path().display(),
             applied = %handle.applied(),
+            decided = %from,
+            pending = pending.len(),
             "orchestrator started"
         );
+
         let stop = shutdown.child_token();
-        let query_task = tokio::spawn(crate::query::serve(
-            js.client(),
-            Arc::clone(&store),
+        let mut parts = JoinSet::new();
+        let token = stop.clone();
+        parts.spawn(async move { ("decider", engine.run(token).await) });
+        let (publisher, reader, token) = (
+            Publisher::new(js.clone()),
+            Reader::new(js.clone()),
             stop.clone(),
-        ));
-        let projector_task = tokio::spawn(projector.run(stop.clone()));
+        );
+        parts.spawn(async move {
+            (
+                "dispatcher",
+                crate::dispatcher::run(publisher, reader, pending, from, token).await,
+            )
+        });
+        let token = stop.clone();
+        parts.spawn(async move { ("projector", projector.run(token).await) });
+        let (client, views, token) = (js.client(), Arc::clone(&store), stop.clone());
+        parts.spawn(async move {
+            (
+                "query service",
+                crate::query::serve(client, views, token).await,
+            )
+        });
         Ok(Self {
             store,
             projector: handle,
-            projector_task,
-            query_task,
+            parts,
             stop,
         })
     }
 
-    /// Waits until the orchestrator has stopped (after shutdown, or on a fatal error).
-    pub async fn stopped(self) -> Result<()> {
-        let joined =
-            |e: tokio::task::JoinError| crate::Error::Stopped(format!("orchestrator task: {e}"));
-        let (mut projector, mut query) = (self.projector_task, self.query_task);
-        // Whichever ends first (shutdown, or a fatal error) ends the other.
-        let (first, second) = tokio::select! {
-            r = &mut projector => (r, query),
-            r = &mut query => (r, projector),
-        };
-        self.stop.cancel();
-        let first = first.map_err(joined)?;
-        let second = second.await.map_err(joined)?;
-        first.and(second)
+    /// Waits until the orchestrator has stopped (after shutdown, or when a part failed,
+    /// which stops the rest) and returns the first failure.
+    pub async fn stopped(mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.parts.join_next().await {
+            // Whichever part ends first, for whatever reason, ends the others.
+            self.stop.cancel();
+            let (part, result) = match joined {
+                Ok(done) => done,
+                Err(e) => (
+                    "a part",
+                    Err(crate::Error::Stopped(format!("task failed: {e}"))),
+                ),
+            };
+            if let Err(e) = result {
+                tracing::error!(part, error = %e, "orchestrator part stopped");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }

@@ -14,7 +14,9 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
-pub use topology::{StreamKind, Topology, ensure_node_consumer, node_consumer_config};
+pub use topology::{
+    StreamKind, Topology, ensure_node_consumer, node_consumer_config, orchestrator_consumer,
+};
 
 /// Connects to NATS, failing at once if no server answers: for commands a person waits on.
 pub async fn connect(

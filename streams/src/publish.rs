@@ -80,12 +80,18 @@ impl Outgoing {
         })
     }
 
-    /// Work for `node`, de-duplicated by the id of the event it was derived from, so a
-    /// dispatcher that re-derives it after a crash does not queue it twice.
+    /// Work for `node`. The message id is derived from the work itself (execution,
+    /// attempt, kind), so every dispatcher that derives it (another orchestrator, or this
+    /// one after a restart) queues it once within the duplicate window; beyond it the edge
+    /// de-duplicates by execution and attempt.
     pub fn assignment(node: &NodeId, envelope: &Envelope<Assignment>) -> Result<Self> {
+        let msg_id = match &envelope.body {
+            Assignment::RunExecution(run) => format!("{}.{}.run", run.execution, run.attempt),
+            Assignment::StopExecution(stop) => format!("{}.{}.stop", stop.execution, stop.attempt),
+        };
         Ok(Self {
             subject: subjects::assignments(node),
-            msg_id: envelope.id.to_string(),
+            msg_id,
             payload: envelope.encode()?.into(),
             expect: Expect::Nothing,
         })

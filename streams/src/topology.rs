@@ -240,3 +240,38 @@ pub async fn ensure_node_consumer(
         .map(drop)
         .map_err(|e| setup(e.to_string()))
 }
+
+/// The durable consumer through which orchestrators take commands or reports, in order.
+/// Every orchestrator binds the same one, so each input is handed to one of them at a
+/// time; whatever is not acked (an orchestrator died mid-decision) is redelivered.
+pub fn orchestrator_consumer_config() -> jetstream::consumer::pull::Config {
+    jetstream::consumer::pull::Config {
+        durable_name: Some(ORCHESTRATOR_CONSUMER.to_owned()),
+        description: Some("cairn orchestrators".into()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        max_ack_pending: 1_024,
+        inactive_threshold: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+pub const ORCHESTRATOR_CONSUMER: &str = "cairn-orchestrator";
+
+/// Binds (creating if needed) the orchestrators' consumer on an input stream.
+pub async fn orchestrator_consumer(
+    js: &jetstream::Context,
+    kind: StreamKind,
+) -> Result<jetstream::consumer::PullConsumer> {
+    let setup = |reason: String| Error::Setup {
+        stream: kind.name().to_owned(),
+        reason: format!("orchestrator consumer: {reason}"),
+    };
+    js.get_stream_no_info(kind.name())
+        .await
+        .map_err(|e| setup(e.to_string()))?
+        .get_or_create_consumer(ORCHESTRATOR_CONSUMER, orchestrator_consumer_config())
+        .await
+        .map_err(|e| setup(e.to_string()))
+}

@@ -1,0 +1,285 @@
+//! The dispatcher: turns assignment and stop events into work on each node's subject of
+//! the assignment work-queue stream, the moment they appear in the event stream.
+//!
+//! It follows the event stream itself (not just what this orchestrator appended), so work
+//! decided by any orchestrator is dispatched even if its decider died right after
+//! appending. It keeps no checkpoint: at start it re-queues every execution that is not
+//! finished (from the decider's state), then follows the stream from there. Message ids
+//! derived from execution, attempt and kind make a re-queue within the duplicate window a
+//! no-op, and the edge de-duplicates beyond it.
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use cairn_shared::assignment::{RunExecution, StopExecution};
+use cairn_shared::codec::Envelope;
+use cairn_shared::{Assignment, DesiredState, Event, EventId, NodeId, Seq, Timestamp};
+use cairn_streams::{Appended, Outgoing, Publisher, ReadFrom, Reader, StreamKind};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::decider::State;
+use crate::error::Result;
+
+/// The work an event puts on a node's subject, if any.
+pub fn assignment_for(
+    event: &Event,
+    id: EventId,
+    at: Timestamp,
+) -> Option<(NodeId, Envelope<Assignment>)> {
+    let (node, body): (NodeId, Assignment) = match event {
+        Event::ExecutionAssigned(e) => (
+            e.node.clone(),
+            RunExecution {
+                execution: e.execution,
+                attempt: e.attempt,
+                job: e.job,
+                job_name: e.job_name.clone(),
+                version: e.version,
+                task: e.task.clone(),
+            }
+            .into(),
+        ),
+        Event::ExecutionStopRequested(e) => (
+            e.node.clone(),
+            StopExecution {
+                execution: e.execution,
+                attempt: 0,
+                reason: e.reason.clone(),
+            }
+            .into(),
+        ),
+        _ => return None,
+    };
+    Some((node, Envelope::new(id, None, at, body)))
+}
+
+/// Everything not finished in `state`, as the work its node should hold.
+pub fn pending_work(state: &State) -> Vec<(NodeId, Envelope<Assignment>)> {
+    let now = Timestamp::now();
+    let mut work = Vec::new();
+    for execution in state.executions().filter(|e| !e.state.is_terminal()) {
+        let Some(job) = state.job(execution.job) else {
+            continue;
+        };
+        let body: Assignment = match execution.desired {
+            DesiredState::Running if execution.version == job.version => RunExecution {
+                execution: execution.id,
+                attempt: execution.attempt,
+                job: job.id,
+                job_name: job.name.clone(),
+                version: job.version,
+                task: job.spec.task.clone(),
+            }
+            .into(),
+            // An older version still meant to run was replaced: its stop is what is owed.
+            DesiredState::Running | DesiredState::Stopped => StopExecution {
+                execution: execution.id,
+                attempt: 0,
+                reason: "stop requested".into(),
+            }
+            .into(),
+        };
+        work.push((
+            execution.node.clone(),
+            Envelope::new(EventId::generate(), None, now, body),
+        ));
+    }
+    work
+}
+
+/// Publishes work in order with a bounded window of acks in flight, resending from the
+/// first failure (message ids make resends harmless) until it is stored or shutdown.
+struct Sender {
+    publisher: Publisher,
+    /// Each ack stays here until it resolves, so waiting on the oldest can be interrupted
+    /// (by a new event) without losing track of it.
+    in_flight: VecDeque<(
+        Outgoing,
+        BoxFuture<'static, cairn_streams::Result<Appended>>,
+    )>,
+}
+
+impl Sender {
+    const WINDOW: usize = 256;
+
+    async fn send(&mut self, out: Outgoing, shutdown: &CancellationToken) -> bool {
+        while self.in_flight.len() >= Self::WINDOW {
+            if !self.settle_oldest(shutdown).await {
+                return false;
+            }
+        }
+        self.push(out, shutdown).await
+    }
+
+    async fn push(&mut self, out: Outgoing, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.publisher.send(out.clone()).await {
+                Ok(pending) => {
+                    self.in_flight.push_back((out, pending.into_future()));
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, subject = %out.subject, "dispatch failed; retrying");
+                    if !pause(shutdown, &mut backoff).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The oldest ack, once it resolves. Cancel-safe: the entry leaves the window only
+    /// after its ack has resolved, with no await in between.
+    async fn next_ack(&mut self) -> Option<(Outgoing, cairn_streams::Result<Appended>)> {
+        let (_, pending) = self.in_flight.front_mut()?;
+        let result = pending.await;
+        let (out, _) = self.in_flight.pop_front()?;
+        Some((out, result))
+    }
+
+    /// A failed ack resends that message and everything after it, in order.
+    async fn handle_ack(
+        &mut self,
+        out: Outgoing,
+        result: cairn_streams::Result<Appended>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Err(e) = result else { return true };
+        tracing::warn!(error = %e, subject = %out.subject, "dispatch not acknowledged; resending");
+        let rest: Vec<Outgoing> = std::iter::once(out)
+            .chain(self.in_flight.drain(..).map(|(o, _)| o))
+            .collect();
+        let mut backoff = Duration::from_millis(50);
+        if !pause(shutdown, &mut backoff).await {
+            return false;
+        }
+        for out in rest {
+            if !self.push(out, shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn settle_oldest(&mut self, shutdown: &CancellationToken) -> bool {
+        match self.next_ack().await {
+            None => true,
+            Some((out, result)) => self.handle_ack(out, result, shutdown).await,
+        }
+    }
+
+    async fn flush(&mut self, shutdown: &CancellationToken) -> bool {
+        while !self.in_flight.is_empty() {
+            if !self.settle_oldest(shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
+    let delay = *backoff;
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// Runs the dispatcher: re-queues `pending`, then follows the event stream after `from`.
+pub async fn run(
+    publisher: Publisher,
+    reader: Reader,
+    pending: Vec<(NodeId, Envelope<Assignment>)>,
+    from: Seq,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut sender = Sender {
+        publisher,
+        in_flight: VecDeque::new(),
+    };
+    let requeued = pending.len();
+    for (node, envelope) in pending {
+        if !sender
+            .send(Outgoing::assignment(&node, &envelope)?, &shutdown)
+            .await
+        {
+            return Ok(());
+        }
+    }
+    if !sender.flush(&shutdown).await {
+        return Ok(());
+    }
+    tracing::info!(
+        requeued,
+        "dispatcher following the event stream from {}",
+        from.next()
+    );
+    let mut next = from.next();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let events = match reader
+            .read(StreamKind::Events, ReadFrom::Seq(next), None)
+            .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatcher cannot read the event stream; retrying");
+                if !pause(&shutdown, &mut backoff).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let mut events = std::pin::pin!(events);
+        loop {
+            // Settle acks whenever the stream is quiet, so nothing waits in the window.
+            let item = if sender.in_flight.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    item = events.next() => item,
+                }
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    item = events.next() => item,
+                    acked = sender.next_ack() => {
+                        if let Some((out, result)) = acked
+                            && !sender.handle_ack(out, result, &shutdown).await
+                        {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            };
+            let raw = match item {
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "event stream read failed; resuming");
+                    break;
+                }
+                None => break,
+            };
+            next = raw.seq.next();
+            let Ok(envelope) = Envelope::<Event>::decode(&raw.payload) else {
+                continue; // the projector records undecodable events; nothing to dispatch
+            };
+            if let Some((node, work)) = assignment_for(&envelope.body, envelope.id, envelope.at)
+                && !sender
+                    .send(Outgoing::assignment(&node, &work)?, &shutdown)
+                    .await
+            {
+                return Ok(());
+            }
+        }
+        if !pause(&shutdown, &mut backoff).await {
+            return Ok(());
+        }
+    }
+}
