@@ -2,6 +2,7 @@
 //! its queries and commands. The contract for scripts is `shared/CLI.md`: flags and JSON
 //! fields are only ever added, never renamed.
 
+mod commands;
 mod dev;
 mod events;
 mod output;
@@ -58,7 +59,7 @@ enum Command {
     /// Nodes of the fleet.
     #[command(subcommand)]
     Node(NodeCommand),
-    /// Jobs: list, describe.
+    /// Jobs: deploy, stop, list, describe.
     #[command(subcommand)]
     Job(JobCommand),
     /// Executions of jobs on nodes.
@@ -80,6 +81,35 @@ enum NodeCommand {
 
 #[derive(Subcommand)]
 enum JobCommand {
+    /// Deploy a job from a YAML or JSON spec; an existing name gets a new version.
+    #[command(
+        after_help = "Examples:\n  cairn job deploy examples/hello.yaml\n  cairn job deploy job.json --wait --timeout 2m"
+    )]
+    Deploy {
+        /// The job spec (YAML, or JSON with a .json extension).
+        file: PathBuf,
+        /// Wait for the decision and then the job's state: running for daemon and service
+        /// jobs, completed for batch and ops jobs. Exits 1 on rejection, failure or timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+    },
+    /// Stop every execution of a job.
+    #[command(
+        after_help = "Examples:\n  cairn job stop heartbeat\n  cairn job stop heartbeat --wait"
+    )]
+    Stop {
+        /// Job id or name.
+        job: String,
+        /// Wait until the orchestrator has decided the stop.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+    },
     /// Every job at its current version.
     #[command(after_help = "Examples:\n  cairn job list\n  cairn job list -o yaml")]
     List,
@@ -162,6 +192,14 @@ fn main() -> ExitCode {
             Command::Events(args) => events::run(&global, args).await,
             Command::Node(NodeCommand::List) => query::node_list(&global).await,
             Command::Job(JobCommand::List) => query::job_list(&global).await,
+            Command::Job(JobCommand::Deploy {
+                file,
+                wait,
+                timeout,
+            }) => commands::deploy(&global, &file, wait, timeout.into()).await,
+            Command::Job(JobCommand::Stop { job, wait, timeout }) => {
+                commands::stop(&global, job, wait, timeout.into()).await
+            }
             Command::Job(JobCommand::Describe { job }) => query::job_describe(&global, job).await,
             Command::Execution(ExecutionCommand::List { job, node, state }) => {
                 query::execution_list(

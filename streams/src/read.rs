@@ -50,6 +50,10 @@ impl Reader {
         Self { js }
     }
 
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     fn read_error(kind: StreamKind, e: impl std::fmt::Display) -> Error {
         Error::Read {
             stream: kind.name().to_owned(),

@@ -146,6 +146,23 @@ impl Topology {
         Ok(())
     }
 
+    /// Creates `kind`'s stream only if it does not exist, never touching an existing one:
+    /// for clients (the CLI) that must not impose their idea of replicas or limits on a
+    /// deployment, yet may store a command before any orchestrator ever ran.
+    pub async fn create_if_missing(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
+        if js.get_stream_no_info(kind.name()).await.is_ok() {
+            return Ok(());
+        }
+        match js.create_stream(self.config(kind)).await {
+            Ok(_) => Ok(()),
+            Err(_) if js.get_stream_no_info(kind.name()).await.is_ok() => Ok(()),
+            Err(e) => Err(Error::Setup {
+                stream: kind.name().to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     async fn ensure_one(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
         let wanted = self.config(kind);
         let setup = |reason: String| Error::Setup {

@@ -1,0 +1,266 @@
+//! `job deploy` and `job stop`: commands go to the command stream and are accepted the
+//! moment JetStream stores them, whether or not an orchestrator runs. `--wait` then follows
+//! the decision in the event stream: accepted or rejected (with the reason), then the
+//! job's state.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use cairn_shared::codec::Envelope;
+use cairn_shared::command::{DeployJob, JobRef, StopJob};
+use cairn_shared::{Command, CommandId, Event, JobId, JobSpec, JobState, JobType, Seq, Timestamp};
+use cairn_streams::{Outgoing, Publisher, ReadFrom, Reader, StreamKind, Topology, subjects};
+use futures::StreamExt;
+use serde::Serialize;
+
+use cairn_orchestrator::query::{Answer, JobDetail, JobQuery, endpoint};
+
+use crate::Global;
+use crate::output;
+
+/// Reads and checks a job spec; every error names the file, and the line where known.
+pub fn load_spec(path: &Path) -> Result<JobSpec> {
+    let name = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{name}: {e}"))?;
+    if text.trim().is_empty() {
+        bail!("{name}: the job spec is empty");
+    }
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let spec: JobSpec = if is_json {
+        serde_json::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?
+    } else {
+        serde_saphyr::from_str(&text).map_err(|e| {
+            // The library's message spans several lines with a snippet; its first line has
+            // the position and the reason.
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("invalid YAML");
+            anyhow!("{name}: {}", first.trim_start_matches("error: "))
+        })?
+    };
+    // Unknown keys are kept for forward compatibility on the wire, but in a file a person
+    // wrote they are almost always typos.
+    let tree: serde_json::Value = if is_json {
+        serde_json::from_str(&text)?
+    } else {
+        serde_saphyr::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?
+    };
+    let mut unknown = Vec::new();
+    let _: JobSpec = serde_ignored::deserialize(tree, |path| unknown.push(path.to_string()))
+        .map_err(|e| anyhow!("{name}: {e}"))?;
+    if let Some(field) = unknown.first() {
+        bail!("{name}: unknown field {field:?}");
+    }
+    spec.validate().map_err(|e| anyhow!("{name}: {e}"))?;
+    Ok(spec)
+}
+
+/// Stores a command; returns once JetStream has it.
+async fn submit(global: &Global, command: Command) -> Result<(CommandId, Publisher, Reader)> {
+    let client = global.connect("cairn-cli").await?;
+    let js = cairn_streams::jetstream(client);
+    // Storing a command must not need an orchestrator to have run first, nor change the
+    // settings of streams an operator set up.
+    Topology::default()
+        .create_if_missing(&js, StreamKind::Commands)
+        .await?;
+    let id = CommandId::generate();
+    let envelope = Envelope::new(id, None, Timestamp::now(), command);
+    let publisher = Publisher::new(js.clone());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        publisher.append(Outgoing::command(&envelope)?),
+    )
+    .await
+    .context("JetStream did not store the command within 10s")??;
+    Ok((id, publisher, Reader::new(js)))
+}
+
+/// The decision on a command: the job it concerns, and where the decision sits in the log.
+struct Outcome {
+    job: Option<JobId>,
+    seq: Seq,
+}
+
+/// Follows the event stream until the command's outcome appears.
+async fn outcome(reader: &Reader, command: CommandId, deadline: Instant) -> Result<Outcome> {
+    Topology::default()
+        .create_if_missing(reader.context(), StreamKind::Events)
+        .await?;
+    let events = reader
+        .read(
+            StreamKind::Events,
+            ReadFrom::Start,
+            Some(subjects::command_outcome(command)),
+        )
+        .await?;
+    let mut events = std::pin::pin!(events);
+    eprintln!("waiting for an orchestrator to decide command {command}…");
+    loop {
+        let raw = match tokio::time::timeout_at(deadline.into(), events.next()).await {
+            Err(_) => bail!(
+                "timed out waiting for command {command} to be decided (is an orchestrator running?)"
+            ),
+            Ok(None) => bail!("the event stream ended"),
+            Ok(Some(raw)) => raw?,
+        };
+        match Envelope::<Event>::decode(&raw.payload).map(|e| e.body) {
+            Ok(Event::CommandAccepted(accepted)) => {
+                return Ok(Outcome {
+                    job: accepted.job,
+                    seq: raw.seq,
+                });
+            }
+            Ok(Event::CommandRejected(rejected)) => bail!("rejected: {}", rejected.reason),
+            _ => continue,
+        }
+    }
+}
+
+/// Where a job's state settles after a command: its version and state.
+struct Settled {
+    version: u32,
+    state: JobState,
+}
+
+/// Watches the job through the orchestrator's views until they include the command's
+/// decision and the job's state is one `done` accepts, or a failure. Progress goes to stderr.
+async fn follow_job(
+    global: &Global,
+    job: JobId,
+    decided_at: Seq,
+    deadline: Instant,
+    done: impl Fn(JobState) -> bool,
+) -> Result<Settled> {
+    let mut shown = None;
+    loop {
+        let answer: Answer<JobDetail> = crate::query::ask(
+            global,
+            endpoint::JOB,
+            &JobQuery {
+                job: job.to_string(),
+            },
+        )
+        .await?;
+        if answer.applied_seq >= decided_at {
+            let state = answer.result.job.state;
+            if shown != Some(state) {
+                eprintln!("job {}: {state}", answer.result.job.name);
+                shown = Some(state);
+            }
+            if done(state) || matches!(state, JobState::Failed | JobState::Stopped) {
+                return Ok(Settled {
+                    version: answer.result.job.version,
+                    state,
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out waiting for job {job}; its state is {}",
+                shown.map_or("unknown".to_owned(), |s| s.to_string())
+            );
+        }
+        // The views follow the log within milliseconds; a person waits on this loop.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Serialize)]
+struct Deployed {
+    job_id: Option<JobId>,
+    name: String,
+    version: Option<u32>,
+    command_id: CommandId,
+    /// `submitted` until an orchestrator decides; with `--wait`, the job's state.
+    state: String,
+}
+
+pub async fn deploy(global: &Global, file: &Path, wait: bool, timeout: Duration) -> Result<()> {
+    let spec = load_spec(file)?;
+    let name = spec.name.clone();
+    let job_type = spec.job_type;
+    let (command_id, _, reader) = submit(global, DeployJob { spec }.into()).await?;
+    let mut result = Deployed {
+        job_id: None,
+        name,
+        version: None,
+        command_id,
+        state: "submitted".into(),
+    };
+    if wait {
+        let deadline = Instant::now() + timeout;
+        let decided = outcome(&reader, command_id, deadline).await?;
+        let job = decided
+            .job
+            .context("the orchestrator accepted the deploy without naming the job")?;
+        result.job_id = Some(job);
+        // Long-running jobs are done when running; batch and ops when they finish.
+        let finishes = matches!(job_type, JobType::Batch | JobType::Ops);
+        let settled = follow_job(global, job, decided.seq, deadline, |s| {
+            if finishes {
+                s == JobState::Completed
+            } else {
+                matches!(s, JobState::Running | JobState::Completed)
+            }
+        })
+        .await?;
+        result.version = Some(settled.version);
+        result.state = settled.state.to_string();
+        print_result(global, &result)?;
+        if matches!(settled.state, JobState::Failed | JobState::Stopped) {
+            bail!("job {} {}", result.name, settled.state);
+        }
+        return Ok(());
+    }
+    print_result(global, &result)
+}
+
+fn print_result<T: Serialize>(global: &Global, value: &T) -> Result<()> {
+    output::print(global.output, value, || {
+        let json = serde_json::to_value(value).unwrap_or_default();
+        let rows = json
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| {
+                        vec![
+                            k.clone(),
+                            v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        output::table(&["field", "value"], rows)
+    })
+}
+
+#[derive(Serialize)]
+struct Stopped {
+    job_id: Option<JobId>,
+    command_id: CommandId,
+    state: String,
+}
+
+pub async fn stop(global: &Global, job: String, wait: bool, timeout: Duration) -> Result<()> {
+    let (command_id, _, reader) = submit(global, StopJob { job: JobRef(job) }.into()).await?;
+    let mut result = Stopped {
+        job_id: None,
+        command_id,
+        state: "submitted".into(),
+    };
+    if wait {
+        let deadline = Instant::now() + timeout;
+        let decided = outcome(&reader, command_id, deadline).await?;
+        let job = decided
+            .job
+            .context("the orchestrator accepted the stop without naming the job")?;
+        result.job_id = Some(job);
+        let settled = follow_job(global, job, decided.seq, deadline, |s| s.is_terminal()).await?;
+        result.state = settled.state.to_string();
+    }
+    print_result(global, &result)
+}
