@@ -18,7 +18,7 @@ use cairn_shared::{
 };
 use cairn_streams::testing::{NatsServer, wait_until};
 use cairn_streams::{
-    Expect, LogEntry, Outgoing, OutputStream, Publisher, ReadFrom, Reader, StreamKind, Topology,
+    Expect, LogEntry, Outgoing, OutputStream, Publisher, Reader, StreamKind, Topology,
     ensure_node_consumer, subjects,
 };
 use futures::StreamExt;
@@ -94,28 +94,28 @@ impl Fixture {
         self.publish(run(execution, task).into()).await;
     }
 
-    /// Every report stored so far, in stream order.
+    /// Every report stored so far, in stream order. Read with direct gets, which create no
+    /// consumer: tests poll this often, and the report stream allows few consumers.
     async fn reports(&self) -> Vec<Envelope<Report>> {
         let bounds = self.reader.bounds(StreamKind::Reports).await.unwrap();
         if bounds.last.0 == 0 {
             return Vec::new();
         }
-        let count = (bounds.last.0 - bounds.first.0 + 1) as usize;
-        let messages = self
-            .reader
-            .read(StreamKind::Reports, ReadFrom::Start, None)
+        let stream = self
+            .js
+            .get_stream_no_info(StreamKind::Reports.name())
             .await
             .unwrap();
-        let raw: Vec<_> = tokio::time::timeout(DEADLINE, messages.take(count).collect())
-            .await
-            .expect("reading reports back in time");
-        raw.into_iter()
-            .map(|m| {
-                let m = m.unwrap();
-                assert_eq!(m.subject.as_str(), subjects::report(&self.node).as_str());
-                Envelope::decode(&m.payload).unwrap()
-            })
-            .collect()
+        let mut reports = Vec::new();
+        for seq in bounds.first.0..=bounds.last.0 {
+            let message = stream.direct_get(seq).await.unwrap();
+            assert_eq!(
+                message.subject.as_str(),
+                subjects::report(&self.node).as_str()
+            );
+            reports.push(Envelope::decode(&message.payload).unwrap());
+        }
+        reports
     }
 
     async fn updates(&self, execution: ExecutionId) -> Vec<ExecutionUpdate> {
@@ -703,9 +703,9 @@ async fn a_data_dir_belongs_to_one_node() {
 
 /// The edge as a real process: this test binary re-executed with `CAIRN_EDGE_CHILD` set
 /// runs only [`edge_child_process`], which runs an edge until it is killed.
-fn spawn_edge_process(fx: &Fixture, log_name: &str) -> Child {
+fn spawn_edge_process(fx: &Fixture, log_name: &str) -> EdgeProcess {
     let log = std::fs::File::create(fx.dir.path().join(log_name)).unwrap();
-    std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "edge_child_process",
             "--exact",
@@ -720,7 +720,8 @@ fn spawn_edge_process(fx: &Fixture, log_name: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap()
+        .unwrap();
+    EdgeProcess(child)
 }
 
 /// Not a test by itself: the body of the edge child process (see [`spawn_edge_process`]).
@@ -750,9 +751,34 @@ fn edge_child_process() {
     });
 }
 
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+/// An edge child process, SIGKILLed when dropped so a failing test leaves none behind.
+struct EdgeProcess(Child);
+
+impl EdgeProcess {
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A task's pid, SIGKILLed when dropped: a crash test's orphan must not outlive a failure.
+struct TaskPid(i32);
+
+impl Drop for TaskPid {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -769,8 +795,9 @@ async fn a_crashed_edge_reports_its_work_failed_once_and_never_reruns_it() {
     fx.run(execution, sh(&script)).await;
     fx.updates_until(execution, ExecutionState::Running).await;
     let task_pid = read_pid(&dir.join("task.pid")).await;
+    let _orphan = TaskPid(task_pid);
 
-    kill9(&mut first);
+    first.kill9();
     assert!(alive(task_pid), "the task outlives its edge's SIGKILL");
 
     let restarted = Instant::now();
@@ -800,7 +827,7 @@ async fn a_crashed_edge_reports_its_work_failed_once_and_never_reruns_it() {
 
     // Barrier: a third start flushes whatever the second left in its outbox before its
     // own hello, so once that hello is stored every report of the second is too.
-    kill9(&mut second);
+    second.kill9();
     let mut third = spawn_edge_process(&fx, "edge-3.log");
     wait_until("the third hello", DEADLINE, || async {
         let hellos = fx
@@ -812,7 +839,7 @@ async fn a_crashed_edge_reports_its_work_failed_once_and_never_reruns_it() {
         if hellos == 3 { Ok(()) } else { Err(hellos) }
     })
     .await;
-    kill9(&mut third);
+    third.kill9();
 
     assert_eq!(
         states(&fx.updates(execution).await),
