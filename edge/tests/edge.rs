@@ -65,7 +65,7 @@ impl Fixture {
         config.capacity = 4;
         config.heartbeat_interval = Duration::from_millis(200);
         config.stop_grace = Duration::from_secs(2);
-        config.shutdown_flush_timeout = Duration::from_secs(2);
+        config.shutdown_flush_timeout = Duration::from_secs(10);
         config
     }
 
@@ -854,4 +854,36 @@ async fn a_crashed_edge_reports_its_work_failed_once_and_never_reruns_it() {
         std::fs::read_to_string(dir.join("runs")).unwrap(),
         "started\n"
     );
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_running_tasks_and_says_so() {
+    let fx = Fixture::new("edge-shutdown", true).await;
+    let edge = fx.start_edge().await;
+    let dir = fx.dir.path().to_path_buf();
+    let execution = ExecutionId::generate();
+    fx.run(
+        execution,
+        sh(&format!(
+            "echo $$ > {}/task.pid; exec sleep 300",
+            dir.display()
+        )),
+    )
+    .await;
+    fx.updates_until(execution, ExecutionState::Running).await;
+    let pid = read_pid(&dir.join("task.pid")).await;
+    let _guard = TaskPid(pid);
+    // Returns only after the task ended and its report was flushed.
+    edge.stop().await;
+    assert!(!alive(pid));
+    let updates = fx.updates(execution).await;
+    assert_eq!(
+        states(&updates),
+        [
+            ExecutionState::Accepted,
+            ExecutionState::Running,
+            ExecutionState::Failed
+        ]
+    );
+    assert_eq!(updates[2].reason.as_deref(), Some("edge shut down"));
 }
