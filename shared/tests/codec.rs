@@ -3,7 +3,7 @@
 
 use cairn_shared::codec::{Envelope, Error, Message};
 use cairn_shared::event::{Event, NodeLost};
-use cairn_shared::{Assignment, Command, EventId, NodeId, Report, Timestamp};
+use cairn_shared::{Assignment, Command, EventId, Liveness, NodeId, Report, Timestamp};
 use proptest::prelude::*;
 
 mod samples;
@@ -26,6 +26,10 @@ fn every_sample_round_trips() {
         let bytes = env.encode().unwrap();
         assert_eq!(Envelope::<Assignment>::decode(&bytes).unwrap(), env);
     }
+    for env in samples::heartbeats() {
+        let bytes = env.encode().unwrap();
+        assert_eq!(Envelope::<Liveness>::decode(&bytes).unwrap(), env);
+    }
 }
 
 #[test]
@@ -38,6 +42,7 @@ fn the_samples_cover_every_type() {
     assert_eq!(samples::commands().len(), Command::TYPE_NAMES.len());
     assert_eq!(samples::reports().len(), Report::TYPE_NAMES.len());
     assert_eq!(samples::assignments().len(), Assignment::TYPE_NAMES.len());
+    assert_eq!(samples::heartbeats().len(), Liveness::TYPE_NAMES.len());
 }
 
 /// Re-encodes an event envelope with a different type name or version, the way a future

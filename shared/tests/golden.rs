@@ -46,4 +46,5 @@ fn old_encodings_still_decode() {
     check("command", samples::commands());
     check("report", samples::reports());
     check("assignment", samples::assignments());
+    check("heartbeat", samples::heartbeats());
 }

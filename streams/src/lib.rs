@@ -3,6 +3,7 @@
 //! replay reader. No other crate builds a subject string or a stream config.
 
 mod error;
+pub mod logs;
 pub mod publish;
 pub mod read;
 pub mod subjects;
@@ -12,6 +13,7 @@ pub mod topology;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use logs::{LogEntry, OutputStream};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
 pub use topology::{

@@ -140,7 +140,17 @@ impl Publisher {
     /// for a free slot: a task that keeps more than that many unawaited waits forever. Use a
     /// [`Pipeline`], which bounds its own window, to keep many appends in flight.
     pub async fn send(&self, out: Outgoing) -> Result<PendingAppend> {
-        let mut headers = HeaderMap::new();
+        self.send_with_headers(out, HeaderMap::new()).await
+    }
+
+    /// Like [`Publisher::send`], with extra headers beside the ones cairn sets (message id,
+    /// expectations), which win on a clash. Log chunks use this to say which output they
+    /// carry and where the log ends.
+    pub async fn send_with_headers(
+        &self,
+        out: Outgoing,
+        mut headers: HeaderMap,
+    ) -> Result<PendingAppend> {
         headers.insert(NATS_MESSAGE_ID, out.msg_id.as_str());
         match out.expect {
             Expect::Nothing => {}
@@ -199,12 +209,21 @@ impl Pipeline {
     /// Sends `out`. When the window is full it first waits for the oldest ack and returns
     /// it; `Err` means `out` itself could not be sent.
     pub async fn send(&mut self, out: Outgoing) -> Result<Option<Result<Appended>>> {
+        self.send_with_headers(out, HeaderMap::new()).await
+    }
+
+    /// Like [`Pipeline::send`], with extra headers (see [`Publisher::send_with_headers`]).
+    pub async fn send_with_headers(
+        &mut self,
+        out: Outgoing,
+        headers: HeaderMap,
+    ) -> Result<Option<Result<Appended>>> {
         let oldest = if self.in_flight.len() >= self.window {
             self.next().await
         } else {
             None
         };
-        let pending = self.publisher.send(out).await?;
+        let pending = self.publisher.send_with_headers(out, headers).await?;
         self.in_flight.push_back(pending);
         Ok(oldest)
     }

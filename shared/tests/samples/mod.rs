@@ -9,6 +9,7 @@ use std::time::Duration;
 use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::command::{DeployJob, JobRef, RerunJob, StopJob};
 use cairn_shared::event::*;
+use cairn_shared::heartbeat::{Heartbeat, Liveness};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::spec::{Engine, HumanDuration, TaskSpec};
 use cairn_shared::*;
@@ -205,4 +206,19 @@ pub fn assignments() -> Vec<Envelope<Assignment>> {
         .enumerate()
         .map(|(i, body)| Envelope::new(event_id(70 + i as u8), Some(command_id()), at(70), body))
         .collect()
+}
+
+pub fn heartbeats() -> Vec<Envelope<Liveness>> {
+    vec![Envelope::new(
+        ReportId::from_ulid(ulid(80)),
+        None,
+        at(80),
+        Heartbeat {
+            node: node(),
+            running: 2,
+            capacity: 8,
+            outbox: 17,
+        }
+        .into(),
+    )]
 }

@@ -1,0 +1,593 @@
+//! The edge agent's process: recovery at start, the hello, the long-lived pull on the
+//! node's own consumer, and the handling of each assignment.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use cairn_shared::assignment::{RunExecution, StopExecution};
+use cairn_shared::codec::Envelope;
+use cairn_shared::spec::Labels;
+use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
+use cairn_streams::{LogEntry, Publisher, StreamKind, subjects};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::exec::{self, Attempt, StopCause};
+use crate::heartbeat::Beater;
+use crate::outbox::{self, Flusher};
+use crate::store::{AttemptKey, Change, ExecutionRecord, Inserted, Store};
+
+/// How an edge is set up. Build it with [`EdgeConfig::new`] and adjust the public fields.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// The node's id. Persisted in `data_dir` at first start; a later start with another id
+    /// on the same directory is refused.
+    pub node_id: NodeId,
+    /// Holds the edge's redb file (identity, accepted assignments, outbox).
+    pub data_dir: PathBuf,
+    pub labels: Labels,
+    /// Declared in the hello; the orchestrator never assigns more at once.
+    pub capacity: u32,
+    pub heartbeat_interval: Duration,
+    /// Between SIGTERM and SIGKILL when a task is stopped, times out, or the edge shuts down.
+    pub stop_grace: Duration,
+    /// How long a graceful shutdown keeps trying to empty the outbox before leaving the
+    /// rest for the next start.
+    pub shutdown_flush_timeout: Duration,
+    /// Outbox publishes with acks in flight at once.
+    pub publish_window: usize,
+}
+
+impl EdgeConfig {
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+    pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+    /// Defaults: no labels, capacity = the machine's available parallelism, heartbeats every
+    /// 5 s, 10 s stop grace, 5 s to flush at shutdown, 64 publishes in flight.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            labels: Labels::new(),
+            capacity: u32::try_from(cpus).unwrap_or(u32::MAX),
+            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            stop_grace: Self::DEFAULT_STOP_GRACE,
+            shutdown_flush_timeout: Duration::from_secs(5),
+            publish_window: 64,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.capacity == 0 {
+            return Err(Error::Config("capacity must be at least 1".into()));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(Error::Config(
+                "heartbeat interval must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters shared by the agent, its heartbeat and its handle.
+#[derive(Debug, Default)]
+pub struct Stats {
+    running: AtomicU32,
+    bound: AtomicBool,
+    received: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Stats {
+    pub fn running(&self) -> u32 {
+        self.running.load(Ordering::Relaxed)
+    }
+}
+
+/// An edge agent, opened on its data directory and ready to run.
+pub struct Edge {
+    config: EdgeConfig,
+    store: Store,
+    stats: Arc<Stats>,
+}
+
+/// A cheap-clone view of a running edge, for callers and tests.
+#[derive(Clone)]
+pub struct EdgeHandle {
+    node: NodeId,
+    store: Store,
+    stats: Arc<Stats>,
+}
+
+impl EdgeHandle {
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// Attempts whose process is running (or about to start) now.
+    pub fn running(&self) -> u32 {
+        self.stats.running()
+    }
+
+    /// Reports and log chunks recorded but not yet acknowledged by JetStream.
+    pub fn outbox_len(&self) -> u64 {
+        self.store.outbox_len()
+    }
+
+    /// Whether the edge holds its pull on its consumer right now.
+    pub fn is_bound(&self) -> bool {
+        self.stats.bound.load(Ordering::Relaxed)
+    }
+
+    /// Assignment messages received since start (including redeliveries and garbage).
+    pub fn received(&self) -> u64 {
+        self.stats.received.load(Ordering::Relaxed)
+    }
+
+    /// Assignment messages terminated as undecodable since start.
+    pub fn rejected_count(&self) -> u64 {
+        self.stats.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Every assignment message ever terminated: (assignment stream sequence, reason).
+    pub async fn rejected(&self) -> Result<Vec<(u64, String)>> {
+        Ok(self
+            .store
+            .rejected()
+            .await?
+            .into_iter()
+            .map(|(seq, r)| (seq, r.reason))
+            .collect())
+    }
+
+    /// The recorded state of one attempt, if this edge was ever given it.
+    pub async fn state(
+        &self,
+        execution: ExecutionId,
+        attempt: u32,
+    ) -> Result<Option<ExecutionState>> {
+        let record = self.store.get(AttemptKey { execution, attempt }).await?;
+        Ok(record.map(|r| r.state))
+    }
+}
+
+/// Pull batch: enough to keep a node busy, few enough that none waits near its ack wait.
+const PULL_BATCH: usize = 32;
+/// The server's idle heartbeat on the pull: a silent pull (server restarted, consumer gone)
+/// is noticed within two of these and re-established.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+
+impl Edge {
+    /// Opens the data directory: creates it on first start, refuses one that belongs to
+    /// another node.
+    pub async fn open(config: EdgeConfig) -> Result<Self> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        let node = config.node_id.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir, &node))
+            .await
+            .map_err(|e| Error::Store(format!("opening the store: {e}")))??;
+        Ok(Self {
+            config,
+            store,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn handle(&self) -> EdgeHandle {
+        EdgeHandle {
+            node: self.config.node_id.clone(),
+            store: self.store.clone(),
+            stats: Arc::clone(&self.stats),
+        }
+    }
+
+    /// Runs the edge until `shutdown`: reports what a previous crash left unfinished,
+    /// says hello, pulls and runs its assignments, and sends every report through the
+    /// outbox. At shutdown running tasks are ended (reported `failed`, "edge shut down")
+    /// and the outbox is flushed for up to `shutdown_flush_timeout`.
+    ///
+    /// NATS being unreachable is not an error: the edge keeps recording and retries. Only
+    /// local-store failures end it early.
+    pub async fn run(self, client: async_nats::Client, shutdown: CancellationToken) -> Result<()> {
+        let node = self.config.node_id.clone();
+        let js = cairn_streams::jetstream(client.clone());
+        self.recover().await?;
+        self.store
+            .append(vec![outbox::hello_entry(
+                &node,
+                self.config.labels.clone(),
+                self.config.capacity,
+            )?])
+            .await?;
+
+        let background_stop = CancellationToken::new();
+        let mut background = JoinSet::new();
+        let flusher = Flusher {
+            store: self.store.clone(),
+            client: client.clone(),
+            publisher: Publisher::new(js.clone()),
+            window: self.config.publish_window,
+        };
+        background.spawn(flusher.run(background_stop.clone()));
+        let beater = Beater {
+            client: client.clone(),
+            node: node.clone(),
+            capacity: self.config.capacity,
+            interval: self.config.heartbeat_interval,
+            stats: Arc::clone(&self.stats),
+            store: self.store.clone(),
+        };
+        background.spawn(beater.run(background_stop.clone()));
+
+        let mut agent = Agent {
+            node,
+            store: self.store.clone(),
+            stats: Arc::clone(&self.stats),
+            stop_grace: self.config.stop_grace,
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+        };
+        let outcome = agent.consume(&js, &shutdown).await;
+        agent.stop_all().await;
+
+        // Give the outbox a chance to empty; whatever remains is sent at the next start.
+        let deadline = Instant::now() + self.config.shutdown_flush_timeout;
+        while self.store.outbox_len() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        background_stop.cancel();
+        while background.join_next().await.is_some() {}
+        outcome
+    }
+
+    /// Attempts left accepted or running by a previous process (it crashed, or was killed
+    /// before it could finish them) are reported `failed` with reason "edge restarted",
+    /// once: the report is recorded with the terminal state. They are never rerun. A
+    /// process of theirs that is still alive is killed first.
+    async fn recover(&self) -> Result<()> {
+        let node = &self.config.node_id;
+        for record in self.store.unfinished().await? {
+            let key = record.key();
+            if let Some(process) = record.process
+                && exec::kill_orphan(process)
+            {
+                tracing::warn!(attempt = %key, pid = process.pid, "killed the processes of an attempt left over from before the restart");
+            }
+            let reason = "edge restarted".to_owned();
+            let entries = vec![
+                outbox::log_entry(
+                    node,
+                    key.execution,
+                    LogEntry::end_id(key.execution, key.attempt),
+                    &LogEntry::End {
+                        attempt: key.attempt,
+                        outcome: ExecutionState::Failed.as_str().to_owned(),
+                    },
+                ),
+                outbox::update_entry(
+                    node,
+                    key,
+                    ExecutionState::Failed,
+                    None,
+                    Some(reason.clone()),
+                )?,
+            ];
+            let change = Change {
+                state: ExecutionState::Failed,
+                exit_code: None,
+                reason: Some(reason),
+                process: None,
+            };
+            self.store.transition(key, change, entries).await?;
+            tracing::warn!(attempt = %key, "attempt interrupted by a restart reported failed");
+        }
+        Ok(())
+    }
+}
+
+/// The consuming side of a running edge.
+struct Agent {
+    node: NodeId,
+    store: Store,
+    stats: Arc<Stats>,
+    stop_grace: Duration,
+    /// Attempts with a task of their own, and how to stop each.
+    running: HashMap<AttemptKey, watch::Sender<Option<StopCause>>>,
+    tasks: JoinSet<AttemptKey>,
+}
+
+type PullStream = jetstream::consumer::pull::Stream;
+
+impl Agent {
+    /// Binds to the node's consumer and handles its messages until `shutdown`, binding
+    /// again whenever the pull breaks.
+    async fn consume(
+        &mut self,
+        js: &jetstream::Context,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let started = Instant::now();
+        let mut first_bind = true;
+        loop {
+            let mut messages = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.finished(done);
+                    continue;
+                }
+                bound = bind(js, &self.node) => match bound {
+                    Ok(messages) => messages,
+                    Err(reason) => {
+                        let delay = backoff.next_delay();
+                        tracing::debug!(%reason, retry_in = ?delay, "cannot bind to the node's consumer yet");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                },
+            };
+            backoff.reset();
+            self.stats.bound.store(true, Ordering::Relaxed);
+            if first_bind {
+                first_bind = false;
+                tracing::info!(node = %self.node, after = ?started.elapsed(), "bound to the node's consumer");
+            } else {
+                tracing::info!(node = %self.node, "bound to the node's consumer again");
+            }
+            let ended = loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break None,
+                    Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
+                    next = messages.next() => match next {
+                        Some(Ok(message)) => self.on_message(message).await?,
+                        Some(Err(e)) => break Some(e.to_string()),
+                        None => break Some("the pull ended".to_owned()),
+                    },
+                }
+            };
+            self.stats.bound.store(false, Ordering::Relaxed);
+            match ended {
+                None => return Ok(()),
+                Some(reason) => {
+                    tracing::warn!(%reason, "lost the pull on the node's consumer; binding again");
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, done: std::result::Result<AttemptKey, tokio::task::JoinError>) {
+        match done {
+            Ok(key) => {
+                self.running.remove(&key);
+            }
+            Err(e) => {
+                // A panicked attempt task: its key is lost with it. Drop every sender whose
+                // task is gone; the attempt stays non-terminal and is reported at restart.
+                tracing::error!(error = %e, "an attempt's task failed");
+                self.running.retain(|_, tx| tx.receiver_count() > 0);
+            }
+        }
+        self.stats.running.store(
+            u32::try_from(self.running.len()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Handles one assignment message. `Err` only for local-store failures that make
+    /// continuing pointless.
+    async fn on_message(&mut self, message: jetstream::Message) -> Result<()> {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let seq = message.info().map_or(0, |i| i.stream_sequence);
+        match Envelope::<Assignment>::decode(&message.payload) {
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(seq, %reason, "terminating an undecodable assignment");
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.store.reject(seq, reason).await {
+                    tracing::error!(seq, error = %e, "recording a rejected assignment failed");
+                }
+                // Redelivering the same bytes can never work.
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(seq, error = %e, "terminating the message failed; it will come back");
+                }
+                Ok(())
+            }
+            Ok(envelope) => match envelope.body {
+                Assignment::RunExecution(run) => self.on_run(message, seq, run).await,
+                Assignment::StopExecution(stop) => self.on_stop(message, stop).await,
+            },
+        }
+    }
+
+    async fn on_run(
+        &mut self,
+        message: jetstream::Message,
+        seq: u64,
+        run: RunExecution,
+    ) -> Result<()> {
+        let key = AttemptKey {
+            execution: run.execution,
+            attempt: run.attempt,
+        };
+        let record = ExecutionRecord {
+            execution: run.execution,
+            attempt: run.attempt,
+            job: Some(run.job),
+            job_name: run.job_name.clone(),
+            version: run.version,
+            task: Some(run.task.clone()),
+            state: ExecutionState::Accepted,
+            exit_code: None,
+            reason: None,
+            assign_seq: seq,
+            recorded_at: Timestamp::now(),
+            process: None,
+        };
+        let accepted = outbox::update_entry(&self.node, key, ExecutionState::Accepted, None, None)?;
+        // Recorded (with its `accepted` report) before the ack: once JetStream forgets the
+        // assignment, this edge cannot.
+        match self.store.insert_if_absent(record, vec![accepted]).await {
+            Ok(Inserted::New) => {
+                ack(&message, key).await;
+                // Started whatever the ack's fate: the record dedupes a redelivery, which
+                // would otherwise find the attempt known and never start it.
+                self.start(key, run);
+            }
+            Ok(Inserted::Known(record)) => {
+                tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
+                ack(&message, key).await;
+            }
+            Err(e) => {
+                // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
+                tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                if !e.is_retryable() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, key: AttemptKey, run: RunExecution) {
+        let (tx, rx) = watch::channel(None);
+        self.running.insert(key, tx);
+        self.stats.running.store(
+            u32::try_from(self.running.len()).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+        let attempt = Attempt {
+            node: self.node.clone(),
+            store: self.store.clone(),
+            key,
+            job_name: run.job_name,
+            task: run.task,
+            stop_grace: self.stop_grace,
+            stop: rx,
+        };
+        self.tasks.spawn(async move {
+            attempt.run().await;
+            key
+        });
+    }
+
+    async fn on_stop(&mut self, message: jetstream::Message, stop: StopExecution) -> Result<()> {
+        let key = AttemptKey {
+            execution: stop.execution,
+            attempt: stop.attempt,
+        };
+        if let Some(tx) = self.running.get(&key) {
+            // The attempt's task kills the process group and records `stopped`. Acked now:
+            // if the edge dies before that, the restart reports the attempt failed and
+            // kills what is left, so the stop is never undone.
+            tx.send_replace(Some(StopCause::Requested(stop.reason)));
+            ack(&message, key).await;
+            return Ok(());
+        }
+        let known = self.store.get(key).await?;
+        match known {
+            Some(record) if record.state.is_terminal() => {
+                tracing::debug!(attempt = %key, state = %record.state, "stop for a finished attempt");
+            }
+            Some(_) => {
+                // Recorded but without a task: only possible if its task died. End it here.
+                let entries = vec![outbox::update_entry(
+                    &self.node,
+                    key,
+                    ExecutionState::Stopped,
+                    None,
+                    Some(stop.reason.clone()),
+                )?];
+                let change = Change {
+                    state: ExecutionState::Stopped,
+                    exit_code: None,
+                    reason: Some(stop.reason),
+                    process: None,
+                };
+                self.store.transition(key, change, entries).await?;
+            }
+            None => {
+                // Never received: record a tombstone, so the attempt can never start here
+                // later (a stop must win over a run that arrives after it), and say so.
+                let record = ExecutionRecord {
+                    execution: key.execution,
+                    attempt: key.attempt,
+                    job: None,
+                    job_name: String::new(),
+                    version: 0,
+                    task: None,
+                    state: ExecutionState::Stopped,
+                    exit_code: None,
+                    reason: Some(stop.reason.clone()),
+                    assign_seq: message.info().map_or(0, |i| i.stream_sequence),
+                    recorded_at: Timestamp::now(),
+                    process: None,
+                };
+                let report = outbox::update_entry(
+                    &self.node,
+                    key,
+                    ExecutionState::Stopped,
+                    None,
+                    Some(stop.reason),
+                )?;
+                self.store.insert_if_absent(record, vec![report]).await?;
+            }
+        }
+        ack(&message, key).await;
+        Ok(())
+    }
+
+    /// Ends every running attempt (shutdown) and waits for each to record its end.
+    async fn stop_all(&mut self) {
+        for tx in self.running.values() {
+            tx.send_replace(Some(StopCause::Shutdown));
+        }
+        while let Some(done) = self.tasks.join_next().await {
+            self.finished(done);
+        }
+    }
+}
+
+/// A confirmed ack: returns once the server has the ack, so a recorded-and-acked attempt
+/// is really gone from the queue. A failed ack only means a redelivery, which the record
+/// dedupes.
+async fn ack(message: &jetstream::Message, key: AttemptKey) {
+    if let Err(e) = message.double_ack().await {
+        tracing::warn!(attempt = %key, error = %e, "ack not confirmed; a redelivery will be deduped");
+    }
+}
+
+/// Binds to the node's durable consumer, which the orchestrator creates when it handles
+/// the node's hello. Never creates it: an edge may only pull from its own consumer.
+async fn bind(js: &jetstream::Context, node: &NodeId) -> std::result::Result<PullStream, String> {
+    let stream = js
+        .get_stream_no_info(StreamKind::Assignments.name())
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer(&subjects::node_consumer(node))
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}

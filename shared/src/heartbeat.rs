@@ -1,0 +1,30 @@
+//! Heartbeats: an edge's periodic "I am here", sent on core NATS (never stored in a stream)
+//! so the orchestrator's liveness can tell a silent node from a busy one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::messages;
+use crate::ids::{NodeId, ReportId};
+
+/// One beat. Cheap to send every few seconds from every node; a lost beat is harmless
+/// because the next one carries the same facts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    /// Executions whose process this edge is running (or about to start) right now.
+    pub running: u32,
+    /// The capacity the node declared in its hello.
+    pub capacity: u32,
+    /// Reports and log chunks recorded locally but not yet acknowledged by JetStream: a
+    /// growing number means the edge cannot publish.
+    #[serde(default)]
+    pub outbox: u64,
+}
+
+messages! {
+    /// What an edge sends on `cairn.hb.<node>`. The envelope id is fresh per beat; the
+    /// type name and version let the format grow like every other message.
+    pub enum Liveness: id = ReportId {
+        Heartbeat = ("Heartbeat", 1),
+    }
+}
