@@ -136,15 +136,16 @@ async fn follow_job(
 ) -> Result<Settled> {
     let mut shown = None;
     loop {
-        let answer: Answer<JobDetail> = crate::query::ask(
-            global,
-            endpoint::JOB,
-            &JobQuery {
-                job: job.to_string(),
-            },
-        )
-        .await?;
-        if answer.applied_seq >= decided_at {
+        let query = JobQuery {
+            job: job.to_string(),
+        };
+        let answer = match crate::query::ask::<_, JobDetail>(global, endpoint::JOB, &query).await {
+            Ok(answer) => Some(answer),
+            // The views have not caught up with the decision yet.
+            Err(e) if crate::query::Refused::is_not_found(&e) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(answer) = answer.filter(|a: &Answer<JobDetail>| a.applied_seq >= decided_at) {
             let state = answer.result.job.state;
             if shown != Some(state) {
                 eprintln!("job {}: {state}", answer.result.job.name);

@@ -6,8 +6,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cairn_edge::{Edge, EdgeConfig};
 use cairn_orchestrator::engine::LivenessConfig;
 use cairn_orchestrator::{Orchestrator, OrchestratorConfig};
+use cairn_shared::NodeId;
 use cairn_streams::Topology;
 use clap::Args;
 use tokio::process::{Child, Command};
@@ -37,9 +39,67 @@ pub struct OrchestratorArgs {
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// Directory for the local server's store and the orchestrator's views.
+    /// Directory for the local server's store, the orchestrator's views and the edges' data.
     #[arg(long, default_value = ".cairn/dev")]
     data: PathBuf,
+    /// Edges to run (dev-edge-1 … dev-edge-N, label role=edge).
+    #[arg(long, default_value_t = 2)]
+    edges: u32,
+}
+
+#[derive(Args)]
+pub struct EdgeArgs {
+    /// This node's id: letters, digits, '-' and '_'. Stable: restart with the same id and
+    /// --data to be the same node.
+    #[arg(long)]
+    node_id: NodeId,
+    /// Directory for the edge's assignments and outbox (belongs to this node id).
+    #[arg(long)]
+    data: PathBuf,
+    /// A label, KEY=VALUE; repeat for more.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Executions this node runs at once (default: its CPU count).
+    #[arg(long)]
+    capacity: Option<u32>,
+    /// How often to tell the orchestrator this node is alive.
+    #[arg(long, default_value = "5s")]
+    heartbeat_interval: humantime::Duration,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn edge_config(args: EdgeArgs) -> EdgeConfig {
+    let mut config = EdgeConfig::new(args.node_id, args.data);
+    config.labels = args.labels.into_iter().collect();
+    if let Some(capacity) = args.capacity {
+        config.capacity = capacity;
+    }
+    config.heartbeat_interval = args.heartbeat_interval.into();
+    config
+}
+
+/// Runs one edge until a termination signal; it ends its tasks and flushes its outbox.
+pub async fn edge(global: &Global, args: EdgeArgs) -> Result<()> {
+    let mut termination = Termination::watch()?;
+    let edge = Edge::open(edge_config(args)).await?;
+    let client = tokio::select! {
+        client = global.connect_persistent("cairn-edge") => client?,
+        _ = termination.received() => return Ok(()),
+    };
+    let shutdown = CancellationToken::new();
+    let mut running = std::pin::pin!(edge.run(client, shutdown.clone()));
+    tokio::select! {
+        result = &mut running => return result.context("the edge stopped"),
+        _ = termination.received() => {}
+    }
+    shutdown.cancel();
+    running.await.context("stopping the edge")
 }
 
 fn parse_replicas(text: &str) -> Result<usize, String> {
@@ -155,11 +215,30 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             return Err(e);
         }
     };
+    let edges = match start_edges(&args, &url).await {
+        Ok(edges) => edges,
+        Err(e) => {
+            stop_server(&mut server).await;
+            return Err(e);
+        }
+    };
+    let names: Vec<String> = (1..=args.edges).map(|i| format!("dev-edge-{i}")).collect();
     println!(
         "cairn dev: NATS with JetStream at {url} (store {})",
         store.display()
     );
+    println!(
+        "edges: {}",
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    );
     println!("Try, in another terminal:");
+    println!("  cairn node list");
+    println!("  cairn job deploy examples/hello.yaml --wait");
+    println!("  cairn execution list --job hello");
     println!("  cairn events --follow");
     println!("Stop with Ctrl-C.");
     let config = OrchestratorConfig::new(args.data.join("orchestrator"));
@@ -167,8 +246,50 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
         result = run_until_terminated(config, client, &mut termination) => result,
         status = server.wait() => Err(anyhow::anyhow!("nats-server exited unexpectedly ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
     };
+    stop_edges(edges).await;
     stop_server(&mut server).await;
     result
+}
+
+/// The dev edges run in this process, each with its own connection and data directory.
+async fn start_edges(
+    args: &DevArgs,
+    url: &str,
+) -> Result<
+    Vec<(
+        CancellationToken,
+        tokio::task::JoinHandle<cairn_edge::Result<()>>,
+    )>,
+> {
+    let mut edges = Vec::new();
+    for i in 1..=args.edges {
+        let id = NodeId::new(format!("dev-edge-{i}"))?;
+        let mut config = EdgeConfig::new(id.clone(), args.data.join("edges").join(id.as_str()));
+        config.labels.insert("role".into(), "edge".into());
+        let edge = Edge::open(config).await?;
+        let client = cairn_streams::connect_persistent(url, None, &format!("cairn-{id}")).await?;
+        let shutdown = CancellationToken::new();
+        edges.push((shutdown.clone(), tokio::spawn(edge.run(client, shutdown))));
+    }
+    Ok(edges)
+}
+
+async fn stop_edges(
+    edges: Vec<(
+        CancellationToken,
+        tokio::task::JoinHandle<cairn_edge::Result<()>>,
+    )>,
+) {
+    for (shutdown, _) in &edges {
+        shutdown.cancel();
+    }
+    for (_, task) in edges {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "an edge stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "an edge task failed"),
+        }
+    }
 }
 
 fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {

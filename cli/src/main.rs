@@ -5,6 +5,7 @@
 mod commands;
 mod dev;
 mod events;
+mod logs;
 mod output;
 mod query;
 
@@ -53,8 +54,13 @@ enum Command {
     /// Run the orchestrator: projects the event log into views under --data.
     #[command(after_help = "Example:\n  cairn orchestrator --data /var/lib/cairn")]
     Orchestrator(dev::OrchestratorArgs),
-    /// Run a local stack: a nats-server with JetStream and an orchestrator.
-    #[command(after_help = "Example:\n  cairn dev --data .cairn/dev")]
+    /// Run an edge agent: pulls this node's work, runs it, reports back.
+    #[command(
+        after_help = "Example:\n  cairn edge --node-id edge-1 --data /var/lib/cairn/edge --label role=edge --capacity 4"
+    )]
+    Edge(dev::EdgeArgs),
+    /// Run a local stack: a nats-server with JetStream, an orchestrator and N edges.
+    #[command(after_help = "Example:\n  cairn dev --edges 3 --data .cairn/dev")]
     Dev(dev::DevArgs),
     /// Nodes of the fleet.
     #[command(subcommand)]
@@ -140,6 +146,16 @@ enum ExecutionCommand {
         #[arg(long)]
         state: Option<cairn_shared::ExecutionState>,
     },
+    /// The task's output (raw text). --follow keeps printing until the execution ends.
+    #[command(
+        after_help = "Examples:\n  cairn execution logs 01JD3…\n  cairn execution logs 01JD3… --follow"
+    )]
+    Logs {
+        /// Execution id.
+        execution: String,
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// Connection settings every command shares.
@@ -164,7 +180,7 @@ impl Global {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Orchestrator(_) | Command::Dev(_) => "info",
+        Command::Orchestrator(_) | Command::Dev(_) | Command::Edge(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -189,6 +205,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Orchestrator(args) => dev::orchestrator(&global, args).await,
             Command::Dev(args) => dev::dev(&global, args).await,
+            Command::Edge(args) => dev::edge(&global, args).await,
             Command::Events(args) => events::run(&global, args).await,
             Command::Node(NodeCommand::List) => query::node_list(&global).await,
             Command::Job(JobCommand::List) => query::job_list(&global).await,
@@ -201,6 +218,9 @@ fn main() -> ExitCode {
                 commands::stop(&global, job, wait, timeout.into()).await
             }
             Command::Job(JobCommand::Describe { job }) => query::job_describe(&global, job).await,
+            Command::Execution(ExecutionCommand::Logs { execution, follow }) => {
+                logs::run(&global, execution, follow).await
+            }
             Command::Execution(ExecutionCommand::List { job, node, state }) => {
                 query::execution_list(
                     &global,

@@ -17,6 +17,24 @@ use crate::output::{self, Tabular};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The orchestrator answered with a refusal: `code` 404 for something it does not know
+/// (yet), 400 for a malformed question.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}")]
+pub struct Refused {
+    pub code: u16,
+    pub status: String,
+}
+
+impl Refused {
+    /// Whether `error` says the asked-for thing is unknown to the views.
+    pub fn is_not_found(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<Refused>()
+            .is_some_and(|r| r.code == 404)
+    }
+}
+
 /// Asks one endpoint and decodes its answer; a refusal becomes its one-line reason.
 pub async fn ask<Q: Serialize, T: DeserializeOwned>(
     global: &Global,
@@ -47,7 +65,15 @@ pub async fn ask<Q: Serialize, T: DeserializeOwned>(
     if let Some(headers) = &reply.headers
         && let Some(status) = headers.get(async_nats::service::NATS_SERVICE_ERROR)
     {
-        bail!("{}", status.as_str());
+        let code = headers
+            .get(async_nats::service::NATS_SERVICE_ERROR_CODE)
+            .and_then(|c| c.as_str().parse().ok())
+            .unwrap_or(500);
+        return Err(Refused {
+            code,
+            status: status.as_str().to_owned(),
+        }
+        .into());
     }
     serde_json::from_slice(&reply.payload).context("the orchestrator's answer does not decode")
 }

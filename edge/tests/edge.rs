@@ -84,10 +84,11 @@ impl Fixture {
 
     async fn publish(&self, body: Assignment) {
         let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), body);
-        self.publisher
-            .append(Outgoing::assignment(&self.node, &envelope).unwrap())
-            .await
-            .unwrap();
+        let mut out = Outgoing::assignment(&self.node, &envelope).unwrap();
+        // A message id of its own, as a re-queue after JetStream's duplicate window would
+        // have: what is tested is the edge's own de-duplication, not JetStream's.
+        out.msg_id = envelope.id.to_string();
+        self.publisher.append(out).await.unwrap();
     }
 
     async fn run(&self, execution: ExecutionId, task: TaskSpec) {

@@ -46,7 +46,7 @@ pub fn assignment_for(
             e.node.clone(),
             StopExecution {
                 execution: e.execution,
-                attempt: 0,
+                attempt: e.attempt,
                 reason: e.reason.clone(),
             }
             .into(),
@@ -77,7 +77,7 @@ pub fn pending_work(state: &State) -> Vec<(NodeId, Envelope<Assignment>)> {
             // An older version still meant to run was replaced: its stop is what is owed.
             DesiredState::Running | DesiredState::Stopped => StopExecution {
                 execution: execution.id,
-                attempt: 0,
+                attempt: execution.attempt,
                 reason: "stop requested".into(),
             }
             .into(),

@@ -23,7 +23,8 @@ pub mod endpoint {
     pub const JOB: &str = "job";
     pub const EXECUTIONS: &str = "executions";
     pub const OUTCOME: &str = "outcome";
-    pub const ALL: [&str; 5] = [NODES, JOBS, JOB, EXECUTIONS, OUTCOME];
+    pub const EXECUTION: &str = "execution";
+    pub const ALL: [&str; 6] = [NODES, JOBS, JOB, EXECUTIONS, OUTCOME, EXECUTION];
 }
 
 /// An answer and the event sequence the views had reached when it was read.
@@ -55,6 +56,12 @@ pub struct ExecutionQuery {
     pub node: Option<NodeId>,
     #[serde(default)]
     pub state: Option<ExecutionState>,
+}
+
+/// `execution`: one execution by id.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExecutionIdQuery {
+    pub execution: String,
 }
 
 /// `outcome`: what became of a command.
@@ -151,6 +158,16 @@ fn handle(store: &ViewStore, endpoint: &str, payload: &[u8]) -> Result<Bytes, Re
                 state: query.state,
             };
             answer(&reader, reader.executions(&filter)?)
+        }
+        endpoint::EXECUTION => {
+            let query: ExecutionIdQuery = parse(payload)?;
+            match reader.execution(&query.execution)? {
+                Some(execution) => answer(&reader, execution),
+                None => Err(Refusal::not_found(format!(
+                    "unknown execution {:?}",
+                    query.execution
+                ))),
+            }
         }
         endpoint::OUTCOME => {
             let query: OutcomeQuery = serde_json::from_slice(payload)

@@ -199,6 +199,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
             execution: pools.executions[execution],
             node: pools.nodes[node].clone(),
             reason: "stop".into(),
+            attempt: 1,
         }
         .into(),
         Gen::ExecState {

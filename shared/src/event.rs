@@ -70,6 +70,10 @@ pub struct ExecutionStopRequested {
     pub execution: ExecutionId,
     pub node: NodeId,
     pub reason: String,
+    /// The attempt to stop, so the edge can tell it from others of the same execution.
+    /// 0 in events written before the field existed: "whichever attempt runs".
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// An execution's observed state changed (reported by its edge, or decided: lost, cancelled).

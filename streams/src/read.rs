@@ -30,6 +30,10 @@ pub struct RawMessage {
     /// When the server stored it.
     pub stored_at: Timestamp,
     pub payload: Bytes,
+    pub headers: Option<async_nats::HeaderMap>,
+    /// Messages matching the read's filter still waiting after this one, as the server
+    /// counted when it delivered it: zero means the reader has caught up.
+    pub pending: u64,
 }
 
 /// The sequence range a stream holds now.
@@ -139,6 +143,8 @@ impl Reader {
                 stored_at,
                 subject: message.message.subject.clone(),
                 payload: message.message.payload.clone(),
+                headers: message.message.headers.clone(),
+                pending: info.pending,
             })
         }))
     }

@@ -411,3 +411,33 @@ async fn atomic_batches_store_all_or_nothing() {
         Seq(35)
     );
 }
+
+#[tokio::test]
+async fn the_same_work_derived_twice_is_queued_once() {
+    use cairn_shared::assignment::StopExecution;
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    let node = NodeId::new("edge-1").unwrap();
+    let execution = cairn_shared::ExecutionId::generate();
+    // Two dispatchers (or one, before and after a restart) derive the same stop.
+    for _ in 0..2 {
+        let work = Envelope::new(
+            EventId::generate(),
+            None,
+            Timestamp::now(),
+            cairn_shared::Assignment::from(StopExecution {
+                execution,
+                attempt: 1,
+                reason: "stop".into(),
+            }),
+        );
+        publisher
+            .append(Outgoing::assignment(&node, &work).unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        reader.bounds(StreamKind::Assignments).await.unwrap().last,
+        Seq(1)
+    );
+}

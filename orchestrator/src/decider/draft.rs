@@ -57,13 +57,14 @@ impl Draft {
             .iter()
             .filter_map(|id| self.state.execution(*id))
             .filter(|e| e.desired == DesiredState::Running)
-            .map(|e| (e.id, e.node.clone()))
+            .map(|e| (e.id, e.node.clone(), e.attempt))
             .collect();
-        for (execution, node) in wanted {
+        for (execution, node, attempt) in wanted {
             self.emit(ExecutionStopRequested {
                 execution,
                 node,
                 reason: reason.to_owned(),
+                attempt,
             });
         }
     }

@@ -43,16 +43,17 @@ pub(super) fn lost(draft: &mut Draft, node: &NodeId, since: Timestamp) {
         .active
         .iter()
         .filter_map(|id| draft.state.execution(*id))
-        .map(|e| (e.id, e.desired))
+        .map(|e| (e.id, e.desired, e.attempt))
         .collect();
     draft.emit(NodeLost { node: node.clone() });
     let reason = format!("node lost (silent since {since})");
-    for (execution, desired) in executions {
+    for (execution, desired, attempt) in executions {
         if desired == DesiredState::Running {
             draft.emit(ExecutionStopRequested {
                 execution,
                 node: node.clone(),
                 reason: reason.clone(),
+                attempt,
             });
         }
         draft.emit(ExecutionStateChanged {

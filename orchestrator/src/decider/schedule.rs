@@ -162,13 +162,14 @@ fn stop_unmatched(draft: &mut Draft, job_id: JobId) {
         })
         .filter_map(|(_, slot)| current(&draft.state, slot))
         .filter(|e| !e.state.is_terminal() && e.desired == DesiredState::Running)
-        .map(|e| (e.id, e.node.clone()))
+        .map(|e| (e.id, e.node.clone(), e.attempt))
         .collect();
-    for (execution, node) in unmatched {
+    for (execution, node, attempt) in unmatched {
         draft.emit(ExecutionStopRequested {
             execution,
             node,
             reason: "node labels no longer match the job's selector".to_owned(),
+            attempt,
         });
     }
 }

@@ -103,6 +103,7 @@ pub fn events() -> Vec<Envelope<Event>> {
             execution: execution_id(),
             node: node(),
             reason: "job stopped".into(),
+            attempt: 0,
         }
         .into(),
         ExecutionStateChanged {

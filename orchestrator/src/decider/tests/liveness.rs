@@ -65,6 +65,7 @@ fn a_lost_node_loses_its_executions_and_asks_them_to_stop() {
                 execution: e,
                 node: node("a"),
                 reason: reason.clone(),
+                attempt: 1,
             }
             .into(),
             ExecutionStateChanged {
