@@ -58,7 +58,7 @@ pub fn load_spec(path: &Path) -> Result<JobSpec> {
 }
 
 /// Stores a command; returns once JetStream has it.
-async fn submit(global: &Global, command: Command) -> Result<(CommandId, Publisher, Reader)> {
+async fn submit(global: &Global, command: Command) -> Result<(CommandId, Reader)> {
     let client = global.connect("cairn-cli").await?;
     let js = cairn_streams::jetstream(client);
     // Storing a command must not need an orchestrator to have run first, nor change the
@@ -75,13 +75,26 @@ async fn submit(global: &Global, command: Command) -> Result<(CommandId, Publish
     )
     .await
     .context("JetStream did not store the command within 10s")??;
-    Ok((id, publisher, Reader::new(js)))
+    Ok((id, Reader::new(js)))
 }
 
 /// The decision on a command: the job it concerns, and where the decision sits in the log.
 struct Outcome {
     job: Option<JobId>,
     seq: Seq,
+}
+
+/// Waits for the decision on a command about a job: the job, and where the decision sits.
+async fn decided_job(
+    reader: &Reader,
+    command: CommandId,
+    deadline: Instant,
+) -> Result<(JobId, Seq)> {
+    let decided = outcome(reader, command, deadline).await?;
+    let job = decided
+        .job
+        .context("the orchestrator accepted the command without naming its job")?;
+    Ok((job, decided.seq))
 }
 
 /// Follows the event stream until the command's outcome appears.
@@ -183,7 +196,7 @@ pub async fn deploy(global: &Global, file: &Path, wait: bool, timeout: Duration)
     let spec = load_spec(file)?;
     let name = spec.name.clone();
     let job_type = spec.job_type;
-    let (command_id, _, reader) = submit(global, DeployJob { spec }.into()).await?;
+    let (command_id, reader) = submit(global, DeployJob { spec }.into()).await?;
     let mut result = Deployed {
         job_id: None,
         name,
@@ -193,14 +206,11 @@ pub async fn deploy(global: &Global, file: &Path, wait: bool, timeout: Duration)
     };
     if wait {
         let deadline = Instant::now() + timeout;
-        let decided = outcome(&reader, command_id, deadline).await?;
-        let job = decided
-            .job
-            .context("the orchestrator accepted the deploy without naming the job")?;
+        let (job, decided_at) = decided_job(&reader, command_id, deadline).await?;
         result.job_id = Some(job);
         // Long-running jobs are done when running; batch and ops when they finish.
         let finishes = matches!(job_type, JobType::Batch | JobType::Ops);
-        let settled = follow_job(global, job, decided.seq, deadline, |s| {
+        let settled = follow_job(global, job, decided_at, deadline, |s| {
             if finishes {
                 s == JobState::Completed
             } else {
@@ -247,7 +257,7 @@ struct Stopped {
 }
 
 pub async fn stop(global: &Global, job: String, wait: bool, timeout: Duration) -> Result<()> {
-    let (command_id, _, reader) = submit(global, StopJob { job: JobRef(job) }.into()).await?;
+    let (command_id, reader) = submit(global, StopJob { job: JobRef(job) }.into()).await?;
     let mut result = Stopped {
         job_id: None,
         command_id,
@@ -255,12 +265,9 @@ pub async fn stop(global: &Global, job: String, wait: bool, timeout: Duration) -
     };
     if wait {
         let deadline = Instant::now() + timeout;
-        let decided = outcome(&reader, command_id, deadline).await?;
-        let job = decided
-            .job
-            .context("the orchestrator accepted the stop without naming the job")?;
+        let (job, decided_at) = decided_job(&reader, command_id, deadline).await?;
         result.job_id = Some(job);
-        let settled = follow_job(global, job, decided.seq, deadline, |s| s.is_terminal()).await?;
+        let settled = follow_job(global, job, decided_at, deadline, |s| s.is_terminal()).await?;
         result.state = settled.state.to_string();
     }
     print_result(global, &result)

@@ -2,63 +2,14 @@
 //! and `cairn edge` processes. Jobs are deployed, run, logged and stopped with the CLI;
 //! edges are SIGKILLed while work is decided for them and get it when they return.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cairn_streams::testing::{NatsServer, wait_until};
 use serde_json::Value;
 
-fn cairn(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .env_remove("CAIRN_NATS_URL")
-        .args(["--nats", url])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json(url: &str, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = cairn(url, &all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(url: &str, args: &[&str], dir: &Path) -> Self {
-        Proc(
-            Command::new(env!("CARGO_BIN_EXE_cairn"))
-                .args(["--nats", url])
-                .args(args)
-                .arg("--data")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+mod support;
+use support::{Proc, cairn, json};
 
 struct Stack {
     server: NatsServer,

@@ -3,7 +3,6 @@
 //! (Events are appended directly here; deploying through the decider is tested with it.)
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use cairn_shared::codec::Envelope;
@@ -14,35 +13,8 @@ use cairn_streams::testing::{NatsServer, wait_until};
 use cairn_streams::{Outgoing, Publisher, Topology};
 use serde_json::Value;
 
-fn cairn(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .env_remove("CAIRN_NATS_URL")
-        .args(["--nats", url])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json(url: &str, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = cairn(url, &all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-struct Orchestrator(Child);
-
-impl Drop for Orchestrator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::{Proc, cairn, json};
 
 fn at(n: u64) -> Timestamp {
     Timestamp(1_800_000_000_000 + n)
@@ -139,15 +111,7 @@ async fn queries_answer_from_the_orchestrators_views_in_every_format() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     let data = tempfile::tempdir().unwrap();
-    let _orchestrator = Orchestrator(
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["--nats", &url, "orchestrator", "--data"])
-            .arg(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _orchestrator = Proc::spawn(&url, &["orchestrator"], data.path());
     let js = cairn_streams::jetstream(server.connect().await);
     Topology::default().ensure(&js).await.unwrap();
     let publisher = Publisher::new(js);

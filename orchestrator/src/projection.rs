@@ -31,16 +31,12 @@ pub enum Applied {
 }
 
 /// Applies one stream message: a decoded event, or the reason it could not be decoded.
-pub fn apply<T>(
+pub fn apply<T: Tables>(
     tables: &mut T,
     seq: Seq,
     subject: &str,
     message: &Result<Envelope<Event>, cairn_shared::codec::Error>,
-) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+) -> Result<Applied> {
     match message {
         Ok(envelope) => apply_event(tables, seq, envelope),
         Err(reason) => {
@@ -55,11 +51,7 @@ where
     }
 }
 
-fn apply_event<T>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Result<Applied> {
     let at = envelope.at;
     match &envelope.body {
         Event::NodeRegistered(e) => node_registered(t, e, at),
@@ -111,11 +103,7 @@ where
     }
 }
 
-fn node_registered<T>(t: &mut T, e: &NodeRegistered, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn node_registered<T: Tables>(t: &mut T, e: &NodeRegistered, at: Timestamp) -> Result<Applied> {
     let key = e.node.as_str();
     let registered_at = get::<NodeView, _>(t, Table::Nodes, key)?.map_or(at, |n| n.registered_at);
     let view = NodeView {
@@ -130,11 +118,12 @@ where
     Ok(Applied::Changed)
 }
 
-fn node_state<T>(t: &mut T, node: &NodeId, state: NodeState, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn node_state<T: Tables>(
+    t: &mut T,
+    node: &NodeId,
+    state: NodeState,
+    at: Timestamp,
+) -> Result<Applied> {
     let Some(mut view) = get::<NodeView, _>(t, Table::Nodes, node.as_str())? else {
         return Ok(Applied::Ignored(format!("{state} for unknown node {node}")));
     };
@@ -144,11 +133,7 @@ where
     Ok(Applied::Changed)
 }
 
-fn job_deployed<T>(t: &mut T, e: &JobDeployed, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn job_deployed<T: Tables>(t: &mut T, e: &JobDeployed, at: Timestamp) -> Result<Applied> {
     let key = e.job.to_string();
     let created_at = get::<JobView, _>(t, Table::Jobs, &key)?.map_or(at, |j| j.created_at);
     let view = JobView {
@@ -167,11 +152,7 @@ where
     Ok(Applied::Changed)
 }
 
-fn job_state<T>(t: &mut T, e: &JobStateChanged, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn job_state<T: Tables>(t: &mut T, e: &JobStateChanged, at: Timestamp) -> Result<Applied> {
     let key = e.job.to_string();
     let Some(mut view) = get::<JobView, _>(t, Table::Jobs, &key)? else {
         return Ok(Applied::Ignored(format!(
@@ -186,11 +167,11 @@ where
     Ok(Applied::Changed)
 }
 
-fn execution_assigned<T>(t: &mut T, e: &ExecutionAssigned, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn execution_assigned<T: Tables>(
+    t: &mut T,
+    e: &ExecutionAssigned,
+    at: Timestamp,
+) -> Result<Applied> {
     let key = e.execution.to_string();
     if let Some(existing) = get::<ExecutionView, _>(t, Table::Executions, &key)? {
         return Ok(Applied::Ignored(format!(
@@ -229,11 +210,11 @@ where
     Ok(Applied::Changed)
 }
 
-fn stop_requested<T>(t: &mut T, e: &ExecutionStopRequested, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn stop_requested<T: Tables>(
+    t: &mut T,
+    e: &ExecutionStopRequested,
+    at: Timestamp,
+) -> Result<Applied> {
     let key = e.execution.to_string();
     let Some(mut view) = get::<ExecutionView, _>(t, Table::Executions, &key)? else {
         return Ok(Applied::Ignored(format!(
@@ -246,11 +227,11 @@ where
     Ok(Applied::Changed)
 }
 
-fn execution_state<T>(t: &mut T, e: &ExecutionStateChanged, at: Timestamp) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn execution_state<T: Tables>(
+    t: &mut T,
+    e: &ExecutionStateChanged,
+    at: Timestamp,
+) -> Result<Applied> {
     let key = e.execution.to_string();
     let Some(mut view) = get::<ExecutionView, _>(t, Table::Executions, &key)? else {
         return Ok(Applied::Ignored(format!(
@@ -275,11 +256,7 @@ where
     Ok(Applied::Changed)
 }
 
-fn outcome<T>(t: &mut T, outcome: CommandOutcome) -> Result<Applied>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn outcome<T: Tables>(t: &mut T, outcome: CommandOutcome) -> Result<Applied> {
     put(
         t,
         Table::CommandOutcomes,
@@ -289,32 +266,23 @@ where
     Ok(Applied::Changed)
 }
 
-fn adjust_load<T>(t: &mut T, node: &NodeId, delta: i64) -> Result<()>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
+fn adjust_load<T: Tables>(t: &mut T, node: &NodeId, delta: i64) -> Result<()> {
     let load = get::<u32, _>(t, Table::NodeLoad, node.as_str())?.unwrap_or(0);
     let load = u32::try_from((i64::from(load) + delta).max(0)).unwrap_or(u32::MAX);
     put(t, Table::NodeLoad, node.as_str(), &load)
 }
 
-pub(crate) fn get<V: DeserializeOwned, T>(t: &T, table: Table, key: &str) -> Result<Option<V>>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
-    match t.get(table, key)? {
+pub(crate) fn get<V: DeserializeOwned, T: Tables>(
+    t: &T,
+    table: Table,
+    key: &str,
+) -> Result<Option<V>> {
+    match t.get(table, key).map_err(Into::into)? {
         Some(bytes) => decode(table, key, &bytes).map(Some),
         None => Ok(None),
     }
 }
 
-fn put<V: Serialize, T>(t: &mut T, table: Table, key: &str, value: &V) -> Result<()>
-where
-    T: Tables,
-    crate::Error: From<T::Error>,
-{
-    t.put(table, key, &encode(value))?;
-    Ok(())
+fn put<V: Serialize, T: Tables>(t: &mut T, table: Table, key: &str, value: &V) -> Result<()> {
+    t.put(table, key, &encode(value)).map_err(Into::into)
 }

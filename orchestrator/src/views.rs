@@ -65,7 +65,7 @@ impl Table {
 /// Raw access to the view tables. Implemented by a redb write transaction and by
 /// [`MemTables`].
 pub trait Tables {
-    type Error;
+    type Error: Into<crate::Error>;
 
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), Self::Error>;

@@ -32,6 +32,20 @@ pub enum Expect {
 }
 
 impl Expect {
+    /// Sets the header the server checks, if any.
+    fn add_header(self, headers: &mut HeaderMap) {
+        match self {
+            Expect::Nothing => {}
+            Expect::LastSeq(seq) => {
+                headers.insert(NATS_EXPECTED_LAST_SEQUENCE, seq.0.to_string().as_str())
+            }
+            Expect::LastSubjectSeq(seq) => headers.insert(
+                NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                seq.0.to_string().as_str(),
+            ),
+        }
+    }
+
     fn expected(self) -> Option<Seq> {
         match self {
             Expect::Nothing => None,
@@ -152,16 +166,7 @@ impl Publisher {
         mut headers: HeaderMap,
     ) -> Result<PendingAppend> {
         headers.insert(NATS_MESSAGE_ID, out.msg_id.as_str());
-        match out.expect {
-            Expect::Nothing => {}
-            Expect::LastSeq(seq) => {
-                headers.insert(NATS_EXPECTED_LAST_SEQUENCE, seq.0.to_string().as_str())
-            }
-            Expect::LastSubjectSeq(seq) => headers.insert(
-                NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                seq.0.to_string().as_str(),
-            ),
-        }
+        out.expect.add_header(&mut headers);
         let ack = self
             .js
             .send_publish(
@@ -362,16 +367,7 @@ impl Publisher {
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
             if sequence == 1 {
-                match expect {
-                    Expect::Nothing => {}
-                    Expect::LastSeq(seq) => {
-                        headers.insert(NATS_EXPECTED_LAST_SEQUENCE, seq.0.to_string().as_str())
-                    }
-                    Expect::LastSubjectSeq(seq) => headers.insert(
-                        NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                        seq.0.to_string().as_str(),
-                    ),
-                }
+                expect.add_header(&mut headers);
             }
             let commit = sequence == count;
             if commit {
