@@ -72,6 +72,8 @@ pub struct Engine {
     last: Seq,
     liveness: LivenessConfig,
     heard: HashMap<NodeId, Instant>,
+    /// Set by `run`; lets retry loops give up when the orchestrator stops.
+    shutdown: CancellationToken,
 }
 
 impl Engine {
@@ -85,6 +87,7 @@ impl Engine {
             last: Seq::ZERO,
             liveness,
             heard: HashMap::new(),
+            shutdown: CancellationToken::new(),
         };
         engine.catch_up().await?;
         // Every node gets a full grace period from this start before it counts as silent.
@@ -132,8 +135,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Decides `input` and appends the decision, deciding again after any conflict.
-    async fn decide(&mut self, input: &Input, cause: Option<CommandId>) -> Result<()> {
+    /// Decides `input` and appends the decision, deciding again after any conflict. False
+    /// if shutdown interrupted it before anything was recorded.
+    async fn decide(&mut self, input: &Input, cause: Option<CommandId>) -> Result<bool> {
         self.record(
             |state| decider::decide(state, input, &mut FreshIds).events,
             cause,
@@ -142,39 +146,55 @@ impl Engine {
     }
 
     /// Appends the events `decision` yields for the current state, atomically after `last`.
+    /// After a conflict it catches up and decides again; while NATS is unreachable it keeps
+    /// trying. Returns false if shutdown came first: nothing was recorded, and the input
+    /// must not be acked.
     async fn record(
         &mut self,
         decision: impl Fn(&State) -> Vec<Event>,
         cause: Option<CommandId>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut backoff = Duration::from_millis(50);
+        let mut behind = false;
         loop {
-            let events = decision(&self.state);
-            if events.is_empty() {
-                return Ok(());
-            }
-            // A node's consumer exists before any work for it does.
-            for event in &events {
-                if let Event::NodeRegistered(e) = event {
-                    cairn_streams::ensure_node_consumer(&self.js, &e.node).await?;
-                }
-            }
-            match self.append(&events, cause).await {
-                Ok(last) => {
-                    for event in &events {
-                        decider::evolve(&mut self.state, event);
-                    }
-                    self.last = last;
-                    return Ok(());
-                }
-                Err(StreamsError::Conflict { .. }) => self.catch_up().await?,
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "appending a decision failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+            let attempt = async {
+                if behind {
                     self.catch_up().await?;
                 }
-                Err(e) => return Err(e.into()),
+                let events = decision(&self.state);
+                if events.is_empty() {
+                    return Ok(());
+                }
+                // A node's consumer exists before any work for it does.
+                for event in &events {
+                    if let Event::NodeRegistered(e) = event {
+                        cairn_streams::ensure_node_consumer(&self.js, &e.node).await?;
+                    }
+                }
+                let last = self.append(&events, cause).await?;
+                for event in &events {
+                    decider::evolve(&mut self.state, event);
+                }
+                self.last = last;
+                Ok::<(), Error>(())
+            };
+            match attempt.await {
+                Ok(()) => return Ok(true),
+                Err(Error::Streams(StreamsError::Conflict { .. })) => behind = true,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "recording a decision failed; retrying");
+                    behind = true;
+                    let delay = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if self.shutdown.is_cancelled() {
+                return Ok(false);
             }
         }
     }
@@ -261,7 +281,9 @@ impl Engine {
                 if let Input::Report { node, .. } = &input {
                     self.heard.insert(node.clone(), Instant::now());
                 }
-                self.decide(&input, cause).await?;
+                if !self.decide(&input, cause).await? {
+                    return Ok(()); // shutting down: the input stays unacked and comes back
+                }
                 if let Err(e) = message.ack().await {
                     tracing::debug!(error = %e, "ack lost; the input will be decided again, harmlessly");
                 }
@@ -276,7 +298,9 @@ impl Engine {
                 .into();
                 // A crash between recording and terminating records it twice on redelivery:
                 // a duplicate note, never a wrong fact.
-                self.record(|_| vec![refusal.clone()], None).await?;
+                if !self.record(|_| vec![refusal.clone()], None).await? {
+                    return Ok(());
+                }
                 if let Err(e) = message.ack_with(AckKind::Term).await {
                     tracing::debug!(error = %e, "terminating an undecodable input failed");
                 }
@@ -289,9 +313,10 @@ impl Engine {
     async fn heartbeat(&mut self, node: NodeId) -> Result<()> {
         self.heard.insert(node.clone(), Instant::now());
         match self.state.node(&node).map(|n| n.state) {
-            Some(NodeState::Disconnected | NodeState::Lost) => {
-                self.decide(&Input::Heartbeat { node }, None).await
-            }
+            Some(NodeState::Disconnected | NodeState::Lost) => self
+                .decide(&Input::Heartbeat { node }, None)
+                .await
+                .map(drop),
             _ => Ok(()),
         }
     }
@@ -325,13 +350,16 @@ impl Engine {
             }
         }
         for input in due {
-            self.decide(&input, None).await?;
+            if !self.decide(&input, None).await? {
+                break;
+            }
         }
         Ok(())
     }
 
     /// Runs until shutdown: inputs in order, heartbeats, liveness checks.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        self.shutdown = shutdown.clone();
         let commands = cairn_streams::orchestrator_consumer(&self.js, StreamKind::Commands).await?;
         let reports = cairn_streams::orchestrator_consumer(&self.js, StreamKind::Reports).await?;
         let stream_error = |e: &dyn std::fmt::Display| Error::Stopped(format!("input stream: {e}"));
