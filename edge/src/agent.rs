@@ -13,7 +13,7 @@ use cairn_shared::codec::Envelope;
 use cairn_shared::spec::Labels;
 use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
 use cairn_streams::{LogEntry, Publisher, StreamKind, subjects};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +162,9 @@ impl EdgeHandle {
 }
 
 /// Pull batch: enough to keep a node busy, few enough that none waits near its ack wait.
-const PULL_BATCH: usize = 32;
+const PULL_BATCH: usize = 256;
+/// The most arrived messages handled as one batch (one transaction, acks in parallel).
+const MAX_BATCH: usize = 256;
 /// The server's idle heartbeat on the pull: a silent pull (server restarted, consumer gone)
 /// is noticed within two of these and re-established.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -352,7 +354,26 @@ impl Agent {
                     () = shutdown.cancelled() => break None,
                     Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
                     next = messages.next() => match next {
-                        Some(Ok(message)) => self.on_message(message).await?,
+                        Some(Ok(message)) => {
+                            // Take whatever else has already arrived, so a backlog is
+                            // recorded in a few transactions rather than one per message.
+                            let mut batch = vec![message];
+                            let mut failed = None;
+                            while batch.len() < MAX_BATCH {
+                                match messages.next().now_or_never() {
+                                    Some(Some(Ok(message))) => batch.push(message),
+                                    Some(Some(Err(e))) => {
+                                        failed = Some(e.to_string());
+                                        break;
+                                    }
+                                    Some(None) | None => break,
+                                }
+                            }
+                            self.on_batch(batch).await?;
+                            if let Some(reason) = failed {
+                                break Some(reason);
+                            }
+                        }
                         Some(Err(e)) => break Some(e.to_string()),
                         None => break Some("the pull ended".to_owned()),
                     },
@@ -384,6 +405,94 @@ impl Agent {
             u32::try_from(self.running.len()).unwrap_or(u32::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Handles messages in arrival order. Consecutive runs are recorded together (one
+    /// transaction) and then acked together; anything else is handled on its own, in its
+    /// place, so a stop never overtakes the run it stops.
+    async fn on_batch(&mut self, batch: Vec<jetstream::Message>) -> Result<()> {
+        let mut runs: Vec<(jetstream::Message, u64, RunExecution)> = Vec::new();
+        for message in batch {
+            let seq = message.info().map_or(0, |i| i.stream_sequence);
+            match Envelope::<Assignment>::decode(&message.payload) {
+                Ok(Envelope {
+                    body: Assignment::RunExecution(run),
+                    ..
+                }) => {
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    runs.push((message, seq, run));
+                }
+                _ => {
+                    self.on_runs(std::mem::take(&mut runs)).await?;
+                    self.on_message(message).await?;
+                }
+            }
+        }
+        self.on_runs(runs).await
+    }
+
+    /// Records runs in one group commit, acks the recorded ones, then starts the new ones.
+    async fn on_runs(&mut self, runs: Vec<(jetstream::Message, u64, RunExecution)>) -> Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let mut inserts = Vec::with_capacity(runs.len());
+        for (_, seq, run) in &runs {
+            let key = AttemptKey {
+                execution: run.execution,
+                attempt: run.attempt,
+            };
+            let accepted =
+                outbox::update_entry(&self.node, key, ExecutionState::Accepted, None, None)?;
+            inserts.push(
+                self.store
+                    .insert_if_absent(record_of(run, *seq), vec![accepted]),
+            );
+        }
+        // Every request reaches the store's writer before any is awaited alone, so they
+        // share a transaction and an fsync.
+        let outcomes = futures::future::join_all(inserts).await;
+        let mut acks = Vec::new();
+        let mut start = Vec::new();
+        let mut fatal = None;
+        for ((message, _, run), outcome) in runs.into_iter().zip(outcomes) {
+            let key = AttemptKey {
+                execution: run.execution,
+                attempt: run.attempt,
+            };
+            match outcome {
+                Ok(Inserted::New) => {
+                    acks.push(message);
+                    start.push((key, run));
+                }
+                Ok(Inserted::Known(record)) => {
+                    tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
+                    acks.push(message);
+                }
+                Err(e) => {
+                    // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
+                    tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    if !e.is_retryable() {
+                        fatal.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        futures::future::join_all(acks.iter().map(|message| async move {
+            if let Err(e) = message.double_ack().await {
+                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be deduped");
+            }
+        }))
+        .await;
+        // Started whatever the ack's fate: the record dedupes a redelivery, which would
+        // otherwise find the attempt known and never start it.
+        for (key, run) in start {
+            self.start(key, run);
+        }
+        fatal.map_or(Ok(()), Err)
     }
 
     /// Handles one assignment message. `Err` only for local-store failures that make
@@ -422,20 +531,7 @@ impl Agent {
             execution: run.execution,
             attempt: run.attempt,
         };
-        let record = ExecutionRecord {
-            execution: run.execution,
-            attempt: run.attempt,
-            job: Some(run.job),
-            job_name: run.job_name.clone(),
-            version: run.version,
-            task: Some(run.task.clone()),
-            state: ExecutionState::Accepted,
-            exit_code: None,
-            reason: None,
-            assign_seq: seq,
-            recorded_at: Timestamp::now(),
-            process: None,
-        };
+        let record = record_of(&run, seq);
         let accepted = outbox::update_entry(&self.node, key, ExecutionState::Accepted, None, None)?;
         // Recorded (with its `accepted` report) before the ack: once JetStream forgets the
         // assignment, this edge cannot.
@@ -566,6 +662,24 @@ impl Agent {
 /// A confirmed ack: returns once the server has the ack, so a recorded-and-acked attempt
 /// is really gone from the queue. A failed ack only means a redelivery, which the record
 /// dedupes.
+/// What the edge records of a run it accepts.
+fn record_of(run: &RunExecution, seq: u64) -> ExecutionRecord {
+    ExecutionRecord {
+        execution: run.execution,
+        attempt: run.attempt,
+        job: Some(run.job),
+        job_name: run.job_name.clone(),
+        version: run.version,
+        task: Some(run.task.clone()),
+        state: ExecutionState::Accepted,
+        exit_code: None,
+        reason: None,
+        assign_seq: seq,
+        recorded_at: Timestamp::now(),
+        process: None,
+    }
+}
+
 async fn ack(message: &jetstream::Message, key: AttemptKey) {
     if let Err(e) = message.double_ack().await {
         tracing::warn!(attempt = %key, error = %e, "ack not confirmed; a redelivery will be deduped");
