@@ -2,6 +2,7 @@
 //! same server and client, so every figure is reported as a ratio to its baseline.
 
 mod history;
+mod reconnect;
 mod replay;
 mod report;
 
@@ -41,6 +42,18 @@ enum Command {
         #[arg(long)]
         events: Option<u64>,
     },
+    /// An edge returns to work that waited for it: time to the first assignment and the
+    /// backlog drain rate, beside a bare pull consumer's.
+    Reconnect {
+        /// Assignments waiting for the returning edge (default 10,000; 300 with --quick).
+        #[arg(long)]
+        backlog: Option<u64>,
+        /// Returns measured for the time to the first assignment (default 20; 3 with --quick).
+        #[arg(long)]
+        trials: Option<u32>,
+    },
+    /// Every scenario in turn.
+    All,
 }
 
 #[tokio::main]
@@ -61,13 +74,23 @@ async fn main() -> Result<()> {
         .clone()
         .or_else(|| server.as_ref().map(|s| s.url()))
         .context("no NATS server")?;
-    let result = match cli.command {
-        Command::Replay { events } => {
-            let events = events.unwrap_or(if cli.quick { 20_000 } else { 1_000_000 });
-            replay::run(&url, events).await?
-        }
+    let quick = cli.quick;
+    let replay_events =
+        |events: Option<u64>| events.unwrap_or(if quick { 20_000 } else { 1_000_000 });
+    let backlog = |b: Option<u64>| b.unwrap_or(if quick { 300 } else { 10_000 });
+    let trials = |t: Option<u32>| t.unwrap_or(if quick { 3 } else { 20 });
+    let scenarios = match cli.command {
+        Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
+        Command::Reconnect {
+            backlog: b,
+            trials: t,
+        } => vec![reconnect::run(&url, backlog(b), trials(t)).await?],
+        Command::All => vec![
+            replay::run(&url, replay_events(None)).await?,
+            reconnect::run(&url, backlog(None), trials(None)).await?,
+        ],
     };
-    let report = report::Report::new(&url, cli.quick, result).await?;
+    let report = report::Report::new(&url, cli.quick, scenarios).await?;
     print!("{}", report.table());
     if let Some(path) = cli.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)

@@ -18,8 +18,19 @@ impl Figure {
         Self {
             name: name.to_owned(),
             value: per_second,
-            unit: "events/s".into(),
+            unit: "msg/s".into(),
             ratio_to_baseline: baseline.map(|b| per_second / b),
+        }
+    }
+
+    /// A latency; its ratio is baseline / value would flatter, so it is value / baseline
+    /// ("times the raw latency").
+    pub fn latency(name: &str, millis: f64, baseline: Option<f64>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: millis,
+            unit: "ms".into(),
+            ratio_to_baseline: baseline.map(|b| millis / b),
         }
     }
 }
@@ -48,7 +59,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub async fn new(url: &str, quick: bool, scenario: Scenario) -> Result<Self> {
+    pub async fn new(url: &str, quick: bool, scenarios: Vec<Scenario>) -> Result<Self> {
         let client = cairn_streams::connect(url, None, "cairn-bench").await?;
         // The first INFO arrives with the connection; a round trip makes sure it has.
         client.flush().await?;
@@ -61,7 +72,7 @@ impl Report {
                 os: std::env::consts::OS.into(),
             },
             quick,
-            scenarios: vec![scenario],
+            scenarios,
         })
     }
 
@@ -86,14 +97,18 @@ impl Report {
                 .max()
                 .unwrap_or(0);
             for f in &scenario.figures {
-                let ratio = f
-                    .ratio_to_baseline
-                    .map(|r| format!("  ({:.0}% of raw)", r * 100.0))
-                    .unwrap_or_default();
-                out += &format!(
-                    "  {:<width$}  {:>12.0} {}{}\n",
-                    f.name, f.value, f.unit, ratio
-                );
+                // Rates are shown as a share of the raw rate, latencies as a multiple of it.
+                let ratio = match (f.ratio_to_baseline, f.unit.as_str()) {
+                    (Some(r), "ms") => format!("  ({r:.1}x raw)"),
+                    (Some(r), _) => format!("  ({:.0}% of raw)", r * 100.0),
+                    (None, _) => String::new(),
+                };
+                let value = if f.unit == "ms" {
+                    format!("{:.2}", f.value)
+                } else {
+                    format!("{:.0}", f.value)
+                };
+                out += &format!("  {:<width$}  {value:>12} {}{ratio}\n", f.name, f.unit);
             }
         }
         out

@@ -1,0 +1,218 @@
+//! The reconnect scenario: a node comes back to work that waited for it. Measures, for a
+//! real edge agent, the time from its start to the first waiting assignment received, and
+//! the rate at which it drains a backlog (received, recorded durably, acked) — beside the
+//! same backlog drained by a bare pull consumer that only acks, in the same run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use cairn_edge::{Edge, EdgeConfig};
+use cairn_shared::assignment::RunExecution;
+use cairn_shared::codec::Envelope;
+use cairn_shared::spec::{Engine, TaskSpec};
+use cairn_shared::{Assignment, EventId, ExecutionId, JobId, NodeId, Timestamp};
+use cairn_streams::{Outgoing, Pipeline, Publisher, StreamKind, Topology, subjects};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{Figure, Scenario};
+
+fn work(node: &NodeId) -> Outgoing {
+    let task = TaskSpec {
+        engine: Engine::Exec,
+        command: vec!["true".into()],
+        args: vec![],
+        env: BTreeMap::new(),
+        working_dir: None,
+        timeout: None,
+    };
+    let body: Assignment = RunExecution {
+        execution: ExecutionId::generate(),
+        attempt: 1,
+        job: JobId::generate(),
+        job_name: "bench".into(),
+        version: 1,
+        task,
+    }
+    .into();
+    let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), body);
+    Outgoing::assignment(node, &envelope).expect("bench work encodes")
+}
+
+/// Queues `count` assignments for `node`, as a dispatcher would while it is away.
+async fn queue(js: &jetstream::Context, node: &NodeId, count: u64) -> Result<()> {
+    cairn_streams::ensure_node_consumer(js, node).await?;
+    let mut pipeline = Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW);
+    for _ in 0..count {
+        if let Some(ack) = pipeline.send(work(node)).await? {
+            ack?;
+        }
+    }
+    while let Some(ack) = pipeline.next().await {
+        ack?;
+    }
+    Ok(())
+}
+
+async fn consumer(js: &jetstream::Context, node: &NodeId) -> Result<PullConsumer> {
+    let stream = js
+        .get_stream_no_info(StreamKind::Assignments.name())
+        .await?;
+    stream
+        .get_consumer(&subjects::node_consumer(node))
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {node}'s consumer: {e}"))
+}
+
+/// Waits until `node`'s consumer has nothing pending or unacked.
+async fn drained(js: &jetstream::Context, node: &NodeId, deadline: Duration) -> Result<()> {
+    let mut consumer = consumer(js, node).await?;
+    let start = Instant::now();
+    loop {
+        let info = consumer.info().await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(());
+        }
+        ensure!(
+            start.elapsed() < deadline,
+            "backlog not drained within {deadline:?}: {} left",
+            info.num_pending + info.num_ack_pending as u64
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A bare pull consumer that acks each message: the floor of any drain.
+async fn raw_drain(
+    js: &jetstream::Context,
+    node: &NodeId,
+    count: u64,
+) -> Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let consumer = consumer(js, node).await?;
+    let mut messages = consumer.messages().await?;
+    let mut first = None;
+    for _ in 0..count {
+        let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .context("raw drain stalled")?
+            .context("raw drain ended")??;
+        first.get_or_insert_with(|| started.elapsed());
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+    }
+    Ok((first.unwrap_or_default(), started.elapsed()))
+}
+
+/// Starts a real edge for `node` and returns the time to its first received assignment
+/// and, once `count` were received, the time to drain them all.
+async fn edge_drain(
+    url: &str,
+    js: &jetstream::Context,
+    node: &NodeId,
+    count: u64,
+) -> Result<(Duration, Duration)> {
+    let dir = tempfile::tempdir()?;
+    let mut config = EdgeConfig::new(node.clone(), dir.path());
+    config.capacity = u32::try_from(count).unwrap_or(u32::MAX);
+    let edge = Edge::open(config).await?;
+    let handle = edge.handle();
+    let client = cairn_streams::connect(url, None, "cairn-bench-edge").await?;
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(edge.run(client, shutdown.clone()));
+    let first = loop {
+        if handle.received() >= 1 {
+            break started.elapsed();
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "no assignment reached the edge"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    drained(js, node, Duration::from_secs(120)).await?;
+    let drain = started.elapsed();
+    shutdown.cancel();
+    task.await.context("edge task")??;
+    Ok((first, drain))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+pub async fn run(url: &str, backlog: u64, trials: u32) -> Result<Scenario> {
+    let client = cairn_streams::connect(url, None, "cairn-bench").await?;
+    let js = cairn_streams::jetstream(client);
+    for kind in StreamKind::ALL {
+        let _ = js.delete_stream(kind.name()).await;
+    }
+    Topology::default().ensure(&js).await?;
+
+    // Time to first: many returns to a small backlog.
+    let mut first_edge = Histogram::<u64>::new(3)?;
+    let mut first_raw = Histogram::<u64>::new(3)?;
+    for trial in 0..trials {
+        let node = NodeId::new(format!("first-{trial}"))?;
+        queue(&js, &node, 20).await?;
+        let (first, _) = edge_drain(url, &js, &node, 20).await?;
+        first_edge.record(millis(first))?;
+        let raw = NodeId::new(format!("first-raw-{trial}"))?;
+        queue(&js, &raw, 20).await?;
+        let (first, _) = raw_drain(&js, &raw, 20).await?;
+        first_raw.record(millis(first))?;
+    }
+
+    // Drain: one return to a large backlog.
+    eprintln!("reconnect: queueing {backlog} assignments for each of two nodes");
+    let raw = NodeId::new("drain-raw")?;
+    queue(&js, &raw, backlog).await?;
+    let (_, raw_time) = raw_drain(&js, &raw, backlog).await?;
+    let node = NodeId::new("drain-edge")?;
+    queue(&js, &node, backlog).await?;
+    eprintln!("reconnect: an edge returns to its backlog (it runs `true` for each)");
+    let (_, edge_time) = edge_drain(url, &js, &node, backlog).await?;
+
+    let rate = |d: Duration| backlog as f64 / d.as_secs_f64();
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Scenario {
+        name: "reconnect".into(),
+        notes: format!(
+            "{trials} returns to a 20-assignment backlog; one return to {backlog} (each runs `true`)"
+        ),
+        figures: vec![
+            Figure::latency(
+                "raw first message after bind, p50",
+                ms(&first_raw, 0.5),
+                None,
+            ),
+            Figure::latency(
+                "raw first message after bind, p99",
+                ms(&first_raw, 0.99),
+                None,
+            ),
+            Figure::latency(
+                "edge start → first assignment, p50",
+                ms(&first_edge, 0.5),
+                Some(ms(&first_raw, 0.5)),
+            ),
+            Figure::latency(
+                "edge start → first assignment, p99",
+                ms(&first_edge, 0.99),
+                Some(ms(&first_raw, 0.99)),
+            ),
+            Figure::rate("raw drain (pull + ack)", rate(raw_time), None),
+            Figure::rate(
+                "edge drain (record durably, confirmed ack)",
+                rate(edge_time),
+                Some(rate(raw_time)),
+            ),
+        ],
+    })
+}
