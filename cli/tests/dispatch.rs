@@ -478,74 +478,20 @@ async fn stream_messages(stack: &Stack, stream: &str) -> u64 {
     }
 }
 
-// Case 7 — a stop decided while the node is away reaches it when it comes back. The edge
-// is frozen (SIGSTOP), as a partitioned or suspended machine would be: its task keeps
-// running, and when it returns it takes the waiting stop and ends the task `stopped`.
-#[tokio::test]
-async fn fault_a_stop_decided_while_the_node_is_away_is_delivered_on_return() {
-    let stack = Stack::new(SLOW_LIVENESS);
-    let url = stack.url();
-    let _orchestrator = stack.orchestrator("orchestrator");
-    let edge = stack.edge("edge-a", "edge", 4);
-    stack.nodes_in(&["edge-a"], "connected").await;
-    stack.deploy("keeper", &daemon("keeper", "{role: edge}", "v1"), true);
-    let running = eventually("the daemon to run", 30, || {
-        let all = executions(&url, "keeper");
-        if count_in(&all, "running") == 1 {
-            Ok(all)
-        } else {
-            Err(format!("{all:?}"))
-        }
-    })
-    .await;
-    let id = running[0]["id"].as_str().unwrap().to_owned();
-
-    let pid = nix::unistd::Pid::from_raw(edge.0.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    let stopped = json(&url, &["job", "stop", "keeper", "--wait"]);
-    assert_eq!(stopped["state"], "stopped");
-    // Decided, not yet done: only the edge can say its execution ended.
-    let pending = executions(&url, "keeper");
-    assert_eq!(pending[0]["desired_state"], "stopped", "{pending:?}");
-    assert_eq!(pending[0]["state"], "running", "{pending:?}");
-
-    let returned = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    // Delivered: the node's work queue empties once the edge has taken (and acked) the stop.
-    wait_until("the stop to be taken", Duration::from_secs(30), || async {
-        match stream_messages(&stack, "CAIRN_ASSIGN").await {
-            0 => Ok(()),
-            n => Err(format!("{n} messages waiting")),
-        }
-    })
-    .await;
-    let ended = eventually("the execution to end", 30, || {
-        let all = executions(&url, "keeper");
-        match all.iter().find(|e| e["id"] == id.as_str()) {
-            Some(e) if e["state"] != "running" => Ok(e.clone()),
-            _ => Err(format!("{all:?}")),
-        }
-    })
-    .await;
-    eprintln!(
-        "edge back → execution ended {}: {:?}",
-        ended["state"],
-        returned.elapsed()
-    );
-    assert_eq!(ended["state"], "stopped", "{ended}");
-    assert_eq!(
-        executions(&url, "keeper").len(),
-        1,
-        "nothing new was placed"
-    );
+/// How a node is away while its job is stopped.
+#[derive(Clone, Copy, Debug)]
+enum Away {
+    /// Frozen (SIGSTOP), as a partitioned or suspended machine: its task keeps running.
+    Frozen,
+    /// SIGKILLed: its task dies with it, and it restarts on the same data.
+    Crashed,
 }
 
-// Case 7, crashed edge — the edge is SIGKILLed (its task dies with it) and a stop is decided
-// while it is down. On restart the edge reports what really happened to its attempt,
-// `failed` with "edge restarted", before it takes the stop; the stop is still consumed and
-// nothing new is placed.
-#[tokio::test]
-async fn fault_a_stop_decided_while_the_edge_is_down_ends_its_crashed_attempt() {
+/// Runs a daemon on one edge, takes the edge away, stops the job, brings the edge back,
+/// and returns the execution once it has ended. Checks on the way that the stop was
+/// decided while the node was away and delivered (taken off its queue) on its return,
+/// and that nothing new was placed.
+async fn stop_while_away(away: Away) -> Value {
     let stack = Stack::new(SLOW_LIVENESS);
     let url = stack.url();
     let _orchestrator = stack.orchestrator("orchestrator");
@@ -563,7 +509,11 @@ async fn fault_a_stop_decided_while_the_edge_is_down_ends_its_crashed_attempt() 
     .await;
     let id = running[0]["id"].as_str().unwrap().to_owned();
 
-    edge.kill9();
+    let pid = nix::unistd::Pid::from_raw(edge.0.id() as i32);
+    match away {
+        Away::Frozen => nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap(),
+        Away::Crashed => edge.kill9(),
+    }
     let stopped = json(&url, &["job", "stop", "keeper", "--wait"]);
     assert_eq!(stopped["state"], "stopped");
     // Decided, not yet done: only the edge can say its execution ended.
@@ -572,7 +522,13 @@ async fn fault_a_stop_decided_while_the_edge_is_down_ends_its_crashed_attempt() 
     assert_eq!(pending[0]["state"], "running", "{pending:?}");
 
     let returned = Instant::now();
-    let _edge = stack.edge("edge-a", "edge", 4);
+    let _returned_edge = match away {
+        Away::Frozen => {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            None
+        }
+        Away::Crashed => Some(stack.edge("edge-a", "edge", 4)),
+    };
     // Delivered: the node's work queue empties once the edge has taken (and acked) the stop.
     wait_until("the stop to be taken", Duration::from_secs(30), || async {
         match stream_messages(&stack, "CAIRN_ASSIGN").await {
@@ -590,18 +546,35 @@ async fn fault_a_stop_decided_while_the_edge_is_down_ends_its_crashed_attempt() 
     })
     .await;
     eprintln!(
-        "edge back → execution ended {}: {:?}",
+        "{away:?} edge back → execution ended {}: {:?}",
         ended["state"],
         returned.elapsed()
     );
-    assert_eq!(ended["state"], "failed", "{ended}");
-    assert_eq!(ended["reason"], "edge restarted", "{ended}");
-    assert_eq!(ended["desired_state"], "stopped", "{ended}");
     assert_eq!(
         executions(&url, "keeper").len(),
         1,
         "nothing new was placed"
     );
+    ended
+}
+
+// Case 7 — a stop decided while the node is away reaches it when it comes back, and the
+// task it stops ends `stopped`.
+#[tokio::test]
+async fn fault_a_stop_decided_while_the_node_is_away_is_delivered_on_return() {
+    let ended = stop_while_away(Away::Frozen).await;
+    assert_eq!(ended["state"], "stopped", "{ended}");
+}
+
+// Case 7, crashed edge — the task died with its edge before the stop could reach it. On
+// restart the edge reports what really happened, `failed` with "edge restarted", and the
+// waiting stop is still taken.
+#[tokio::test]
+async fn fault_a_stop_decided_while_the_edge_is_down_ends_its_crashed_attempt() {
+    let ended = stop_while_away(Away::Crashed).await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["reason"], "edge restarted", "{ended}");
+    assert_eq!(ended["desired_state"], "stopped", "{ended}");
 }
 
 // Case 8 — a new version of a job replaces the old one everywhere it runs.

@@ -515,49 +515,10 @@ impl Agent {
                 Ok(())
             }
             Ok(envelope) => match envelope.body {
-                Assignment::RunExecution(run) => self.on_run(message, seq, run).await,
+                Assignment::RunExecution(run) => self.on_runs(vec![(message, seq, run)]).await,
                 Assignment::StopExecution(stop) => self.on_stop(message, stop).await,
             },
         }
-    }
-
-    async fn on_run(
-        &mut self,
-        message: jetstream::Message,
-        seq: u64,
-        run: RunExecution,
-    ) -> Result<()> {
-        let key = AttemptKey {
-            execution: run.execution,
-            attempt: run.attempt,
-        };
-        let record = record_of(&run, seq);
-        let accepted = outbox::update_entry(&self.node, key, ExecutionState::Accepted, None, None)?;
-        // Recorded (with its `accepted` report) before the ack: once JetStream forgets the
-        // assignment, this edge cannot.
-        match self.store.insert_if_absent(record, vec![accepted]).await {
-            Ok(Inserted::New) => {
-                ack(&message, key).await;
-                // Started whatever the ack's fate: the record dedupes a redelivery, which
-                // would otherwise find the attempt known and never start it.
-                self.start(key, run);
-            }
-            Ok(Inserted::Known(record)) => {
-                tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
-                ack(&message, key).await;
-            }
-            Err(e) => {
-                // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
-                tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-                if !e.is_retryable() {
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 
     fn start(&mut self, key: AttemptKey, run: RunExecution) {
