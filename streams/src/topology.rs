@@ -266,7 +266,9 @@ pub fn orchestrator_consumer_config() -> jetstream::consumer::pull::Config {
         durable_name: Some(ORCHESTRATOR_CONSUMER.to_owned()),
         description: Some("cairn orchestrators".into()),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // What a killed orchestrator held comes back after this; deciding an input twice is
+        // harmless (the second finds it decided), so short beats safe-looking.
+        ack_wait: Duration::from_secs(10),
         max_deliver: -1,
         max_ack_pending: 1_024,
         inactive_threshold: Duration::ZERO,
