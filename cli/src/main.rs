@@ -71,6 +71,11 @@ enum Command {
     /// Executions of jobs on nodes.
     #[command(subcommand)]
     Execution(ExecutionCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    #[command(
+        after_help = "Examples:\n  cairn completions bash > /etc/bash_completion.d/cairn\n  cairn completions zsh > \"${fpath[1]}/_cairn\"\n  cairn completions fish > ~/.config/fish/completions/cairn.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Print the event log as JSON lines, from a sequence or a time; --follow tails it.
     #[command(
         after_help = "Examples:\n  cairn events\n  cairn events --from-seq 100\n  cairn events --since 10m --follow\n  cairn events --since 2026-11-23T10:02:00Z"
@@ -179,6 +184,7 @@ impl Global {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+
     let default_level = match cli.command {
         Command::Orchestrator(_) | Command::Dev(_) | Command::Edge(_) => "info",
         _ => "warn",
@@ -207,6 +213,16 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::dev(&global, args).await,
             Command::Edge(args) => dev::edge(&global, args).await,
             Command::Events(args) => events::run(&global, args).await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "cairn",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
             Command::Node(NodeCommand::List) => query::node_list(&global).await,
             Command::Job(JobCommand::List) => query::job_list(&global).await,
             Command::Job(JobCommand::Deploy {

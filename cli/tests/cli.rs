@@ -213,3 +213,49 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     )
     .await;
 }
+
+#[test]
+fn every_command_has_help_with_examples() {
+    let leaves: &[&[&str]] = &[
+        &["orchestrator"],
+        &["edge"],
+        &["dev"],
+        &["events"],
+        &["completions"],
+        &["node", "list"],
+        &["job", "deploy"],
+        &["job", "list"],
+        &["job", "describe"],
+        &["job", "stop"],
+        &["execution", "list"],
+        &["execution", "logs"],
+    ];
+    for leaf in leaves {
+        let out = cairn().args(*leaf).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{leaf:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            help.contains("Example"),
+            "`cairn {} --help` shows no example:\n{help}",
+            leaf.join(" ")
+        );
+    }
+}
+
+#[test]
+fn completions_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cairn().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["deploy", "execution", "orchestrator", "nats"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = cairn().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
