@@ -191,6 +191,46 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     .await;
     assert!(!processes_mentioning(&data.path().display().to_string()).is_empty());
 
+    // The sample job runs to completion on the dev edges, as the README promises.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
+    let out = cairn()
+        .args([
+            "--nats", &url, "job", "deploy", example, "--wait", "-o", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deployed["state"], "completed", "{deployed}");
+    let out = cairn()
+        .args([
+            "--nats",
+            &url,
+            "execution",
+            "list",
+            "--job",
+            "hello",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let executions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes: std::collections::BTreeSet<&str> = executions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        nodes.iter().all(|n| n.starts_with("dev-edge-")),
+        "{nodes:?}"
+    );
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
