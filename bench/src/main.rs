@@ -51,6 +51,10 @@ enum Command {
         /// Returns measured for the time to the first assignment (default 20; 3 with --quick).
         #[arg(long)]
         trials: Option<u32>,
+        /// The program every assignment runs; a path that does not exist measures the edge
+        /// without process start-up.
+        #[arg(long, default_value = "true")]
+        task: String,
     },
     /// Every scenario in turn.
     All,
@@ -84,10 +88,11 @@ async fn main() -> Result<()> {
         Command::Reconnect {
             backlog: b,
             trials: t,
-        } => vec![reconnect::run(&url, backlog(b), trials(t)).await?],
+            task,
+        } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
         Command::All => vec![
             replay::run(&url, replay_events(None)).await?,
-            reconnect::run(&url, backlog(None), trials(None)).await?,
+            reconnect::run(&url, backlog(None), trials(None), "true").await?,
         ],
     };
     let report = report::Report::new(&url, cli.quick, scenarios).await?;

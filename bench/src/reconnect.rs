@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::report::{Figure, Scenario};
 
-fn work(node: &NodeId) -> Outgoing {
+fn work(node: &NodeId, program: &str) -> Outgoing {
     let task = TaskSpec {
         engine: Engine::Exec,
-        command: vec!["true".into()],
+        command: vec![program.to_owned()],
         args: vec![],
         env: BTreeMap::new(),
         working_dir: None,
@@ -43,11 +43,11 @@ fn work(node: &NodeId) -> Outgoing {
 }
 
 /// Queues `count` assignments for `node`, as a dispatcher would while it is away.
-async fn queue(js: &jetstream::Context, node: &NodeId, count: u64) -> Result<()> {
+async fn queue(js: &jetstream::Context, node: &NodeId, count: u64, program: &str) -> Result<()> {
     cairn_streams::ensure_node_consumer(js, node).await?;
     let mut pipeline = Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW);
     for _ in 0..count {
-        if let Some(ack) = pipeline.send(work(node)).await? {
+        if let Some(ack) = pipeline.send(work(node, program)).await? {
             ack?;
         }
     }
@@ -147,7 +147,9 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-pub async fn run(url: &str, backlog: u64, trials: u32) -> Result<Scenario> {
+/// `program` is what every assignment runs (`true` by default; a path that does not exist
+/// measures the edge without process start-up).
+pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<Scenario> {
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
     for kind in StreamKind::ALL {
@@ -160,11 +162,11 @@ pub async fn run(url: &str, backlog: u64, trials: u32) -> Result<Scenario> {
     let mut first_raw = Histogram::<u64>::new(3)?;
     for trial in 0..trials {
         let node = NodeId::new(format!("first-{trial}"))?;
-        queue(&js, &node, 20).await?;
+        queue(&js, &node, 20, program).await?;
         let (first, _) = edge_drain(url, &js, &node, 20).await?;
         first_edge.record(millis(first))?;
         let raw = NodeId::new(format!("first-raw-{trial}"))?;
-        queue(&js, &raw, 20).await?;
+        queue(&js, &raw, 20, program).await?;
         let (first, _) = raw_drain(&js, &raw, 20).await?;
         first_raw.record(millis(first))?;
     }
@@ -172,11 +174,11 @@ pub async fn run(url: &str, backlog: u64, trials: u32) -> Result<Scenario> {
     // Drain: one return to a large backlog.
     eprintln!("reconnect: queueing {backlog} assignments for each of two nodes");
     let raw = NodeId::new("drain-raw")?;
-    queue(&js, &raw, backlog).await?;
+    queue(&js, &raw, backlog, program).await?;
     let (_, raw_time) = raw_drain(&js, &raw, backlog).await?;
     let node = NodeId::new("drain-edge")?;
-    queue(&js, &node, backlog).await?;
-    eprintln!("reconnect: an edge returns to its backlog (it runs `true` for each)");
+    queue(&js, &node, backlog, program).await?;
+    eprintln!("reconnect: an edge returns to its backlog (it runs `{program}` for each)");
     let (_, edge_time) = edge_drain(url, &js, &node, backlog).await?;
 
     let rate = |d: Duration| backlog as f64 / d.as_secs_f64();
@@ -184,7 +186,7 @@ pub async fn run(url: &str, backlog: u64, trials: u32) -> Result<Scenario> {
     Ok(Scenario {
         name: "reconnect".into(),
         notes: format!(
-            "{trials} returns to a 20-assignment backlog; one return to {backlog} (each runs `true`)"
+            "{trials} returns to a 20-assignment backlog; one return to {backlog} (each runs `{program}`)"
         ),
         figures: vec![
             Figure::latency(
