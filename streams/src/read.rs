@@ -133,18 +133,25 @@ impl Reader {
             .map_err(|e| Self::read_error(kind, e))?;
         Ok(messages.map(move |item| {
             let message = item.map_err(|e| Self::read_error(kind, e))?;
-            let info = message.info().map_err(|e| Self::read_error(kind, e))?;
-            let seq = Seq(info.stream_sequence);
-            let stored_at = Timestamp(
-                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
-            );
+            let (seq, stored_at, pending) = {
+                let info = message.info().map_err(|e| Self::read_error(kind, e))?;
+                let millis = info.published.unix_timestamp_nanos() / 1_000_000;
+                (
+                    Seq(info.stream_sequence),
+                    Timestamp(u64::try_from(millis).unwrap_or(0)),
+                    info.pending,
+                )
+            };
+            // Moved, not cloned: a header map is a heap allocation per message, which a
+            // replay of millions of events notices.
+            let inner = message.message;
             Ok(RawMessage {
                 seq,
                 stored_at,
-                subject: message.message.subject.clone(),
-                payload: message.message.payload.clone(),
-                headers: message.message.headers.clone(),
-                pending: info.pending,
+                subject: inner.subject,
+                payload: inner.payload,
+                headers: inner.headers,
+                pending,
             })
         }))
     }
