@@ -25,6 +25,11 @@ pub enum Error {
     #[error("setting up stream {stream}: {reason}")]
     Setup { stream: String, reason: String },
 
+    /// Creating or binding a consumer failed. Retried: the usual causes (the server is
+    /// unreachable or electing a leader) pass, and the operation is idempotent.
+    #[error("consumer {consumer}: {reason}")]
+    Consumer { consumer: String, reason: String },
+
     #[error("reading {stream}: {reason}")]
     Read { stream: String, reason: String },
 
@@ -46,7 +51,7 @@ impl Error {
         match self {
             Error::Conflict { .. } => true,
             Error::Publish { retryable, .. } => *retryable,
-            Error::Connect(_) | Error::Read { .. } => true,
+            Error::Connect(_) | Error::Read { .. } | Error::Consumer { .. } => true,
             Error::Codec(_) | Error::Setup { .. } | Error::Trimmed { .. } => false,
         }
     }

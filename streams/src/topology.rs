@@ -243,19 +243,20 @@ pub async fn ensure_node_consumer(
     js: &jetstream::Context,
     node: &cairn_shared::NodeId,
 ) -> Result<()> {
-    let setup = |reason: String| Error::Setup {
-        stream: StreamKind::Assignments.name().to_owned(),
-        reason: format!("consumer for node {node}: {reason}"),
+    let name = subjects::node_consumer(node);
+    let failed = |reason: String| Error::Consumer {
+        consumer: name.clone(),
+        reason,
     };
     let stream = js
         .get_stream_no_info(StreamKind::Assignments.name())
         .await
-        .map_err(|e| setup(e.to_string()))?;
+        .map_err(|e| failed(e.to_string()))?;
     stream
-        .get_or_create_consumer(&subjects::node_consumer(node), node_consumer_config(node))
+        .get_or_create_consumer(&name, node_consumer_config(node))
         .await
         .map(drop)
-        .map_err(|e| setup(e.to_string()))
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// The durable consumer through which orchestrators take commands or reports, in order.
