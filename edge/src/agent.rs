@@ -13,6 +13,8 @@ use cairn_shared::codec::Envelope;
 use cairn_shared::spec::Labels;
 use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
 use cairn_streams::{LogEntry, Publisher, StreamKind, subjects};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -165,6 +167,8 @@ impl EdgeHandle {
 const PULL_BATCH: usize = 256;
 /// The most arrived messages handled as one batch (one transaction, acks in parallel).
 const MAX_BATCH: usize = 256;
+/// Batches being recorded at once; beyond this the pull waits for the store.
+const MAX_RECORDING: usize = 4;
 /// The server's idle heartbeat on the pull: a silent pull (server restarted, consumer gone)
 /// is noticed within two of these and re-established.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -239,8 +243,10 @@ impl Edge {
             stop_grace: self.config.stop_grace,
             running: HashMap::new(),
             tasks: JoinSet::new(),
+            recording: FuturesOrdered::new(),
         };
         let outcome = agent.consume(&js, &shutdown).await;
+        let outcome = outcome.and(agent.settle().await);
         agent.stop_all().await;
 
         // Give the outbox a chance to empty; whatever remains is sent at the next start.
@@ -307,6 +313,17 @@ struct Agent {
     /// Attempts with a task of their own, and how to stop each.
     running: HashMap<AttemptKey, watch::Sender<Option<StopCause>>>,
     tasks: JoinSet<AttemptKey>,
+    /// Batches of runs being recorded and acked, oldest first. The pull goes on meanwhile,
+    /// so a backlog's next batch arrives while the store commits the last one; runs start
+    /// in arrival order as their batches complete.
+    recording: FuturesOrdered<BoxFuture<'static, Recorded>>,
+}
+
+/// A batch of runs, recorded and acked: the new ones to start, and a store failure that
+/// makes going on pointless.
+struct Recorded {
+    start: Vec<(AttemptKey, RunExecution)>,
+    fatal: Option<Error>,
 }
 
 type PullStream = jetstream::consumer::pull::Stream;
@@ -353,7 +370,8 @@ impl Agent {
                 tokio::select! {
                     () = shutdown.cancelled() => break None,
                     Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
-                    next = messages.next() => match next {
+                    Some(recorded) = self.recording.next(), if !self.recording.is_empty() => self.recorded(recorded)?,
+                    next = messages.next(), if self.recording.len() < MAX_RECORDING => match next {
                         Some(Ok(message)) => {
                             // Take whatever else has already arrived, so a backlog is
                             // recorded in a few transactions rather than one per message.
@@ -423,76 +441,43 @@ impl Agent {
                     runs.push((message, seq, run));
                 }
                 _ => {
-                    self.on_runs(std::mem::take(&mut runs)).await?;
+                    self.record(std::mem::take(&mut runs))?;
+                    // Whatever it is, it is handled after every run that came before it.
+                    self.settle().await?;
                     self.on_message(message).await?;
                 }
             }
         }
-        self.on_runs(runs).await
+        self.record(runs)
     }
 
-    /// Records runs in one group commit, acks the recorded ones, then starts the new ones.
-    async fn on_runs(&mut self, runs: Vec<(jetstream::Message, u64, RunExecution)>) -> Result<()> {
+    /// Queues runs to be recorded in one group commit and acked; they start when that is
+    /// done (see [`Agent::recorded`]).
+    fn record(&mut self, runs: Vec<(jetstream::Message, u64, RunExecution)>) -> Result<()> {
         if runs.is_empty() {
             return Ok(());
         }
-        let mut inserts = Vec::with_capacity(runs.len());
-        for (_, seq, run) in &runs {
-            let key = AttemptKey {
-                execution: run.execution,
-                attempt: run.attempt,
-            };
-            let accepted =
-                outbox::update_entry(&self.node, key, ExecutionState::Accepted, None, None)?;
-            inserts.push(
-                self.store
-                    .insert_if_absent(record_of(run, *seq), vec![accepted]),
-            );
-        }
-        // Every request reaches the store's writer before any is awaited alone, so they
-        // share a transaction and an fsync.
-        let outcomes = futures::future::join_all(inserts).await;
-        let mut acks = Vec::new();
-        let mut start = Vec::new();
-        let mut fatal = None;
-        for ((message, _, run), outcome) in runs.into_iter().zip(outcomes) {
-            let key = AttemptKey {
-                execution: run.execution,
-                attempt: run.attempt,
-            };
-            match outcome {
-                Ok(Inserted::New) => {
-                    acks.push(message);
-                    start.push((key, run));
-                }
-                Ok(Inserted::Known(record)) => {
-                    tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
-                    acks.push(message);
-                }
-                Err(e) => {
-                    // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
-                    tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                    if !e.is_retryable() {
-                        fatal.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        futures::future::join_all(acks.iter().map(|message| async move {
-            if let Err(e) = message.double_ack().await {
-                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be deduped");
-            }
-        }))
-        .await;
+        let batch = record_runs(self.store.clone(), &self.node, runs)?;
+        self.recording.push_back(batch.boxed());
+        Ok(())
+    }
+
+    /// Starts the new runs of a recorded batch.
+    fn recorded(&mut self, recorded: Recorded) -> Result<()> {
         // Started whatever the ack's fate: the record dedupes a redelivery, which would
         // otherwise find the attempt known and never start it.
-        for (key, run) in start {
+        for (key, run) in recorded.start {
             self.start(key, run);
         }
-        fatal.map_or(Ok(()), Err)
+        recorded.fatal.map_or(Ok(()), Err)
+    }
+
+    /// Waits until every queued batch is recorded, acked and started.
+    async fn settle(&mut self) -> Result<()> {
+        while let Some(recorded) = self.recording.next().await {
+            self.recorded(recorded)?;
+        }
+        Ok(())
     }
 
     /// Handles one assignment message. `Err` only for local-store failures that make
@@ -515,7 +500,10 @@ impl Agent {
                 Ok(())
             }
             Ok(envelope) => match envelope.body {
-                Assignment::RunExecution(run) => self.on_runs(vec![(message, seq, run)]).await,
+                Assignment::RunExecution(run) => {
+                    self.record(vec![(message, seq, run)])?;
+                    self.settle().await
+                }
                 Assignment::StopExecution(stop) => self.on_stop(message, stop).await,
             },
         }
@@ -623,6 +611,70 @@ impl Agent {
 /// A confirmed ack: returns once the server has the ack, so a recorded-and-acked attempt
 /// is really gone from the queue. A failed ack only means a redelivery, which the record
 /// dedupes.
+/// Records runs in one group commit and acks the recorded ones. The reports are built
+/// now; the returned future does the writing and acking, owning all it needs.
+fn record_runs(
+    store: Store,
+    node: &NodeId,
+    runs: Vec<(jetstream::Message, u64, RunExecution)>,
+) -> Result<impl Future<Output = Recorded> + Send + 'static> {
+    let mut requests = Vec::with_capacity(runs.len());
+    for (_, seq, run) in &runs {
+        let key = AttemptKey {
+            execution: run.execution,
+            attempt: run.attempt,
+        };
+        let accepted = outbox::update_entry(node, key, ExecutionState::Accepted, None, None)?;
+        requests.push((record_of(run, *seq), vec![accepted]));
+    }
+    Ok(async move {
+        // Every request reaches the store's writer before any is awaited alone, so they
+        // share a transaction and an fsync.
+        let outcomes = futures::future::join_all(
+            requests
+                .into_iter()
+                .map(|(record, entries)| store.insert_if_absent(record, entries)),
+        )
+        .await;
+        let mut acks = Vec::new();
+        let mut start = Vec::new();
+        let mut fatal = None;
+        for ((message, _, run), outcome) in runs.into_iter().zip(outcomes) {
+            let key = AttemptKey {
+                execution: run.execution,
+                attempt: run.attempt,
+            };
+            match outcome {
+                Ok(Inserted::New) => {
+                    acks.push(message);
+                    start.push((key, run));
+                }
+                Ok(Inserted::Known(record)) => {
+                    tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
+                    acks.push(message);
+                }
+                Err(e) => {
+                    // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
+                    tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    if !e.is_retryable() {
+                        fatal.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        futures::future::join_all(acks.iter().map(|message| async move {
+            if let Err(e) = message.double_ack().await {
+                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be deduped");
+            }
+        }))
+        .await;
+        Recorded { start, fatal }
+    })
+}
+
 /// What the edge records of a run it accepts.
 fn record_of(run: &RunExecution, seq: u64) -> ExecutionRecord {
     ExecutionRecord {
