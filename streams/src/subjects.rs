@@ -93,6 +93,14 @@ pub fn log_of(execution: ExecutionId) -> Subject {
     format!("cairn.log.*.{execution}").into()
 }
 
+/// The versioned prefix of the orchestrator's query service endpoints.
+pub const QUERY_PREFIX: &str = "cairn.v1.q";
+
+/// The subject of one query endpoint, e.g. `cairn.v1.q.nodes`.
+pub fn query(endpoint: &str) -> Subject {
+    format!("{QUERY_PREFIX}.{endpoint}").into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,12 +123,4 @@ mod tests {
             format!("cairn.log.edge-7.{exec}")
         );
     }
-}
-
-/// The versioned prefix of the orchestrator's query service endpoints.
-pub const QUERY_PREFIX: &str = "cairn.v1.q";
-
-/// The subject of one query endpoint, e.g. `cairn.v1.q.nodes`.
-pub fn query(endpoint: &str) -> Subject {
-    format!("{QUERY_PREFIX}.{endpoint}").into()
 }
