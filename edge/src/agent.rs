@@ -12,7 +12,7 @@ use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
 use cairn_shared::spec::Labels;
 use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
-use cairn_streams::{LogEntry, Publisher, StreamKind, subjects};
+use cairn_streams::{Publisher, StreamKind, subjects};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
@@ -208,7 +208,7 @@ impl Edge {
     pub async fn run(self, client: async_nats::Client, shutdown: CancellationToken) -> Result<()> {
         let node = self.config.node_id.clone();
         let js = cairn_streams::jetstream(client.clone());
-        self.recover().await?;
+        let interrupted = self.interrupted().await?;
         self.store
             .append(vec![outbox::hello_entry(
                 &node,
@@ -244,6 +244,7 @@ impl Edge {
             running: HashMap::new(),
             tasks: JoinSet::new(),
             recording: FuturesOrdered::new(),
+            interrupted,
         };
         let outcome = agent.consume(&js, &shutdown).await;
         let outcome = outcome.and(agent.settle().await);
@@ -260,11 +261,11 @@ impl Edge {
     }
 
     /// Attempts left accepted or running by a previous process (it crashed, or was killed
-    /// before it could finish them) are reported `failed` with reason "edge restarted",
-    /// once: the report is recorded with the terminal state. They are never rerun. A
-    /// process of theirs that is still alive is killed first.
-    async fn recover(&self) -> Result<()> {
-        let node = &self.config.node_id;
+    /// before it could finish them). A process of theirs that is still alive is killed
+    /// now: nothing supervises it any more. They are never rerun; how they ended is
+    /// reported once the node's queue has been read (see [`Agent::report_interrupted`]).
+    async fn interrupted(&self) -> Result<Vec<AttemptKey>> {
+        let mut keys = Vec::new();
         for record in self.store.unfinished().await? {
             let key = record.key();
             if let Some(process) = record.process
@@ -272,35 +273,9 @@ impl Edge {
             {
                 tracing::warn!(attempt = %key, pid = process.pid, "killed the processes of an attempt left over from before the restart");
             }
-            let reason = "edge restarted".to_owned();
-            let entries = vec![
-                outbox::log_entry(
-                    node,
-                    key.execution,
-                    LogEntry::end_id(key.execution, key.attempt),
-                    &LogEntry::End {
-                        attempt: key.attempt,
-                        outcome: ExecutionState::Failed.as_str().to_owned(),
-                    },
-                ),
-                outbox::update_entry(
-                    node,
-                    key,
-                    ExecutionState::Failed,
-                    None,
-                    Some(reason.clone()),
-                )?,
-            ];
-            let change = Change {
-                state: ExecutionState::Failed,
-                exit_code: None,
-                reason: Some(reason),
-                process: None,
-            };
-            self.store.transition(key, change, entries).await?;
-            tracing::warn!(attempt = %key, "attempt interrupted by a restart reported failed");
+            keys.push(key);
         }
-        Ok(())
+        Ok(keys)
     }
 }
 
@@ -317,6 +292,8 @@ struct Agent {
     /// so a backlog's next batch arrives while the store commits the last one; runs start
     /// in arrival order as their batches complete.
     recording: FuturesOrdered<BoxFuture<'static, Recorded>>,
+    /// Attempts a previous process left unfinished, not reported yet.
+    interrupted: Vec<AttemptKey>,
 }
 
 /// A batch of runs, recorded and acked: the new ones to start, and a store failure that
@@ -347,7 +324,12 @@ impl Agent {
                     continue;
                 }
                 bound = bind(js, &self.node) => match bound {
-                    Ok(messages) => messages,
+                    Ok((messages, pending)) => {
+                        if pending == 0 {
+                            self.report_interrupted().await?;
+                        }
+                        messages
+                    }
                     Err(reason) => {
                         let delay = backoff.next_delay();
                         tracing::debug!(%reason, retry_in = ?delay, "cannot bind to the node's consumer yet");
@@ -429,6 +411,49 @@ impl Agent {
     /// transaction) and then acked together; anything else is handled on its own, in its
     /// place, so a stop never overtakes the run it stops.
     async fn on_batch(&mut self, batch: Vec<jetstream::Message>) -> Result<()> {
+        let caught_up = batch
+            .last()
+            .and_then(|m| m.info().ok())
+            .is_some_and(|info| info.pending == 0);
+        self.on_messages(batch).await?;
+        if caught_up && !self.interrupted.is_empty() {
+            self.settle().await?;
+            self.report_interrupted().await?;
+        }
+        Ok(())
+    }
+
+    /// Reports the attempts a previous process left unfinished, once the queue has been
+    /// read up to date: a stop decided while the edge was down has then been taken, and
+    /// the attempt it names ended `stopped`. Every other one is reported `failed` with
+    /// reason "edge restarted", once (the record takes the terminal state with the report).
+    async fn report_interrupted(&mut self) -> Result<()> {
+        for key in std::mem::take(&mut self.interrupted) {
+            let reason = "edge restarted".to_owned();
+            let entries = vec![
+                outbox::end_of_log(&self.node, key, ExecutionState::Failed),
+                outbox::update_entry(
+                    &self.node,
+                    key,
+                    ExecutionState::Failed,
+                    None,
+                    Some(reason.clone()),
+                )?,
+            ];
+            let change = Change {
+                state: ExecutionState::Failed,
+                exit_code: None,
+                reason: Some(reason),
+                process: None,
+            };
+            if self.store.transition(key, change, entries).await? {
+                tracing::warn!(attempt = %key, "attempt interrupted by a restart reported failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_messages(&mut self, batch: Vec<jetstream::Message>) -> Result<()> {
         let mut runs: Vec<(jetstream::Message, u64, RunExecution)> = Vec::new();
         for message in batch {
             let seq = message.info().map_or(0, |i| i.stream_sequence);
@@ -550,14 +575,18 @@ impl Agent {
                 tracing::debug!(attempt = %key, state = %record.state, "stop for a finished attempt");
             }
             Some(_) => {
-                // Recorded but without a task: only possible if its task died. End it here.
-                let entries = vec![outbox::update_entry(
-                    &self.node,
-                    key,
-                    ExecutionState::Stopped,
-                    None,
-                    Some(stop.reason.clone()),
-                )?];
+                // Recorded but without a task: left by a previous process (its processes
+                // were killed at start) or its task died. The stop is what ends it.
+                let entries = vec![
+                    outbox::end_of_log(&self.node, key, ExecutionState::Stopped),
+                    outbox::update_entry(
+                        &self.node,
+                        key,
+                        ExecutionState::Stopped,
+                        None,
+                        Some(stop.reason.clone()),
+                    )?,
+                ];
                 let change = Change {
                     state: ExecutionState::Stopped,
                     exit_code: None,
@@ -701,7 +730,11 @@ async fn ack(message: &jetstream::Message, key: AttemptKey) {
 
 /// Binds to the node's durable consumer, which the orchestrator creates when it handles
 /// the node's hello. Never creates it: an edge may only pull from its own consumer.
-async fn bind(js: &jetstream::Context, node: &NodeId) -> std::result::Result<PullStream, String> {
+/// Also answers how many messages waited on the consumer when it was bound.
+async fn bind(
+    js: &jetstream::Context,
+    node: &NodeId,
+) -> std::result::Result<(PullStream, u64), String> {
     let stream = js
         .get_stream_no_info(StreamKind::Assignments.name())
         .await
@@ -710,11 +743,13 @@ async fn bind(js: &jetstream::Context, node: &NodeId) -> std::result::Result<Pul
         .get_consumer(&subjects::node_consumer(node))
         .await
         .map_err(|e| e.to_string())?;
-    consumer
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((messages, pending))
 }
