@@ -430,27 +430,35 @@ impl Agent {
     async fn report_interrupted(&mut self) -> Result<()> {
         for key in std::mem::take(&mut self.interrupted) {
             let reason = "edge restarted".to_owned();
-            let entries = vec![
-                outbox::end_of_log(&self.node, key, ExecutionState::Failed),
-                outbox::update_entry(
-                    &self.node,
-                    key,
-                    ExecutionState::Failed,
-                    None,
-                    Some(reason.clone()),
-                )?,
-            ];
-            let change = Change {
-                state: ExecutionState::Failed,
-                exit_code: None,
-                reason: Some(reason),
-                process: None,
-            };
-            if self.store.transition(key, change, entries).await? {
+            if self
+                .end_taskless(key, ExecutionState::Failed, reason)
+                .await?
+            {
                 tracing::warn!(attempt = %key, "attempt interrupted by a restart reported failed");
             }
         }
         Ok(())
+    }
+
+    /// Ends an attempt that has no task: its log's end marker, its terminal report and
+    /// its record, in one transaction. False if it had already ended.
+    async fn end_taskless(
+        &mut self,
+        key: AttemptKey,
+        state: ExecutionState,
+        reason: String,
+    ) -> Result<bool> {
+        let entries = vec![
+            outbox::end_of_log(&self.node, key, state),
+            outbox::update_entry(&self.node, key, state, None, Some(reason.clone()))?,
+        ];
+        let change = Change {
+            state,
+            exit_code: None,
+            reason: Some(reason),
+            process: None,
+        };
+        self.store.transition(key, change, entries).await
     }
 
     async fn on_messages(&mut self, batch: Vec<jetstream::Message>) -> Result<()> {
@@ -577,23 +585,8 @@ impl Agent {
             Some(_) => {
                 // Recorded but without a task: left by a previous process (its processes
                 // were killed at start) or its task died. The stop is what ends it.
-                let entries = vec![
-                    outbox::end_of_log(&self.node, key, ExecutionState::Stopped),
-                    outbox::update_entry(
-                        &self.node,
-                        key,
-                        ExecutionState::Stopped,
-                        None,
-                        Some(stop.reason.clone()),
-                    )?,
-                ];
-                let change = Change {
-                    state: ExecutionState::Stopped,
-                    exit_code: None,
-                    reason: Some(stop.reason),
-                    process: None,
-                };
-                self.store.transition(key, change, entries).await?;
+                self.end_taskless(key, ExecutionState::Stopped, stop.reason)
+                    .await?;
             }
             None => {
                 // Never received: record a tombstone, so the attempt can never start here
