@@ -26,7 +26,7 @@ use cairn_shared::{
 use cairn_streams::{
     Error as StreamsError, Expect, Outgoing, Publisher, ReadFrom, Reader, StreamKind, subjects,
 };
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::decider::{self, IdSource, Input, Origin, State};
@@ -173,14 +173,24 @@ impl Engine {
                 if decisions.iter().all(|(events, _)| events.is_empty()) {
                     return Ok(());
                 }
-                // A node's consumer exists before any work for it does.
-                for (events, _) in &decisions {
-                    for event in events {
-                        if let Event::NodeRegistered(e) = event {
-                            cairn_streams::ensure_node_consumer(&self.js, &e.node).await?;
-                        }
-                    }
-                }
+                // A node's consumer exists before any work for it does. Many nodes
+                // registering at once get theirs concurrently.
+                let registered: Vec<NodeId> = decisions
+                    .iter()
+                    .flat_map(|(events, _)| events)
+                    .filter_map(|event| match event {
+                        Event::NodeRegistered(e) => Some(e.node.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                futures::stream::iter(registered)
+                    .map(|node| {
+                        let js = self.js.clone();
+                        async move { cairn_streams::ensure_node_consumer(&js, &node).await }
+                    })
+                    .buffer_unordered(CONSUMERS_AT_ONCE)
+                    .try_collect::<Vec<()>>()
+                    .await?;
                 self.last = self.append(&decisions).await?;
                 self.state = draft;
                 Ok::<(), Error>(())
@@ -444,6 +454,9 @@ fn parse(
         },
     }
 }
+
+/// Node consumers created concurrently when many nodes register in one round.
+const CONSUMERS_AT_ONCE: usize = 32;
 
 /// Inputs taken together at most: bounds one decision round's size and its latency.
 const MAX_INPUTS: usize = 256;
