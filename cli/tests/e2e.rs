@@ -2,132 +2,11 @@
 //! and `cairn edge` processes. Jobs are deployed, run, logged and stopped with the CLI;
 //! edges are SIGKILLed while work is decided for them and get it when they return.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use cairn_streams::testing::{NatsServer, wait_until};
-use serde_json::Value;
+use std::time::Instant;
 
 mod support;
-use support::{Proc, cairn, json};
-
-struct Stack {
-    server: NatsServer,
-    dir: tempfile::TempDir,
-    _orchestrator: Proc,
-}
-
-impl Stack {
-    fn start() -> Self {
-        let server = NatsServer::start();
-        let dir = tempfile::tempdir().unwrap();
-        let orchestrator = Proc::spawn(
-            &server.url(),
-            &[
-                "orchestrator",
-                "--heartbeat-interval",
-                "200ms",
-                "--disconnect-after",
-                "2s",
-                "--lost-after",
-                "20s",
-            ],
-            &dir.path().join("orchestrator"),
-        );
-        Self {
-            server,
-            dir,
-            _orchestrator: orchestrator,
-        }
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn edge(&self, id: &str) -> Proc {
-        Proc::spawn(
-            &self.url(),
-            &[
-                "edge",
-                "--node-id",
-                id,
-                "--label",
-                "role=edge",
-                "--capacity",
-                "4",
-                "--heartbeat-interval",
-                "200ms",
-            ],
-            &self.dir.path().join(id),
-        )
-    }
-
-    fn spec(&self, name: &str, yaml: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-
-    async fn nodes_connected(&self, ids: &[&str]) {
-        let url = self.url();
-        let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-        wait_until("the edges to register", Duration::from_secs(30), || {
-            let (url, want) = (url.clone(), want.clone());
-            async move {
-                let out = cairn(&url, &["node", "list", "-o", "json"]);
-                let nodes: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-                let connected: Vec<String> = nodes
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter(|n| n["state"] == "connected")
-                            .map(|n| n["id"].as_str().unwrap_or_default().to_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if want.iter().all(|w| connected.contains(w)) {
-                    Ok(())
-                } else {
-                    Err(nodes)
-                }
-            }
-        })
-        .await;
-    }
-
-    async fn executions_in(&self, job: &str, state: &str, count: usize) -> Vec<Value> {
-        let url = self.url();
-        let (job, state) = (job.to_owned(), state.to_owned());
-        wait_until(
-            &format!("{count} executions of {job} to be {state}"),
-            Duration::from_secs(30),
-            || {
-                let (url, job, state) = (url.clone(), job.clone(), state.clone());
-                async move {
-                    // Until the views have the job, the answer is "unknown job": keep waiting.
-                    let out = cairn(&url, &["execution", "list", "--job", &job, "-o", "json"]);
-                    let all: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-                    let matching: Vec<Value> = all
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter(|e| e["state"] == state.as_str())
-                                .cloned()
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if matching.len() == count {
-                        Ok(matching)
-                    } else {
-                        Err((all, String::from_utf8_lossy(&out.stderr).into_owned()))
-                    }
-                }
-            },
-        )
-        .await
-    }
-}
+use support::stack::{SLOW_LIVENESS, Stack};
+use support::{cairn, json};
 
 const HELLO: &str = r#"
 name: hello
@@ -150,10 +29,14 @@ task:
 
 #[tokio::test]
 async fn deploy_runs_logs_and_stops_through_the_cli() {
-    let stack = Stack::start();
+    let stack = Stack::new(SLOW_LIVENESS);
     let url = stack.url();
-    let _edges = [stack.edge("edge-a"), stack.edge("edge-b")];
-    stack.nodes_connected(&["edge-a", "edge-b"]).await;
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edges = [
+        stack.edge("edge-a", "edge", 4),
+        stack.edge("edge-b", "edge", 4),
+    ];
+    stack.nodes_in(&["edge-a", "edge-b"], "connected").await;
 
     // A bad spec is refused locally and nothing is published.
     let bad = stack.spec(
@@ -223,11 +106,12 @@ async fn deploy_runs_logs_and_stops_through_the_cli() {
 
 #[tokio::test]
 async fn fault_edges_dead_when_work_is_decided_get_it_on_return_and_nothing_cascades() {
-    let stack = Stack::start();
+    let stack = Stack::new(SLOW_LIVENESS);
     let url = stack.url();
-    let mut a = stack.edge("edge-a");
-    let mut b = stack.edge("edge-b");
-    stack.nodes_connected(&["edge-a", "edge-b"]).await;
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let mut a = stack.edge("edge-a", "edge", 4);
+    let mut b = stack.edge("edge-b", "edge", 4);
+    stack.nodes_in(&["edge-a", "edge-b"], "connected").await;
 
     // Both edges die; the orchestrator has not noticed (disconnect-after is 2 s).
     a.kill9();
@@ -249,8 +133,8 @@ async fn fault_edges_dead_when_work_is_decided_get_it_on_return_and_nothing_casc
 
     // They come back with the same ids and data: the work waiting for them runs.
     let returned = Instant::now();
-    let _a = stack.edge("edge-a");
-    let _b = stack.edge("edge-b");
+    let _a = stack.edge("edge-a", "edge", 4);
+    let _b = stack.edge("edge-b", "edge", 4);
     stack.executions_in("hello", "completed", 3).await;
     eprintln!(
         "edges back → 3 waiting executions completed: {:?}",

@@ -62,3 +62,5 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+pub mod stack;
