@@ -30,32 +30,55 @@ pub fn load_spec(path: &Path) -> Result<JobSpec> {
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let spec: JobSpec = if is_json {
-        serde_json::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?
-    } else {
-        serde_saphyr::from_str(&text).map_err(|e| {
-            // The library's message spans several lines with a snippet; its first line has
-            // the position and the reason.
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or("invalid YAML");
-            anyhow!("{name}: {}", first.trim_start_matches("error: "))
-        })?
-    };
     // Unknown keys are kept for forward compatibility on the wire, but in a file a person
-    // wrote they are almost always typos.
-    let tree: serde_json::Value = if is_json {
-        serde_json::from_str(&text)?
-    } else {
-        serde_saphyr::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?
-    };
+    // wrote they are almost always typos: note them on the way.
     let mut unknown = Vec::new();
-    let _: JobSpec = serde_ignored::deserialize(tree, |path| unknown.push(path.to_string()))
-        .map_err(|e| anyhow!("{name}: {e}"))?;
+    let mut note = |path: serde_ignored::Path| unknown.push(path.to_string());
+    let spec: JobSpec = if is_json {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let spec =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut de, &mut note))
+                .map_err(|e| anyhow!("{name}: {}{}", field_of(e.path()), e.inner()))?;
+        de.end().map_err(|e| anyhow!("{name}: {e}"))?;
+        spec
+    } else {
+        let mut field = None;
+        serde_saphyr::with_deserializer_from_str(&text, |de| {
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+                .map_err(|e| {
+                    field = Some(field_of(e.path()));
+                    e.into_inner()
+                })
+        })
+        .map_err(|e| anyhow!("{name}: {}", yaml_error(&e, field.as_deref())))?
+    };
     if let Some(field) = unknown.first() {
         bail!("{name}: unknown field {field:?}");
     }
     spec.validate().map_err(|e| anyhow!("{name}: {e}"))?;
     Ok(spec)
+}
+
+/// `count: ` for a field inside the spec; nothing for the spec as a whole, or where the
+/// document broke off before a field could be named (`task.?`).
+fn field_of(path: &serde_path_to_error::Path) -> String {
+    match path.to_string() {
+        unnamed if unnamed == "." || unnamed.contains('?') => String::new(),
+        field => format!("{field}: "),
+    }
+}
+
+/// The parser's message spans several lines with a snippet; its first line has the
+/// position and the reason, and the field goes between them.
+fn yaml_error(error: &serde_saphyr::Error, field: Option<&str>) -> String {
+    let message = error.to_string();
+    let first = message.lines().next().unwrap_or("invalid YAML");
+    let first = first.trim_start_matches("error: ");
+    let field = field.unwrap_or_default();
+    match first.split_once(": ") {
+        Some((at, reason)) if at.starts_with("line ") => format!("{at}: {field}{reason}"),
+        _ => format!("{field}{first}"),
+    }
 }
 
 /// Stores a command; returns once JetStream has it.
