@@ -17,9 +17,10 @@ use serde::Serialize;
 use cairn_orchestrator::query::{Answer, JobDetail, JobQuery, endpoint};
 
 use crate::Global;
-use crate::output;
+use crate::output::{self, Cell};
 
-/// Reads and checks a job spec; every error names the file, and the line where known.
+/// Reads and checks a job spec; every error is one line that names the file, the line and
+/// column where known, and the field (`line 3 column 8: count: invalid u32`).
 pub fn load_spec(path: &Path) -> Result<JobSpec> {
     let name = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{name}: {e}"))?;
@@ -29,32 +30,55 @@ pub fn load_spec(path: &Path) -> Result<JobSpec> {
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let spec: JobSpec = if is_json {
-        serde_json::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?
-    } else {
-        serde_saphyr::from_str(&text).map_err(|e| {
-            // The library's message spans several lines with a snippet; its first line has
-            // the position and the reason.
-            let message = e.to_string();
-            let first = message.lines().next().unwrap_or("invalid YAML");
-            anyhow!("{name}: {}", first.trim_start_matches("error: "))
-        })?
-    };
     // Unknown keys are kept for forward compatibility on the wire, but in a file a person
-    // wrote they are almost always typos.
-    let tree: serde_json::Value = if is_json {
-        serde_json::from_str(&text)?
-    } else {
-        serde_saphyr::from_str(&text).map_err(|e| anyhow!("{name}: {e}"))?
-    };
+    // wrote they are almost always typos: note them on the way.
     let mut unknown = Vec::new();
-    let _: JobSpec = serde_ignored::deserialize(tree, |path| unknown.push(path.to_string()))
-        .map_err(|e| anyhow!("{name}: {e}"))?;
+    let mut note = |path: serde_ignored::Path| unknown.push(path.to_string());
+    let spec: JobSpec = if is_json {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let spec =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut de, &mut note))
+                .map_err(|e| anyhow!("{name}: {}{}", field_of(e.path()), e.inner()))?;
+        de.end().map_err(|e| anyhow!("{name}: {e}"))?;
+        spec
+    } else {
+        let mut field = None;
+        serde_saphyr::with_deserializer_from_str(&text, |de| {
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+                .map_err(|e| {
+                    field = Some(field_of(e.path()));
+                    e.into_inner()
+                })
+        })
+        .map_err(|e| anyhow!("{name}: {}", yaml_error(&e, field.as_deref())))?
+    };
     if let Some(field) = unknown.first() {
         bail!("{name}: unknown field {field:?}");
     }
     spec.validate().map_err(|e| anyhow!("{name}: {e}"))?;
     Ok(spec)
+}
+
+/// `count: ` for a field inside the spec; nothing for the spec as a whole, or where the
+/// document broke off before a field could be named (`task.?`).
+fn field_of(path: &serde_path_to_error::Path) -> String {
+    match path.to_string() {
+        unnamed if unnamed == "." || unnamed.contains('?') => String::new(),
+        field => format!("{field}: "),
+    }
+}
+
+/// The parser's message spans several lines with a snippet; its first line has the
+/// position and the reason, and the field goes between them.
+fn yaml_error(error: &serde_saphyr::Error, field: Option<&str>) -> String {
+    let message = error.to_string();
+    let first = message.lines().next().unwrap_or("invalid YAML");
+    let first = first.trim_start_matches("error: ");
+    let field = field.unwrap_or_default();
+    match first.split_once(": ") {
+        Some((at, reason)) if at.starts_with("line ") => format!("{at}: {field}{reason}"),
+        _ => format!("{field}{first}"),
+    }
 }
 
 /// Stores a command; returns once JetStream has it.
@@ -182,6 +206,9 @@ async fn follow_job(
     }
 }
 
+/// What `job deploy` prints. Only the orchestrator decides a job's id and version, so
+/// without `--wait` they are `null` (never guessed) and `state` is `submitted`: the command
+/// is stored and will be decided. The fields are always present, so a script can test them.
 #[derive(Serialize)]
 struct Deployed {
     job_id: Option<JobId>,
@@ -237,10 +264,18 @@ fn print_result<T: Serialize>(global: &Global, value: &T) -> Result<()> {
             .map(|o| {
                 o.iter()
                     .map(|(k, v)| {
-                        vec![
-                            k.clone(),
-                            v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                        ]
+                        // `null` is for scripts; a person reads "not decided yet" as "-".
+                        let text = match v {
+                            serde_json::Value::Null => "-".to_owned(),
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let value = if k == "state" {
+                            Cell::state(text)
+                        } else {
+                            text.into()
+                        };
+                        vec![k.as_str().into(), value]
                     })
                     .collect()
             })
@@ -249,6 +284,8 @@ fn print_result<T: Serialize>(global: &Global, value: &T) -> Result<()> {
     })
 }
 
+/// What `job stop` prints: `job_id` is the job the command names when the CLI knows it
+/// before the decision (see [`target`]), else `null` until `--wait` sees the decision.
 #[derive(Serialize)]
 struct Stopped {
     job_id: Option<JobId>,
@@ -256,10 +293,36 @@ struct Stopped {
     state: String,
 }
 
+/// The job a stop should name. A full id names itself. Otherwise the orchestrator's views
+/// resolve the key (a name or a unique id prefix, as tables show them), and the command
+/// carries the full id, so it stops exactly the job the user saw. An ambiguous prefix is
+/// refused here, before anything is stored. When no orchestrator answers, or its views do
+/// not know the key yet (a deploy not yet decided), the key goes as written and the decider
+/// resolves it by id or name when it decides — so a stop is still stored without an
+/// orchestrator, as the contract promises.
+async fn target(global: &Global, key: String) -> Result<(JobRef, Option<JobId>)> {
+    if let Ok(id) = key.parse::<JobId>() {
+        return Ok((JobRef(key), Some(id)));
+    }
+    let query = JobQuery { job: key.clone() };
+    match crate::query::ask::<_, JobDetail>(global, endpoint::JOB, &query).await {
+        Ok(answer) => {
+            let id = answer.result.job.id;
+            Ok((JobRef(id.to_string()), Some(id)))
+        }
+        Err(e) if crate::query::Refused::is_ambiguous(&e) => Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "the views do not resolve {key:?}; the decider will");
+            Ok((JobRef(key), None))
+        }
+    }
+}
+
 pub async fn stop(global: &Global, job: String, wait: bool, timeout: Duration) -> Result<()> {
-    let (command_id, reader) = submit(global, StopJob { job: JobRef(job) }.into()).await?;
+    let (job, job_id) = target(global, job).await?;
+    let (command_id, reader) = submit(global, StopJob { job }.into()).await?;
     let mut result = Stopped {
-        job_id: None,
+        job_id,
         command_id,
         state: "submitted".into(),
     };

@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
     name = "cairn",
     version,
     about = "Place jobs on a fleet of edge nodes; every assignment reaches its node",
-    after_help = "Examples:\n  cairn dev                      start a local stack\n  cairn events --follow          tail the event log"
+    after_help = "Examples:\n  cairn dev                                  start a local stack\n  cairn job deploy examples/hello.yaml --wait\n  cairn execution list --job hello\n  cairn events --follow                      tail the event log\n\nTables show short ids (a unique prefix, 8 characters or more) and colour only on a\nterminal without NO_COLOR; --wide shows full ids, -o json and -o yaml always do."
 )]
 struct Cli {
     /// NATS server(s), comma-separated.
@@ -63,13 +63,22 @@ enum Command {
     #[command(after_help = "Example:\n  cairn dev --edges 3 --data .cairn/dev")]
     Dev(dev::DevArgs),
     /// Nodes of the fleet.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn node list\n  cairn node list -o json"
+    )]
     Node(NodeCommand),
     /// Jobs: deploy, stop, list, describe.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn job deploy examples/hello.yaml --wait\n  cairn job list\n  cairn job describe hello\n  cairn job stop hello"
+    )]
     Job(JobCommand),
     /// Executions of jobs on nodes.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn execution list --job hello\n  cairn execution logs 01JD3XQ2ABCD --follow"
+    )]
     Execution(ExecutionCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
     #[command(
@@ -83,11 +92,22 @@ enum Command {
     Events(events::EventsArgs),
 }
 
+/// How a table is shown; JSON and YAML always carry everything.
+#[derive(clap::Args, Clone, Copy)]
+struct TableArgs {
+    /// Show full ids and every column (tables show short ids and the main columns).
+    #[arg(long)]
+    wide: bool,
+}
+
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Every node with its state, labels and number of non-terminal executions.
     #[command(after_help = "Examples:\n  cairn node list\n  cairn node list -o json")]
-    List,
+    List {
+        #[command(flatten)]
+        table: TableArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,10 +129,10 @@ enum JobCommand {
     },
     /// Stop every execution of a job.
     #[command(
-        after_help = "Examples:\n  cairn job stop heartbeat\n  cairn job stop heartbeat --wait"
+        after_help = "Examples:\n  cairn job stop heartbeat\n  cairn job stop heartbeat --wait\n  cairn job stop 01JD3XQ2   (a unique prefix of the job's id)"
     )]
     Stop {
-        /// Job id or name.
+        /// Job id, unique id prefix, or name.
         job: String,
         /// Wait until the orchestrator has decided the stop.
         #[arg(long)]
@@ -122,15 +142,22 @@ enum JobCommand {
         timeout: humantime::Duration,
     },
     /// Every job at its current version.
-    #[command(after_help = "Examples:\n  cairn job list\n  cairn job list -o yaml")]
-    List,
-    /// One job by id or name: its spec and its executions of every version.
     #[command(
-        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3… -o json"
+        after_help = "Examples:\n  cairn job list\n  cairn job list --wide\n  cairn job list -o yaml"
+    )]
+    List {
+        #[command(flatten)]
+        table: TableArgs,
+    },
+    /// One job by id, unique id prefix or name: its spec and its executions of every version.
+    #[command(
+        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3XQ2 --wide\n  cairn job describe 01JD3XQ2 -o json"
     )]
     Describe {
-        /// Job id or name.
+        /// Job id, unique id prefix, or name.
         job: String,
+        #[command(flatten)]
+        table: TableArgs,
     },
 }
 
@@ -138,10 +165,10 @@ enum JobCommand {
 enum ExecutionCommand {
     /// Executions, filtered by job (id or name: every version), node or state.
     #[command(
-        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running"
+        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running\n  cairn execution list --job 01JD3XQ2 --wide"
     )]
     List {
-        /// Job id or name.
+        /// Job id, unique id prefix, or name.
         #[arg(long)]
         job: Option<String>,
         /// Node id.
@@ -150,14 +177,17 @@ enum ExecutionCommand {
         /// pending, accepted, running, completed, failed, stopped, cancelled or lost.
         #[arg(long)]
         state: Option<cairn_shared::ExecutionState>,
+        #[command(flatten)]
+        table: TableArgs,
     },
     /// The task's output (raw text). --follow keeps printing until the execution ends.
     #[command(
-        after_help = "Examples:\n  cairn execution logs 01JD3…\n  cairn execution logs 01JD3… --follow"
+        after_help = "Examples:\n  cairn execution logs 01JD3XQ2ABCD\n  cairn execution logs 01JD3XQ2ABCD --follow"
     )]
     Logs {
-        /// Execution id.
+        /// Execution id or unique id prefix.
         execution: String,
+        /// Keep printing as the task writes, until the execution ends.
         #[arg(long)]
         follow: bool,
     },
@@ -223,8 +253,10 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Node(NodeCommand::List) => query::node_list(&global).await,
-            Command::Job(JobCommand::List) => query::job_list(&global).await,
+            Command::Node(NodeCommand::List { table }) => {
+                query::node_list(&global, table.wide).await
+            }
+            Command::Job(JobCommand::List { table }) => query::job_list(&global, table.wide).await,
             Command::Job(JobCommand::Deploy {
                 file,
                 wait,
@@ -233,16 +265,20 @@ fn main() -> ExitCode {
             Command::Job(JobCommand::Stop { job, wait, timeout }) => {
                 commands::stop(&global, job, wait, timeout.into()).await
             }
-            Command::Job(JobCommand::Describe { job }) => query::job_describe(&global, job).await,
+            Command::Job(JobCommand::Describe { job, table }) => {
+                query::job_describe(&global, job, table.wide).await
+            }
             Command::Execution(ExecutionCommand::Logs { execution, follow }) => {
                 logs::run(&global, execution, follow).await
             }
-            Command::Execution(ExecutionCommand::List { job, node, state }) => {
-                query::execution_list(
-                    &global,
-                    cairn_orchestrator::query::ExecutionQuery { job, node, state },
-                )
-                .await
+            Command::Execution(ExecutionCommand::List {
+                job,
+                node,
+                state,
+                table,
+            }) => {
+                let query = cairn_orchestrator::query::ExecutionQuery { job, node, state };
+                query::execution_list(&global, query, table.wide).await
             }
         }
     });

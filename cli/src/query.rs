@@ -13,12 +13,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Global;
-use crate::output::{self, Tabular};
+use crate::output::{self, Cell, ShortIds, Tabular};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The orchestrator answered with a refusal: `code` 404 for something it does not know
-/// (yet), 400 for a malformed question.
+/// (yet), 409 for an id prefix that matches several ids, 400 for a malformed question.
 #[derive(Debug, thiserror::Error)]
 #[error("{status}")]
 pub struct Refused {
@@ -32,6 +32,13 @@ impl Refused {
         error
             .downcast_ref::<Refused>()
             .is_some_and(|r| r.code == 404)
+    }
+
+    /// Whether `error` says an id prefix matches more than one id.
+    pub fn is_ambiguous(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<Refused>()
+            .is_some_and(|r| r.code == 409)
     }
 }
 
@@ -109,22 +116,27 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 }
 
 impl Tabular for NodeRow {
-    fn headers() -> &'static [&'static str] {
-        &["id", "state", "executions", "capacity", "labels"]
-    }
-
-    fn row(&self) -> Vec<String> {
-        vec![
-            self.id.to_string(),
-            self.state.to_string(),
-            self.executions.to_string(),
-            self.capacity.to_string(),
-            labels_text(&self.labels),
-        ]
+    /// Node ids are chosen by people and never shortened, so `wide` changes nothing here.
+    fn table(rows: &[Self], _wide: bool) -> String {
+        output::table(
+            &["id", "state", "executions", "capacity", "labels"],
+            rows.iter()
+                .map(|n| {
+                    vec![
+                        n.id.to_string().into(),
+                        Cell::state(n.state),
+                        n.executions.to_string().into(),
+                        n.capacity.to_string().into(),
+                        labels_text(&n.labels).into(),
+                    ]
+                })
+                .collect(),
+        )
     }
 }
 
-/// `job list` rows: `{id, name, type, version, state}`.
+/// `job list` rows: `{id, name, type, version, state}`, and the reason for the state when
+/// there is one.
 #[derive(Serialize)]
 pub struct JobRow {
     id: cairn_shared::JobId,
@@ -133,6 +145,8 @@ pub struct JobRow {
     job_type: cairn_shared::JobType,
     version: u32,
     state: cairn_shared::JobState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl From<&JobView> for JobRow {
@@ -143,31 +157,47 @@ impl From<&JobView> for JobRow {
             job_type: j.job_type,
             version: j.version,
             state: j.state,
+            reason: j.reason.clone(),
         }
     }
 }
 
 impl Tabular for JobRow {
-    fn headers() -> &'static [&'static str] {
-        &["id", "name", "type", "version", "state"]
-    }
-
-    fn row(&self) -> Vec<String> {
-        vec![
-            self.id.to_string(),
-            self.name.clone(),
-            self.job_type.to_string(),
-            self.version.to_string(),
-            self.state.to_string(),
-        ]
+    fn table(rows: &[Self], wide: bool) -> String {
+        let ids: Vec<String> = rows.iter().map(|j| j.id.to_string()).collect();
+        let short = ShortIds::new(ids.iter().map(String::as_str), wide);
+        let mut headers = vec!["id", "name", "type", "version", "state"];
+        if wide {
+            headers.push("reason");
+        }
+        let cells = rows
+            .iter()
+            .zip(&ids)
+            .map(|(j, id)| {
+                let mut row = vec![
+                    short.show(id).into(),
+                    j.name.clone().into(),
+                    j.job_type.to_string().into(),
+                    j.version.to_string().into(),
+                    Cell::state(j.state),
+                ];
+                if wide {
+                    row.push(j.reason.clone().unwrap_or_default().into());
+                }
+                row
+            })
+            .collect();
+        output::table(&headers, cells)
     }
 }
 
-/// `execution list` rows: `{id, job_id, node_id, version, attempt, desired_state, state, exit_code}`.
+/// `execution list` rows: `{id, job_id, node_id, version, attempt, desired_state, state,
+/// exit_code}`, with the job's name and the reason for the state when there is one.
 #[derive(Serialize)]
 pub struct ExecutionRow {
     id: cairn_shared::ExecutionId,
     job_id: cairn_shared::JobId,
+    job_name: String,
     node_id: NodeId,
     version: u32,
     attempt: u32,
@@ -183,6 +213,7 @@ impl From<ExecutionView> for ExecutionRow {
         Self {
             id: e.id,
             job_id: e.job_id,
+            job_name: e.job_name,
             node_id: e.node_id,
             version: e.version,
             attempt: e.attempt,
@@ -195,24 +226,47 @@ impl From<ExecutionView> for ExecutionRow {
 }
 
 impl Tabular for ExecutionRow {
-    fn headers() -> &'static [&'static str] {
-        &[
-            "id", "job_id", "node_id", "version", "attempt", "desired", "state", "exit",
-        ]
-    }
-
-    fn row(&self) -> Vec<String> {
-        vec![
-            self.id.to_string(),
-            self.job_id.to_string(),
-            self.node_id.to_string(),
-            self.version.to_string(),
-            self.attempt.to_string(),
-            self.desired_state.to_string(),
-            self.state.to_string(),
-            self.exit_code
-                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
-        ]
+    /// At a glance: which job (by name), where, which version, what is wanted and what is.
+    /// Wide adds the job's id, the attempt and the reason.
+    fn table(rows: &[Self], wide: bool) -> String {
+        let ids: Vec<String> = rows.iter().map(|e| e.id.to_string()).collect();
+        let short = ShortIds::new(ids.iter().map(String::as_str), wide);
+        let headers: &[&str] = if wide {
+            &[
+                "id", "job_id", "job", "node", "version", "attempt", "desired", "state", "exit",
+                "reason",
+            ]
+        } else {
+            &["id", "job", "node", "version", "desired", "state", "exit"]
+        };
+        let cells = rows
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| {
+                let exit = e
+                    .exit_code
+                    .map_or_else(|| "-".to_owned(), |c| c.to_string());
+                let mut row: Vec<Cell> = vec![short.show(id).into()];
+                if wide {
+                    row.push(e.job_id.to_string().into());
+                }
+                row.extend([e.job_name.clone().into(), e.node_id.to_string().into()]);
+                row.push(e.version.to_string().into());
+                if wide {
+                    row.push(e.attempt.to_string().into());
+                }
+                row.extend([
+                    e.desired_state.to_string().into(),
+                    Cell::state(e.state),
+                    exit.into(),
+                ]);
+                if wide {
+                    row.push(e.reason.clone().unwrap_or_default().into());
+                }
+                row
+            })
+            .collect();
+        output::table(headers, cells)
     }
 }
 
@@ -221,30 +275,73 @@ impl Tabular for ExecutionRow {
 pub struct JobDescription {
     #[serde(flatten)]
     row: JobRow,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
     spec: JobSpec,
     executions: Vec<ExecutionRow>,
 }
 
-pub async fn node_list(global: &Global) -> Result<()> {
+impl JobDescription {
+    /// Fields one per line, then the executions. Wide shows the full id and every field of
+    /// the task.
+    fn table(&self, wide: bool) -> String {
+        let (row, spec) = (&self.row, &self.spec);
+        let id = row.id.to_string();
+        let mut fields: Vec<Vec<Cell>> = vec![
+            vec![
+                "id".into(),
+                ShortIds::new([id.as_str()], wide).show(&id).into(),
+            ],
+            vec!["name".into(), row.name.clone().into()],
+            vec!["type".into(), row.job_type.to_string().into()],
+            vec!["version".into(), row.version.to_string().into()],
+            vec!["state".into(), Cell::state(row.state)],
+        ];
+        if let Some(reason) = &row.reason {
+            fields.push(vec!["reason".into(), reason.clone().into()]);
+        }
+        if let Some(count) = spec.count {
+            fields.push(vec!["count".into(), count.to_string().into()]);
+        }
+        fields.push(vec!["selector".into(), labels_text(&spec.selector).into()]);
+        fields.push(vec!["command".into(), spec.task.command.join(" ").into()]);
+        if wide {
+            let task = &spec.task;
+            if !task.args.is_empty() {
+                fields.push(vec!["args".into(), task.args.join(" ").into()]);
+            }
+            if !task.env.is_empty() {
+                fields.push(vec!["env".into(), labels_text(&task.env).into()]);
+            }
+            if let Some(dir) = &task.working_dir {
+                fields.push(vec!["working_dir".into(), dir.clone().into()]);
+            }
+            if let Some(timeout) = &task.timeout {
+                fields.push(vec!["timeout".into(), timeout.to_string().into()]);
+            }
+        }
+        let mut out = output::table(&["field", "value"], fields);
+        out += "\nExecutions\n";
+        out += &ExecutionRow::table(&self.executions, wide);
+        out
+    }
+}
+
+pub async fn node_list(global: &Global, wide: bool) -> Result<()> {
     let answer: Answer<Vec<NodeSummary>> = ask(global, endpoint::NODES, &()).await?;
     let rows: Vec<NodeRow> = answer.result.into_iter().map(NodeRow::from).collect();
-    output::print_list(global.output, &rows)
+    output::print_list(global.output, &rows, wide)
 }
 
-pub async fn job_list(global: &Global) -> Result<()> {
+pub async fn job_list(global: &Global, wide: bool) -> Result<()> {
     let answer: Answer<Vec<JobView>> = ask(global, endpoint::JOBS, &()).await?;
     let rows: Vec<JobRow> = answer.result.iter().map(JobRow::from).collect();
-    output::print_list(global.output, &rows)
+    output::print_list(global.output, &rows, wide)
 }
 
-pub async fn job_describe(global: &Global, job: String) -> Result<()> {
+pub async fn job_describe(global: &Global, job: String, wide: bool) -> Result<()> {
     let answer: Answer<JobDetail> = ask(global, endpoint::JOB, &JobQuery { job }).await?;
     let detail = answer.result;
     let description = JobDescription {
         row: JobRow::from(&detail.job),
-        reason: detail.job.reason.clone(),
         spec: detail.job.spec.clone(),
         executions: detail
             .executions
@@ -252,31 +349,11 @@ pub async fn job_describe(global: &Global, job: String) -> Result<()> {
             .map(ExecutionRow::from)
             .collect(),
     };
-    output::print(global.output, &description, || {
-        let d = &description;
-        let mut out = output::table(
-            &["field", "value"],
-            vec![
-                vec!["id".into(), d.row.id.to_string()],
-                vec!["name".into(), d.row.name.clone()],
-                vec!["type".into(), d.row.job_type.to_string()],
-                vec!["version".into(), d.row.version.to_string()],
-                vec!["state".into(), d.row.state.to_string()],
-                vec!["selector".into(), labels_text(&d.spec.selector)],
-                vec!["command".into(), d.spec.task.command.join(" ")],
-            ],
-        );
-        out += "\nExecutions\n";
-        out += &output::table(
-            ExecutionRow::headers(),
-            d.executions.iter().map(Tabular::row).collect(),
-        );
-        out
-    })
+    output::print(global.output, &description, || description.table(wide))
 }
 
-pub async fn execution_list(global: &Global, query: ExecutionQuery) -> Result<()> {
+pub async fn execution_list(global: &Global, query: ExecutionQuery, wide: bool) -> Result<()> {
     let answer: Answer<Vec<ExecutionView>> = ask(global, endpoint::EXECUTIONS, &query).await?;
     let rows: Vec<ExecutionRow> = answer.result.into_iter().map(ExecutionRow::from).collect();
-    output::print_list(global.output, &rows)
+    output::print_list(global.output, &rows, wide)
 }

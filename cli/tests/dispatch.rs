@@ -11,171 +11,16 @@ use std::time::{Duration, Instant};
 
 use cairn_shared::report::ExecutionUpdate;
 use cairn_shared::{Envelope, ExecutionId, ExecutionState, NodeId, Report, ReportId, Timestamp};
-use cairn_streams::testing::{NatsServer, wait_until};
+use cairn_streams::testing::wait_until;
 use cairn_streams::{Outgoing, Publisher};
 use serde_json::Value;
 
 mod support;
-use support::{Proc, cairn, json};
-
-/// The whole event log, one JSON object per event.
-fn events(url: &str) -> Vec<Value> {
-    let out = cairn(url, &["events", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "events: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn of_type<'e>(events: &'e [Value], kind: &str) -> Vec<&'e Value> {
-    events.iter().filter(|e| e["type"] == kind).collect()
-}
-
-/// Every execution of `job` (all versions); empty while the views do not know the job yet.
-fn executions(url: &str, job: &str) -> Vec<Value> {
-    let out = cairn(url, &["execution", "list", "--job", job, "-o", "json"]);
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
-fn count_in(executions: &[Value], state: &str) -> usize {
-    executions.iter().filter(|e| e["state"] == state).count()
-}
-
-/// Waits, with a deadline, for a synchronous probe (a CLI call) to succeed.
-async fn eventually<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    wait_until(what, Duration::from_secs(secs), || {
-        let seen = probe();
-        async move { seen }
-    })
-    .await
-}
-
-/// Whether a part is still running (it has not exited or crashed).
-fn alive(part: &mut Proc) -> bool {
-    matches!(part.0.try_wait(), Ok(None))
-}
-
-/// Liveness settings used where nodes must become `lost` within the test.
-const FAST_LIVENESS: &[&str] = &[
-    "--heartbeat-interval",
-    "200ms",
-    "--disconnect-after",
-    "1s",
-    "--lost-after",
-    "3s",
-];
-
-/// Liveness settings under which a dead edge stays merely `disconnected`.
-const SLOW_LIVENESS: &[&str] = &[
-    "--heartbeat-interval",
-    "200ms",
-    "--disconnect-after",
-    "2s",
-    "--lost-after",
-    "60s",
-];
-
-struct Stack {
-    server: NatsServer,
-    dir: tempfile::TempDir,
-    liveness: &'static [&'static str],
-}
-
-impl Stack {
-    fn new(liveness: &'static [&'static str]) -> Self {
-        Self {
-            server: NatsServer::start(),
-            dir: tempfile::tempdir().unwrap(),
-            liveness,
-        }
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// An orchestrator whose views live in `<tmp>/<name>`: the same name is the same data dir.
-    fn orchestrator(&self, name: &str) -> Proc {
-        let mut args = vec!["orchestrator"];
-        args.extend(self.liveness);
-        Proc::spawn(&self.url(), &args, &self.dir.path().join(name))
-    }
-
-    fn edge_dir(&self, id: &str) -> PathBuf {
-        self.dir.path().join(id)
-    }
-
-    /// An edge labelled `role=<role>` and `host=<id>` (so a job can pin one node).
-    fn edge(&self, id: &str, role: &str, capacity: u32) -> Proc {
-        let (role, host, capacity) = (
-            format!("role={role}"),
-            format!("host={id}"),
-            capacity.to_string(),
-        );
-        Proc::spawn(
-            &self.url(),
-            &[
-                "edge",
-                "--node-id",
-                id,
-                "--label",
-                &role,
-                "--label",
-                &host,
-                "--capacity",
-                &capacity,
-                "--heartbeat-interval",
-                "200ms",
-            ],
-            &self.edge_dir(id),
-        )
-    }
-
-    fn spec(&self, name: &str, yaml: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-
-    fn deploy(&self, name: &str, yaml: &str, wait: bool) -> Value {
-        let spec = self.spec(name, yaml);
-        let mut args = vec!["job", "deploy", spec.to_str().unwrap()];
-        if wait {
-            args.push("--wait");
-        }
-        json(&self.url(), &args)
-    }
-
-    async fn nodes_in(&self, ids: &[&str], state: &str) {
-        let url = self.url();
-        eventually(&format!("nodes {ids:?} to be {state}"), 30, || {
-            // Until the orchestrator answers, there is nothing to see: keep waiting.
-            let out = cairn(&url, &["node", "list", "-o", "json"]);
-            let nodes: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            let there: BTreeSet<&str> = nodes
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|n| n["state"] == state)
-                .filter_map(|n| n["id"].as_str())
-                .collect();
-            if ids.iter().all(|id| there.contains(id)) {
-                Ok(())
-            } else {
-                Err(format!("{nodes} {}", String::from_utf8_lossy(&out.stderr)))
-            }
-        })
-        .await;
-    }
-}
+use support::json;
+use support::stack::{
+    FAST_LIVENESS, SLOW_LIVENESS, Stack, alive, count_in, events, eventually, executions, of_type,
+    stream_messages,
+};
 
 /// A long-running task that ends by itself once its edge is gone (`$PPID` is the edge; the
 /// task runs in a process group of its own, so SIGKILLing the edge would leave it behind).
@@ -464,18 +309,6 @@ task:
         alive(&mut orchestrator),
         "the orchestrator outlives the outage"
     );
-}
-
-/// Messages a stream holds now (0 while the server does not answer).
-async fn stream_messages(stack: &Stack, stream: &str) -> u64 {
-    let Ok(client) = cairn_streams::connect(&stack.url(), None, "cairn-test").await else {
-        return 0;
-    };
-    let js = cairn_streams::jetstream(client);
-    match js.get_stream(stream).await {
-        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
-        Err(_) => 0,
-    }
 }
 
 /// How a node is away while its job is stopped.

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::store::{ExecutionFilter, NodeSummary, ViewReader, ViewStore};
+use crate::store::{ExecutionFilter, Lookup, NodeSummary, ViewReader, ViewStore};
 use crate::views::{CommandOutcome, ExecutionView, JobView};
 
 /// The endpoints, each answering on `streams::subjects::query(name)`.
@@ -34,7 +34,7 @@ pub struct Answer<T> {
     pub result: T,
 }
 
-/// `job`: one job by id or name, with its executions of every version.
+/// `job`: one job by id, name or unique id prefix, with its executions of every version.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JobQuery {
     pub job: String,
@@ -47,7 +47,7 @@ pub struct JobDetail {
     pub executions: Vec<ExecutionView>,
 }
 
-/// `executions`: all given filters must match; `job` is an id or a name.
+/// `executions`: all given filters must match; `job` is an id, a name or a unique id prefix.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ExecutionQuery {
     #[serde(default)]
@@ -58,7 +58,7 @@ pub struct ExecutionQuery {
     pub state: Option<ExecutionState>,
 }
 
-/// `execution`: one execution by id.
+/// `execution`: one execution by id or unique id prefix.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ExecutionIdQuery {
     pub execution: String,
@@ -88,6 +88,30 @@ impl Refusal {
         Self {
             code: 404,
             status: status.into(),
+        }
+    }
+
+    /// What a lookup found, or why it found nothing: unknown (404), or a prefix of several
+    /// ids (409, naming some of them so the asker can type more).
+    fn found<T>(what: &str, key: &str, lookup: Lookup<T>) -> Result<T, Self> {
+        match lookup {
+            Lookup::Found(row) => Ok(row),
+            Lookup::Missing => Err(Self::not_found(format!("unknown {what} {key:?}"))),
+            Lookup::Ambiguous { first, matches } => {
+                let more = matches - first.len();
+                let tail = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                Err(Self {
+                    code: 409,
+                    status: format!(
+                        "{what} id prefix {key:?} is ambiguous: it matches {}{tail}",
+                        first.join(", ")
+                    ),
+                })
+            }
         }
     }
 }
@@ -122,10 +146,8 @@ fn parse<T: serde::de::DeserializeOwned + Default>(payload: &[u8]) -> Result<T, 
         .map_err(|e| Refusal::bad_request(format!("malformed request: {e}")))
 }
 
-fn job_or_refuse(reader: &ViewReader, id_or_name: &str) -> Result<JobView, Refusal> {
-    reader
-        .job(id_or_name)?
-        .ok_or_else(|| Refusal::not_found(format!("unknown job {id_or_name:?}")))
+fn job_or_refuse(reader: &ViewReader, key: &str) -> Result<JobView, Refusal> {
+    Refusal::found("job", key, reader.find_job(key)?)
 }
 
 /// Answers one request from one snapshot of the views. Synchronous: runs on a blocking thread.
@@ -161,13 +183,9 @@ fn handle(store: &ViewStore, endpoint: &str, payload: &[u8]) -> Result<Bytes, Re
         }
         endpoint::EXECUTION => {
             let query: ExecutionIdQuery = parse(payload)?;
-            match reader.execution(&query.execution)? {
-                Some(execution) => answer(&reader, execution),
-                None => Err(Refusal::not_found(format!(
-                    "unknown execution {:?}",
-                    query.execution
-                ))),
-            }
+            let key = &query.execution;
+            let execution = Refusal::found("execution", key, reader.find_execution(key)?)?;
+            answer(&reader, execution)
         }
         endpoint::OUTCOME => {
             let query: OutcomeQuery = serde_json::from_slice(payload)

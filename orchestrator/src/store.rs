@@ -170,6 +170,25 @@ pub struct ExecutionFilter {
     pub state: Option<ExecutionState>,
 }
 
+/// The fewest characters of an id that are looked up as a prefix of one. Shorter keys are
+/// only ever ids or names: a two-letter typo must not pick the one job that happens to exist.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// How many of the ids an ambiguous prefix matches are named back to the asker.
+const AMBIGUOUS_SHOWN: usize = 3;
+
+/// What a key (an id, a name, or a unique prefix of an id) names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Found(T),
+    Missing,
+    /// The key is a prefix of several ids: the first few of them, and how many match in all.
+    Ambiguous {
+        first: Vec<String>,
+        matches: usize,
+    },
+}
+
 /// A node with the number of its non-terminal executions.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
@@ -256,6 +275,58 @@ impl ViewReader {
 
     pub fn execution(&self, id: &str) -> Result<Option<ExecutionView>> {
         self.one(Table::Executions, id)
+    }
+
+    /// A job by id, by name, or by a unique prefix of its id (the way people type the short
+    /// ids tables show). Exact matches win, so a name that looks like a prefix still works.
+    pub fn find_job(&self, key: &str) -> Result<Lookup<JobView>> {
+        if let Some(job) = self.job(key)? {
+            return Ok(Lookup::Found(job));
+        }
+        self.by_prefix(Table::Jobs, key)
+    }
+
+    /// An execution by id or by a unique prefix of its id.
+    pub fn find_execution(&self, key: &str) -> Result<Lookup<ExecutionView>> {
+        if let Some(execution) = self.execution(key)? {
+            return Ok(Lookup::Found(execution));
+        }
+        self.by_prefix(Table::Executions, key)
+    }
+
+    /// The one row of `table` whose key starts with `prefix`. Ids are ULIDs, written in
+    /// upper case and read in any case.
+    fn by_prefix<V: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Lookup<V>> {
+        if prefix.len() < MIN_ID_PREFIX || !prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(Lookup::Missing);
+        }
+        let prefix = prefix.to_ascii_uppercase();
+        let t = self.txn.open_table(definition(table))?;
+        let mut first = Vec::new();
+        let mut matches = 0;
+        let mut found = None;
+        for entry in t.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            matches += 1;
+            if first.len() < AMBIGUOUS_SHOWN {
+                first.push(k.value().to_owned());
+            }
+            if matches == 1 {
+                found = Some(decode(table, k.value(), v.value())?);
+            }
+        }
+        Ok(match (matches, found) {
+            (1, Some(row)) => Lookup::Found(row),
+            (0, _) | (_, None) => Lookup::Missing,
+            _ => Lookup::Ambiguous { first, matches },
+        })
     }
 
     /// Executions matching `filter`, in id (creation) order.

@@ -150,12 +150,15 @@ impl Topology {
     /// for clients (the CLI) that must not impose their idea of replicas or limits on a
     /// deployment, yet may store a command before any orchestrator ever ran.
     pub async fn create_if_missing(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
-        if js.get_stream_no_info(kind.name()).await.is_ok() {
+        // `get_stream` asks the server; `get_stream_no_info` only makes a handle, so it
+        // would say "exists" for a stream that never was.
+        if js.get_stream(kind.name()).await.is_ok() {
             return Ok(());
         }
         match js.create_stream(self.config(kind)).await {
             Ok(_) => Ok(()),
-            Err(_) if js.get_stream_no_info(kind.name()).await.is_ok() => Ok(()),
+            // Someone else created it first.
+            Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
             Err(e) => Err(Error::Setup {
                 stream: kind.name().to_owned(),
                 reason: e.to_string(),

@@ -74,6 +74,31 @@ async fn set_up_is_idempotent_and_sets_consumer_limits() {
 }
 
 #[tokio::test]
+async fn create_if_missing_creates_a_missing_stream_and_leaves_an_existing_one_alone() {
+    let server = NatsServer::start();
+    let js = cairn_streams::jetstream(server.connect().await);
+    let small = Topology {
+        max_nodes: 10,
+        ..Topology::default()
+    };
+    small
+        .create_if_missing(&js, StreamKind::Assignments)
+        .await
+        .unwrap();
+    let mut assign = js.get_stream(StreamKind::Assignments.name()).await.unwrap();
+    assert_eq!(assign.info().await.unwrap().config.max_consumers, 10);
+    Topology::default()
+        .create_if_missing(&js, StreamKind::Assignments)
+        .await
+        .unwrap();
+    assert_eq!(
+        assign.info().await.unwrap().config.max_consumers,
+        10,
+        "an existing stream keeps its settings"
+    );
+}
+
+#[tokio::test]
 async fn appended_events_read_back_in_order_and_identical() {
     let server = NatsServer::start();
     let (publisher, reader) = setup(&server).await;

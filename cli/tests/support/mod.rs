@@ -3,31 +3,61 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+/// A spec that passes every check: a batch job of one `true`.
+pub const VALID_SPEC: &str = "name: ok\ntype: batch\ntask: {engine: exec, command: [\"true\"]}\n";
+
+/// Writes a spec file `name` into `dir`.
+pub fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing a spec");
+    path
+}
+
+/// `cairn`, untouched by the settings of whoever runs the tests.
+pub fn bare() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for setting in [
+        "CAIRN_NATS_URL",
+        "CAIRN_NATS_CREDS",
+        "NO_COLOR",
+        "CLICOLOR",
+        "CLICOLOR_FORCE",
+    ] {
+        command.env_remove(setting);
+    }
+    command
+}
+
+/// `cairn --nats URL`, untouched by the settings of whoever runs the tests.
+pub fn command(url: &str) -> Command {
+    let mut command = bare();
+    command.args(["--nats", url]);
+    command
+}
+
+/// Runs a command that must succeed and returns what it printed.
+pub fn succeed(command: &mut Command) -> String {
+    let out = command.output().expect("running cairn");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cairn printed text")
+}
 
 /// Runs `cairn --nats URL ARGS…` to completion.
 pub fn cairn(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .env_remove("CAIRN_NATS_URL")
-        .env_remove("CAIRN_NATS_CREDS")
-        .args(["--nats", url])
-        .args(args)
-        .output()
-        .expect("running cairn")
+    command(url).args(args).output().expect("running cairn")
 }
 
 /// Runs a command with `-o json`, which must succeed, and parses its answer.
 pub fn json(url: &str, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = cairn(url, &all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("cairn printed JSON")
+    let out = succeed(command(url).args(args).args(["-o", "json"]));
+    serde_json::from_str(&out).expect("cairn printed JSON")
 }
 
 /// A long-running `cairn` part (orchestrator, edge), SIGKILLed when dropped.
@@ -37,9 +67,7 @@ impl Proc {
     /// Starts `cairn --nats URL ARGS… --data DIR`.
     pub fn spawn(url: &str, args: &[&str], data: &Path) -> Self {
         Proc(
-            Command::new(env!("CARGO_BIN_EXE_cairn"))
-                .env_remove("CAIRN_NATS_URL")
-                .args(["--nats", url])
+            command(url)
                 .args(args)
                 .arg("--data")
                 .arg(data)
@@ -62,3 +90,5 @@ impl Drop for Proc {
         self.kill9();
     }
 }
+
+pub mod stack;

@@ -1,0 +1,213 @@
+//! The stack the end-to-end tests run against: a real nats-server, `cairn orchestrator` and
+//! `cairn edge` processes, and probes that read the system only through the CLI (and the raw
+//! stream counts where a test must see what is queued).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cairn_streams::testing::{NatsServer, wait_until};
+use serde_json::Value;
+
+use super::{Proc, cairn, json};
+
+/// The whole event log, one JSON object per event.
+pub fn events(url: &str) -> Vec<Value> {
+    let out = cairn(url, &["events", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn of_type<'e>(events: &'e [Value], kind: &str) -> Vec<&'e Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+/// Every execution of `job` (all versions); empty while the views do not know the job yet.
+pub fn executions(url: &str, job: &str) -> Vec<Value> {
+    let out = cairn(url, &["execution", "list", "--job", job, "-o", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+pub fn count_in(executions: &[Value], state: &str) -> usize {
+    executions.iter().filter(|e| e["state"] == state).count()
+}
+
+/// Waits, with a deadline, for a synchronous probe (a CLI call) to succeed.
+pub async fn eventually<T>(
+    what: &str,
+    secs: u64,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    wait_until(what, Duration::from_secs(secs), || {
+        let seen = probe();
+        async move { seen }
+    })
+    .await
+}
+
+/// Whether a part is still running (it has not exited or crashed).
+pub fn alive(part: &mut Proc) -> bool {
+    matches!(part.0.try_wait(), Ok(None))
+}
+
+/// Liveness settings used where nodes must become `lost` within the test.
+pub const FAST_LIVENESS: &[&str] = &[
+    "--heartbeat-interval",
+    "200ms",
+    "--disconnect-after",
+    "1s",
+    "--lost-after",
+    "3s",
+];
+
+/// Liveness settings under which a dead edge stays merely `disconnected`.
+pub const SLOW_LIVENESS: &[&str] = &[
+    "--heartbeat-interval",
+    "200ms",
+    "--disconnect-after",
+    "2s",
+    "--lost-after",
+    "60s",
+];
+
+/// A real nats-server and a temporary directory; orchestrators and edges are started on
+/// demand as `cairn` processes whose data lives under that directory.
+pub struct Stack {
+    pub server: NatsServer,
+    pub dir: tempfile::TempDir,
+    liveness: &'static [&'static str],
+}
+
+impl Stack {
+    pub fn new(liveness: &'static [&'static str]) -> Self {
+        Self {
+            server: NatsServer::start(),
+            dir: tempfile::tempdir().unwrap(),
+            liveness,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// An orchestrator whose views live in `<tmp>/<name>`: the same name is the same data dir.
+    pub fn orchestrator(&self, name: &str) -> Proc {
+        let mut args = vec!["orchestrator"];
+        args.extend(self.liveness);
+        Proc::spawn(&self.url(), &args, &self.dir.path().join(name))
+    }
+
+    pub fn edge_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(id)
+    }
+
+    /// An edge labelled `role=<role>` and `host=<id>` (so a job can pin one node).
+    pub fn edge(&self, id: &str, role: &str, capacity: u32) -> Proc {
+        let (role, host, capacity) = (
+            format!("role={role}"),
+            format!("host={id}"),
+            capacity.to_string(),
+        );
+        Proc::spawn(
+            &self.url(),
+            &[
+                "edge",
+                "--node-id",
+                id,
+                "--label",
+                &role,
+                "--label",
+                &host,
+                "--capacity",
+                &capacity,
+                "--heartbeat-interval",
+                "200ms",
+            ],
+            &self.edge_dir(id),
+        )
+    }
+
+    pub fn spec(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    pub fn deploy(&self, name: &str, yaml: &str, wait: bool) -> Value {
+        let spec = self.spec(name, yaml);
+        let mut args = vec!["job", "deploy", spec.to_str().unwrap()];
+        if wait {
+            args.push("--wait");
+        }
+        json(&self.url(), &args)
+    }
+
+    pub async fn nodes_in(&self, ids: &[&str], state: &str) {
+        let url = self.url();
+        eventually(&format!("nodes {ids:?} to be {state}"), 30, || {
+            // Until the orchestrator answers, there is nothing to see: keep waiting.
+            let out = cairn(&url, &["node", "list", "-o", "json"]);
+            let nodes: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let there: BTreeSet<&str> = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["state"] == state)
+                .filter_map(|n| n["id"].as_str())
+                .collect();
+            if ids.iter().all(|id| there.contains(id)) {
+                Ok(())
+            } else {
+                Err(format!("{nodes} {}", String::from_utf8_lossy(&out.stderr)))
+            }
+        })
+        .await;
+    }
+
+    /// Waits for exactly `count` executions of `job` to be in `state`, and returns them.
+    pub async fn executions_in(&self, job: &str, state: &str, count: usize) -> Vec<Value> {
+        let url = self.url();
+        eventually(
+            &format!("{count} executions of {job} to be {state}"),
+            30,
+            || {
+                // Until the views have the job, the answer is "unknown job": keep waiting.
+                let all = executions(&url, job);
+                let matching: Vec<Value> = all
+                    .iter()
+                    .filter(|e| e["state"] == state)
+                    .cloned()
+                    .collect();
+                if matching.len() == count {
+                    Ok(matching)
+                } else {
+                    Err(format!("{all:?}"))
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// Messages a stream holds now (0 while the server does not answer).
+pub async fn stream_messages(stack: &Stack, stream: &str) -> u64 {
+    let Ok(client) = cairn_streams::connect(&stack.url(), None, "cairn-test").await else {
+        return 0;
+    };
+    let js = cairn_streams::jetstream(client);
+    match js.get_stream(stream).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
+        Err(_) => 0,
+    }
+}
