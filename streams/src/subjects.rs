@@ -30,6 +30,8 @@ pub const REPORTS: &str = "cairn.report.*";
 pub const ASSIGNMENTS: &str = "cairn.assign.*";
 pub const LOGS: &str = "cairn.log.*.*";
 pub const HEARTBEATS: &str = "cairn.hb.*";
+/// Every event about any job (a filter on the event stream).
+pub const JOB_EVENTS: &str = "cairn.evt.job.*";
 
 /// The subject a command is published on.
 pub fn command(command: &Command) -> Subject {
@@ -79,6 +81,13 @@ pub fn assignments(node: &NodeId) -> Subject {
     format!("cairn.assign.{node}").into()
 }
 
+/// The node an assignment subject belongs to, if it is one.
+pub fn node_of_assignment(subject: &str) -> Option<NodeId> {
+    subject
+        .strip_prefix("cairn.assign.")
+        .and_then(|id| NodeId::new(id).ok())
+}
+
 /// The durable pull consumer through which `node` receives its work.
 pub fn node_consumer(node: &NodeId) -> String {
     format!("node-{node}")
@@ -91,6 +100,14 @@ pub fn log(node: &NodeId, execution: ExecutionId) -> Subject {
 /// A filter matching one execution's log lines, whichever node wrote them.
 pub fn log_of(execution: ExecutionId) -> Subject {
     format!("cairn.log.*.{execution}").into()
+}
+
+/// The versioned prefix of the orchestrator's query service endpoints.
+pub const QUERY_PREFIX: &str = "cairn.v1.q";
+
+/// The subject of one query endpoint, e.g. `cairn.v1.q.nodes`.
+pub fn query(endpoint: &str) -> Subject {
+    format!("{QUERY_PREFIX}.{endpoint}").into()
 }
 
 #[cfg(test)]
@@ -108,6 +125,10 @@ mod tests {
             Some(node.clone())
         );
         assert_eq!(assignments(&node).as_str(), "cairn.assign.edge-7");
+        assert_eq!(
+            node_of_assignment(assignments(&node).as_str()),
+            Some(node.clone())
+        );
         assert_eq!(node_consumer(&node), "node-edge-7");
         let exec = ExecutionId::generate();
         assert_eq!(
@@ -115,12 +136,4 @@ mod tests {
             format!("cairn.log.edge-7.{exec}")
         );
     }
-}
-
-/// The versioned prefix of the orchestrator's query service endpoints.
-pub const QUERY_PREFIX: &str = "cairn.v1.q";
-
-/// The subject of one query endpoint, e.g. `cairn.v1.q.nodes`.
-pub fn query(endpoint: &str) -> Subject {
-    format!("{QUERY_PREFIX}.{endpoint}").into()
 }
