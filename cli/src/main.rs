@@ -2,12 +2,17 @@
 //! its queries and commands. The contract for scripts is `shared/CLI.md`: flags and JSON
 //! fields are only ever added, never renamed.
 
+mod audit;
 mod commands;
 mod dev;
 mod events;
+mod job_history;
 mod logs;
 mod output;
 mod query;
+mod records;
+mod replay;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,13 +86,18 @@ enum Command {
         after_help = "Examples:\n  cairn events\n  cairn events --from-seq 100\n  cairn events --since 10m --follow\n  cairn events --since 2026-11-23T10:02:00Z"
     )]
     Events(events::EventsArgs),
+    /// Audit the log: an entity's causal history, verification of the live views, export.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Every node with its state, labels and number of non-terminal executions.
-    #[command(after_help = "Examples:\n  cairn node list\n  cairn node list -o json")]
-    List,
+    #[command(
+        after_help = "Examples:\n  cairn node list\n  cairn node list -o json\n  cairn node list --at-seq 1200\n  cairn node list --at 2026-11-23T10:02:00Z"
+    )]
+    List(replay::AsOf),
 }
 
 #[derive(Subcommand)]
@@ -122,15 +132,30 @@ enum JobCommand {
         timeout: humantime::Duration,
     },
     /// Every job at its current version.
-    #[command(after_help = "Examples:\n  cairn job list\n  cairn job list -o yaml")]
-    List,
+    #[command(
+        after_help = "Examples:\n  cairn job list\n  cairn job list -o yaml\n  cairn job list --at 10m"
+    )]
+    List(replay::AsOf),
     /// One job by id or name: its spec and its executions of every version.
     #[command(
-        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3… -o json"
+        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3… -o json\n  cairn job describe heartbeat --at-seq 1200"
     )]
     Describe {
         /// Job id or name.
         job: String,
+        #[command(flatten)]
+        at: replay::AsOf,
+    },
+    /// Every version of a job from the log; -p shows how each spec differs from the last.
+    #[command(
+        after_help = "Examples:\n  cairn job history heartbeat\n  cairn job history heartbeat -p"
+    )]
+    History {
+        /// Job id or name.
+        job: String,
+        /// Show each version's spec as a diff against the previous version.
+        #[arg(short = 'p', long = "diff")]
+        diff: bool,
     },
 }
 
@@ -138,7 +163,7 @@ enum JobCommand {
 enum ExecutionCommand {
     /// Executions, filtered by job (id or name: every version), node or state.
     #[command(
-        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running"
+        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running\n  cairn execution list --job heartbeat --at-seq 1200"
     )]
     List {
         /// Job id or name.
@@ -150,6 +175,8 @@ enum ExecutionCommand {
         /// pending, accepted, running, completed, failed, stopped, cancelled or lost.
         #[arg(long)]
         state: Option<cairn_shared::ExecutionState>,
+        #[command(flatten)]
+        at: replay::AsOf,
     },
     /// The task's output (raw text). --follow keeps printing until the execution ends.
     #[command(
@@ -223,8 +250,12 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Node(NodeCommand::List) => query::node_list(&global).await,
-            Command::Job(JobCommand::List) => query::job_list(&global).await,
+            Command::Audit(command) => audit::run(&global, command).await,
+            Command::Node(NodeCommand::List(at)) => query::node_list(&global, &at).await,
+            Command::Job(JobCommand::List(at)) => query::job_list(&global, &at).await,
+            Command::Job(JobCommand::History { job, diff }) => {
+                job_history::run(&global, &job, diff).await
+            }
             Command::Job(JobCommand::Deploy {
                 file,
                 wait,
@@ -233,14 +264,22 @@ fn main() -> ExitCode {
             Command::Job(JobCommand::Stop { job, wait, timeout }) => {
                 commands::stop(&global, job, wait, timeout.into()).await
             }
-            Command::Job(JobCommand::Describe { job }) => query::job_describe(&global, job).await,
+            Command::Job(JobCommand::Describe { job, at }) => {
+                query::job_describe(&global, job, &at).await
+            }
             Command::Execution(ExecutionCommand::Logs { execution, follow }) => {
                 logs::run(&global, execution, follow).await
             }
-            Command::Execution(ExecutionCommand::List { job, node, state }) => {
+            Command::Execution(ExecutionCommand::List {
+                job,
+                node,
+                state,
+                at,
+            }) => {
                 query::execution_list(
                     &global,
                     cairn_orchestrator::query::ExecutionQuery { job, node, state },
+                    &at,
                 )
                 .await
             }
