@@ -156,19 +156,35 @@ async fn export(global: &Global, args: ExportArgs) -> Result<()> {
         .sum();
     let bar = replay::progress(total, "exporting messages");
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (kind, from, to) in ranges {
-        records::read_range(&reader, kind, from, to, |record| {
-            serde_json::to_writer(&mut out, &record.export())?;
-            out.write_all(b"\n")?;
-            bar.inc(1);
-            Ok(())
-        })
-        .await
-        .with_context(|| format!("exporting {}", kind.name()))?;
+    let written = async {
+        for (kind, from, to) in ranges {
+            records::read_range(&reader, kind, from, to, |record| {
+                serde_json::to_writer(&mut out, &record.export())?;
+                out.write_all(b"\n")?;
+                bar.inc(1);
+                Ok(())
+            })
+            .await
+            .with_context(|| format!("exporting {}", kind.name()))?;
+        }
+        out.flush().context("writing to stdout")
     }
+    .await;
     bar.finish_and_clear();
-    out.flush().context("writing to stdout")?;
-    Ok(())
+    match written {
+        // The reader stopped reading (`| head`): nothing is wrong.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// One line of an entity's history.
