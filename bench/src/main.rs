@@ -1,10 +1,17 @@
 //! `cairn-bench`: cairn's throughput measured beside raw JetStream in the same run, on the
 //! same server and client, so every figure is reported as a ratio to its baseline.
 
+mod dispatch;
+mod fleet;
 mod history;
+mod lifecycle;
+mod raw;
 mod reconnect;
 mod replay;
 mod report;
+mod scale;
+mod stack;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -56,6 +63,35 @@ enum Command {
         #[arg(long, default_value = "true")]
         task: String,
     },
+    /// One batch job from deploy to every execution completed and in the views, on
+    /// simulated edges, beside raw messages through as many per-node consumers.
+    Lifecycle {
+        /// Simulated edges (default 100; 10 with --quick).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Executions in the batch job (default 10,000; 500 with --quick).
+        #[arg(long)]
+        executions: Option<u32>,
+    },
+    /// Work offered at a fixed rate: decided → edge has it, beside raw publish → receive.
+    Dispatch {
+        /// Simulated edges (default 100; 10 with --quick).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Executions offered per second (default 1,000; 200 with --quick).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// How long work is offered (default 10s; 1s with --quick).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Fleets of growing size: time to register all, time to run a daemon on all, and
+    /// the memory of nats-server, the orchestrator and one edge.
+    Scale {
+        /// Fleet sizes, in order (default 10,100,1000,10000; 10,50 with --quick).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
+    },
     /// Every scenario in turn.
     All,
 }
@@ -83,7 +119,35 @@ async fn main() -> Result<()> {
         |events: Option<u64>| events.unwrap_or(if quick { 20_000 } else { 1_000_000 });
     let backlog = |b: Option<u64>| b.unwrap_or(if quick { 300 } else { 10_000 });
     let trials = |t: Option<u32>| t.unwrap_or(if quick { 3 } else { 20 });
+    let nodes = |n: Option<usize>| n.unwrap_or(if quick { 10 } else { 100 });
+    let executions = |e: Option<u32>| e.unwrap_or(if quick { 500 } else { 10_000 });
+    let rate = |r: Option<u64>| r.unwrap_or(if quick { 200 } else { 1_000 });
+    let duration = |d: Option<std::time::Duration>| {
+        d.unwrap_or(std::time::Duration::from_secs(if quick { 1 } else { 10 }))
+    };
+    let sizes = |s: Option<Vec<usize>>| {
+        s.unwrap_or_else(|| {
+            if quick {
+                vec![10, 50]
+            } else {
+                vec![10, 100, 1_000, 10_000]
+            }
+        })
+    };
+    let server_pid = server
+        .as_ref()
+        .and_then(cairn_streams::testing::NatsServer::pid);
     let scenarios = match cli.command {
+        Command::Lifecycle {
+            nodes: n,
+            executions: e,
+        } => vec![lifecycle::run(&url, nodes(n), executions(e)).await?],
+        Command::Dispatch {
+            nodes: n,
+            rate: r,
+            duration: d,
+        } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d)).await?],
+        Command::Scale { sizes: s } => vec![scale::run(&url, &sizes(s), server_pid).await?],
         Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
         Command::Reconnect {
             backlog: b,
@@ -91,8 +155,11 @@ async fn main() -> Result<()> {
             task,
         } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
         Command::All => vec![
-            replay::run(&url, replay_events(None)).await?,
+            lifecycle::run(&url, nodes(None), executions(None)).await?,
+            dispatch::run(&url, nodes(None), rate(None), duration(None)).await?,
             reconnect::run(&url, backlog(None), trials(None), "true").await?,
+            replay::run(&url, replay_events(None)).await?,
+            scale::run(&url, &sizes(None), server_pid).await?,
         ],
     };
     let report = report::Report::new(&url, cli.quick, scenarios).await?;

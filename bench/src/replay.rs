@@ -41,8 +41,69 @@ pub async fn run(url: &str, events: u64) -> Result<Scenario> {
         "stream holds {last} events, expected {events}"
     );
 
+    let rebuilt = rebuild(&js, last).await?;
+    let store = Arc::clone(&rebuilt.store);
+    let view = store.read()?;
+    ensure!(
+        view.undecodable()?.is_empty(),
+        "the projector found undecodable events"
+    );
+    let jobs = view.jobs()?.len();
+    ensure!(
+        jobs > 0 || events <= history::NODES as u64,
+        "the projector built no job views"
+    );
+    let file_size = std::fs::metadata(store.path())?.len();
+
+    let rate = |d: Duration| events as f64 / d.as_secs_f64();
+    let mut figures = vec![Figure::rate(
+        "raw publish (pipelined, Nats-Msg-Id)",
+        rate(publish),
+        None,
+    )];
+    figures.extend(rebuilt.figures(events));
+    Ok(Scenario {
+        name: "replay".into(),
+        notes: format!(
+            "{events} events ({} bytes on average), {jobs} jobs; views file {} MB",
+            bytes / events.max(1) as usize,
+            file_size / 1_000_000
+        ),
+        figures,
+    })
+}
+
+/// A rebuild of the views from the event stream, beside a raw read of the same stream.
+pub struct Rebuild {
+    pub consume: Duration,
+    pub project: Duration,
+    pub store: Arc<ViewStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rebuild {
+    pub fn figures(&self, events: u64) -> Vec<Figure> {
+        let rate = |d: Duration| events as f64 / d.as_secs_f64();
+        vec![
+            Figure::rate(
+                "raw consume (ordered consumer, no decode)",
+                rate(self.consume),
+                None,
+            ),
+            Figure::rate(
+                "projector rebuild into redb",
+                rate(self.project),
+                Some(rate(self.consume)),
+            ),
+        ]
+    }
+}
+
+/// Reads the event stream up to `last` raw, then rebuilds the views from it into a fresh
+/// redb file with the projector.
+pub async fn rebuild(js: &async_nats::jetstream::Context, last: Seq) -> Result<Rebuild> {
     eprintln!("replay: raw consume");
-    let consume = raw_consume(&js, events).await?;
+    let consume = raw_consume(js, last.0).await?;
 
     eprintln!("replay: projector rebuild into a fresh redb file");
     let dir = tempfile::tempdir()?;
@@ -60,40 +121,11 @@ pub async fn run(url: &str, events: u64) -> Result<Scenario> {
         applied == last,
         "projector stopped at {applied}, expected {last}"
     );
-    let view = store.read()?;
-    ensure!(
-        view.undecodable()?.is_empty(),
-        "the projector found undecodable events"
-    );
-    let jobs = view.jobs()?.len();
-    ensure!(
-        jobs > 0 || events <= history::NODES as u64,
-        "the projector built no job views"
-    );
-    let file_size = std::fs::metadata(store.path())?.len();
-
-    let rate = |d: Duration| events as f64 / d.as_secs_f64();
-    let consume_rate = rate(consume);
-    Ok(Scenario {
-        name: "replay".into(),
-        notes: format!(
-            "{events} events ({} bytes on average), {jobs} jobs; views file {} MB",
-            bytes / events.max(1) as usize,
-            file_size / 1_000_000
-        ),
-        figures: vec![
-            Figure::rate("raw publish (pipelined, Nats-Msg-Id)", rate(publish), None),
-            Figure::rate(
-                "raw consume (ordered consumer, no decode)",
-                consume_rate,
-                None,
-            ),
-            Figure::rate(
-                "projector rebuild into redb",
-                rate(project),
-                Some(consume_rate),
-            ),
-        ],
+    Ok(Rebuild {
+        consume,
+        project,
+        store,
+        _dir: dir,
     })
 }
 

@@ -15,11 +15,26 @@ pub struct Figure {
 
 impl Figure {
     pub fn rate(name: &str, per_second: f64, baseline: Option<f64>) -> Self {
+        Self::rate_of("msg/s", name, per_second, baseline)
+    }
+
+    /// A rate of something other than messages (`exec/s`), against a baseline in msg/s.
+    pub fn rate_of(unit: &str, name: &str, per_second: f64, baseline: Option<f64>) -> Self {
         Self {
             name: name.to_owned(),
             value: per_second,
-            unit: "msg/s".into(),
+            unit: unit.to_owned(),
             ratio_to_baseline: baseline.map(|b| per_second / b),
+        }
+    }
+
+    /// Any other quantity (seconds, megabytes), with no baseline.
+    pub fn value(name: &str, value: f64, unit: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            ratio_to_baseline: None,
         }
     }
 
@@ -103,7 +118,7 @@ impl Report {
                     (Some(r), _) => format!("  ({:.0}% of raw)", r * 100.0),
                     (None, _) => String::new(),
                 };
-                let value = if f.unit == "ms" {
+                let value = if f.unit == "ms" || f.unit == "s" {
                     format!("{:.2}", f.value)
                 } else {
                     format!("{:.0}", f.value)
@@ -116,13 +131,5 @@ impl Report {
 }
 
 fn total_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    crate::stack::proc_kilobytes("/proc/meminfo", "MemTotal:").map(|kb| kb * 1024)
 }

@@ -12,7 +12,9 @@ use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
 use cairn_shared::spec::Labels;
 use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
-use cairn_streams::{LogEntry, Publisher, StreamKind, subjects};
+use cairn_streams::{Publisher, StreamKind, subjects};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -165,6 +167,8 @@ impl EdgeHandle {
 const PULL_BATCH: usize = 256;
 /// The most arrived messages handled as one batch (one transaction, acks in parallel).
 const MAX_BATCH: usize = 256;
+/// Batches being recorded at once; beyond this the pull waits for the store.
+const MAX_RECORDING: usize = 4;
 /// The server's idle heartbeat on the pull: a silent pull (server restarted, consumer gone)
 /// is noticed within two of these and re-established.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -204,7 +208,7 @@ impl Edge {
     pub async fn run(self, client: async_nats::Client, shutdown: CancellationToken) -> Result<()> {
         let node = self.config.node_id.clone();
         let js = cairn_streams::jetstream(client.clone());
-        self.recover().await?;
+        let interrupted = self.interrupted().await?;
         self.store
             .append(vec![outbox::hello_entry(
                 &node,
@@ -239,8 +243,11 @@ impl Edge {
             stop_grace: self.config.stop_grace,
             running: HashMap::new(),
             tasks: JoinSet::new(),
+            recording: FuturesOrdered::new(),
+            interrupted,
         };
         let outcome = agent.consume(&js, &shutdown).await;
+        let outcome = outcome.and(agent.settle().await);
         agent.stop_all().await;
 
         // Give the outbox a chance to empty; whatever remains is sent at the next start.
@@ -254,11 +261,11 @@ impl Edge {
     }
 
     /// Attempts left accepted or running by a previous process (it crashed, or was killed
-    /// before it could finish them) are reported `failed` with reason "edge restarted",
-    /// once: the report is recorded with the terminal state. They are never rerun. A
-    /// process of theirs that is still alive is killed first.
-    async fn recover(&self) -> Result<()> {
-        let node = &self.config.node_id;
+    /// before it could finish them). A process of theirs that is still alive is killed
+    /// now: nothing supervises it any more. They are never rerun; how they ended is
+    /// reported once the node's queue has been read (see [`Agent::report_interrupted`]).
+    async fn interrupted(&self) -> Result<Vec<AttemptKey>> {
+        let mut keys = Vec::new();
         for record in self.store.unfinished().await? {
             let key = record.key();
             if let Some(process) = record.process
@@ -266,35 +273,9 @@ impl Edge {
             {
                 tracing::warn!(attempt = %key, pid = process.pid, "killed the processes of an attempt left over from before the restart");
             }
-            let reason = "edge restarted".to_owned();
-            let entries = vec![
-                outbox::log_entry(
-                    node,
-                    key.execution,
-                    LogEntry::end_id(key.execution, key.attempt),
-                    &LogEntry::End {
-                        attempt: key.attempt,
-                        outcome: ExecutionState::Failed.as_str().to_owned(),
-                    },
-                ),
-                outbox::update_entry(
-                    node,
-                    key,
-                    ExecutionState::Failed,
-                    None,
-                    Some(reason.clone()),
-                )?,
-            ];
-            let change = Change {
-                state: ExecutionState::Failed,
-                exit_code: None,
-                reason: Some(reason),
-                process: None,
-            };
-            self.store.transition(key, change, entries).await?;
-            tracing::warn!(attempt = %key, "attempt interrupted by a restart reported failed");
+            keys.push(key);
         }
-        Ok(())
+        Ok(keys)
     }
 }
 
@@ -307,6 +288,19 @@ struct Agent {
     /// Attempts with a task of their own, and how to stop each.
     running: HashMap<AttemptKey, watch::Sender<Option<StopCause>>>,
     tasks: JoinSet<AttemptKey>,
+    /// Batches of runs being recorded and acked, oldest first. The pull goes on meanwhile,
+    /// so a backlog's next batch arrives while the store commits the last one; runs start
+    /// in arrival order as their batches complete.
+    recording: FuturesOrdered<BoxFuture<'static, Recorded>>,
+    /// Attempts a previous process left unfinished, not reported yet.
+    interrupted: Vec<AttemptKey>,
+}
+
+/// A batch of runs, recorded and acked: the new ones to start, and a store failure that
+/// makes going on pointless.
+struct Recorded {
+    start: Vec<(AttemptKey, RunExecution)>,
+    fatal: Option<Error>,
 }
 
 type PullStream = jetstream::consumer::pull::Stream;
@@ -330,7 +324,12 @@ impl Agent {
                     continue;
                 }
                 bound = bind(js, &self.node) => match bound {
-                    Ok(messages) => messages,
+                    Ok((messages, pending)) => {
+                        if pending == 0 {
+                            self.report_interrupted().await?;
+                        }
+                        messages
+                    }
                     Err(reason) => {
                         let delay = backoff.next_delay();
                         tracing::debug!(%reason, retry_in = ?delay, "cannot bind to the node's consumer yet");
@@ -353,7 +352,8 @@ impl Agent {
                 tokio::select! {
                     () = shutdown.cancelled() => break None,
                     Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
-                    next = messages.next() => match next {
+                    Some(recorded) = self.recording.next(), if !self.recording.is_empty() => self.recorded(recorded)?,
+                    next = messages.next(), if self.recording.len() < MAX_RECORDING => match next {
                         Some(Ok(message)) => {
                             // Take whatever else has already arrived, so a backlog is
                             // recorded in a few transactions rather than one per message.
@@ -411,6 +411,57 @@ impl Agent {
     /// transaction) and then acked together; anything else is handled on its own, in its
     /// place, so a stop never overtakes the run it stops.
     async fn on_batch(&mut self, batch: Vec<jetstream::Message>) -> Result<()> {
+        let caught_up = batch
+            .last()
+            .and_then(|m| m.info().ok())
+            .is_some_and(|info| info.pending == 0);
+        self.on_messages(batch).await?;
+        if caught_up && !self.interrupted.is_empty() {
+            self.settle().await?;
+            self.report_interrupted().await?;
+        }
+        Ok(())
+    }
+
+    /// Reports the attempts a previous process left unfinished, once the queue has been
+    /// read up to date: a stop decided while the edge was down has then been taken, and
+    /// the attempt it names ended `stopped`. Every other one is reported `failed` with
+    /// reason "edge restarted", once (the record takes the terminal state with the report).
+    async fn report_interrupted(&mut self) -> Result<()> {
+        for key in std::mem::take(&mut self.interrupted) {
+            let reason = "edge restarted".to_owned();
+            if self
+                .end_taskless(key, ExecutionState::Failed, reason)
+                .await?
+            {
+                tracing::warn!(attempt = %key, "attempt interrupted by a restart reported failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends an attempt that has no task: its log's end marker, its terminal report and
+    /// its record, in one transaction. False if it had already ended.
+    async fn end_taskless(
+        &mut self,
+        key: AttemptKey,
+        state: ExecutionState,
+        reason: String,
+    ) -> Result<bool> {
+        let entries = vec![
+            outbox::end_of_log(&self.node, key, state),
+            outbox::update_entry(&self.node, key, state, None, Some(reason.clone()))?,
+        ];
+        let change = Change {
+            state,
+            exit_code: None,
+            reason: Some(reason),
+            process: None,
+        };
+        self.store.transition(key, change, entries).await
+    }
+
+    async fn on_messages(&mut self, batch: Vec<jetstream::Message>) -> Result<()> {
         let mut runs: Vec<(jetstream::Message, u64, RunExecution)> = Vec::new();
         for message in batch {
             let seq = message.info().map_or(0, |i| i.stream_sequence);
@@ -423,76 +474,43 @@ impl Agent {
                     runs.push((message, seq, run));
                 }
                 _ => {
-                    self.on_runs(std::mem::take(&mut runs)).await?;
+                    self.record(std::mem::take(&mut runs))?;
+                    // Whatever it is, it is handled after every run that came before it.
+                    self.settle().await?;
                     self.on_message(message).await?;
                 }
             }
         }
-        self.on_runs(runs).await
+        self.record(runs)
     }
 
-    /// Records runs in one group commit, acks the recorded ones, then starts the new ones.
-    async fn on_runs(&mut self, runs: Vec<(jetstream::Message, u64, RunExecution)>) -> Result<()> {
+    /// Queues runs to be recorded in one group commit and acked; they start when that is
+    /// done (see [`Agent::recorded`]).
+    fn record(&mut self, runs: Vec<(jetstream::Message, u64, RunExecution)>) -> Result<()> {
         if runs.is_empty() {
             return Ok(());
         }
-        let mut inserts = Vec::with_capacity(runs.len());
-        for (_, seq, run) in &runs {
-            let key = AttemptKey {
-                execution: run.execution,
-                attempt: run.attempt,
-            };
-            let accepted =
-                outbox::update_entry(&self.node, key, ExecutionState::Accepted, None, None)?;
-            inserts.push(
-                self.store
-                    .insert_if_absent(record_of(run, *seq), vec![accepted]),
-            );
-        }
-        // Every request reaches the store's writer before any is awaited alone, so they
-        // share a transaction and an fsync.
-        let outcomes = futures::future::join_all(inserts).await;
-        let mut acks = Vec::new();
-        let mut start = Vec::new();
-        let mut fatal = None;
-        for ((message, _, run), outcome) in runs.into_iter().zip(outcomes) {
-            let key = AttemptKey {
-                execution: run.execution,
-                attempt: run.attempt,
-            };
-            match outcome {
-                Ok(Inserted::New) => {
-                    acks.push(message);
-                    start.push((key, run));
-                }
-                Ok(Inserted::Known(record)) => {
-                    tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
-                    acks.push(message);
-                }
-                Err(e) => {
-                    // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
-                    tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                    if !e.is_retryable() {
-                        fatal.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        futures::future::join_all(acks.iter().map(|message| async move {
-            if let Err(e) = message.double_ack().await {
-                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be deduped");
-            }
-        }))
-        .await;
+        let batch = record_runs(self.store.clone(), &self.node, runs)?;
+        self.recording.push_back(batch.boxed());
+        Ok(())
+    }
+
+    /// Starts the new runs of a recorded batch.
+    fn recorded(&mut self, recorded: Recorded) -> Result<()> {
         // Started whatever the ack's fate: the record dedupes a redelivery, which would
         // otherwise find the attempt known and never start it.
-        for (key, run) in start {
+        for (key, run) in recorded.start {
             self.start(key, run);
         }
-        fatal.map_or(Ok(()), Err)
+        recorded.fatal.map_or(Ok(()), Err)
+    }
+
+    /// Waits until every queued batch is recorded, acked and started.
+    async fn settle(&mut self) -> Result<()> {
+        while let Some(recorded) = self.recording.next().await {
+            self.recorded(recorded)?;
+        }
+        Ok(())
     }
 
     /// Handles one assignment message. `Err` only for local-store failures that make
@@ -515,7 +533,10 @@ impl Agent {
                 Ok(())
             }
             Ok(envelope) => match envelope.body {
-                Assignment::RunExecution(run) => self.on_runs(vec![(message, seq, run)]).await,
+                Assignment::RunExecution(run) => {
+                    self.record(vec![(message, seq, run)])?;
+                    self.settle().await
+                }
                 Assignment::StopExecution(stop) => self.on_stop(message, stop).await,
             },
         }
@@ -562,21 +583,10 @@ impl Agent {
                 tracing::debug!(attempt = %key, state = %record.state, "stop for a finished attempt");
             }
             Some(_) => {
-                // Recorded but without a task: only possible if its task died. End it here.
-                let entries = vec![outbox::update_entry(
-                    &self.node,
-                    key,
-                    ExecutionState::Stopped,
-                    None,
-                    Some(stop.reason.clone()),
-                )?];
-                let change = Change {
-                    state: ExecutionState::Stopped,
-                    exit_code: None,
-                    reason: Some(stop.reason),
-                    process: None,
-                };
-                self.store.transition(key, change, entries).await?;
+                // Recorded but without a task: left by a previous process (its processes
+                // were killed at start) or its task died. The stop is what ends it.
+                self.end_taskless(key, ExecutionState::Stopped, stop.reason)
+                    .await?;
             }
             None => {
                 // Never received: record a tombstone, so the attempt can never start here
@@ -623,6 +633,70 @@ impl Agent {
 /// A confirmed ack: returns once the server has the ack, so a recorded-and-acked attempt
 /// is really gone from the queue. A failed ack only means a redelivery, which the record
 /// dedupes.
+/// Records runs in one group commit and acks the recorded ones. The reports are built
+/// now; the returned future does the writing and acking, owning all it needs.
+fn record_runs(
+    store: Store,
+    node: &NodeId,
+    runs: Vec<(jetstream::Message, u64, RunExecution)>,
+) -> Result<impl Future<Output = Recorded> + Send + 'static> {
+    let mut requests = Vec::with_capacity(runs.len());
+    for (_, seq, run) in &runs {
+        let key = AttemptKey {
+            execution: run.execution,
+            attempt: run.attempt,
+        };
+        let accepted = outbox::update_entry(node, key, ExecutionState::Accepted, None, None)?;
+        requests.push((record_of(run, *seq), vec![accepted]));
+    }
+    Ok(async move {
+        // Every request reaches the store's writer before any is awaited alone, so they
+        // share a transaction and an fsync.
+        let outcomes = futures::future::join_all(
+            requests
+                .into_iter()
+                .map(|(record, entries)| store.insert_if_absent(record, entries)),
+        )
+        .await;
+        let mut acks = Vec::new();
+        let mut start = Vec::new();
+        let mut fatal = None;
+        for ((message, _, run), outcome) in runs.into_iter().zip(outcomes) {
+            let key = AttemptKey {
+                execution: run.execution,
+                attempt: run.attempt,
+            };
+            match outcome {
+                Ok(Inserted::New) => {
+                    acks.push(message);
+                    start.push((key, run));
+                }
+                Ok(Inserted::Known(record)) => {
+                    tracing::info!(attempt = %key, state = %record.state, "redelivered assignment already recorded; acking again");
+                    acks.push(message);
+                }
+                Err(e) => {
+                    // Not recorded, so not acked: JetStream keeps it. Ask for it again soon.
+                    tracing::error!(attempt = %key, error = %e, "recording an assignment failed");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    if !e.is_retryable() {
+                        fatal.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        futures::future::join_all(acks.iter().map(|message| async move {
+            if let Err(e) = message.double_ack().await {
+                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be deduped");
+            }
+        }))
+        .await;
+        Recorded { start, fatal }
+    })
+}
+
 /// What the edge records of a run it accepts.
 fn record_of(run: &RunExecution, seq: u64) -> ExecutionRecord {
     ExecutionRecord {
@@ -649,7 +723,11 @@ async fn ack(message: &jetstream::Message, key: AttemptKey) {
 
 /// Binds to the node's durable consumer, which the orchestrator creates when it handles
 /// the node's hello. Never creates it: an edge may only pull from its own consumer.
-async fn bind(js: &jetstream::Context, node: &NodeId) -> std::result::Result<PullStream, String> {
+/// Also answers how many messages waited on the consumer when it was bound.
+async fn bind(
+    js: &jetstream::Context,
+    node: &NodeId,
+) -> std::result::Result<(PullStream, u64), String> {
     let stream = js
         .get_stream_no_info(StreamKind::Assignments.name())
         .await
@@ -658,11 +736,13 @@ async fn bind(js: &jetstream::Context, node: &NodeId) -> std::result::Result<Pul
         .get_consumer(&subjects::node_consumer(node))
         .await
         .map_err(|e| e.to_string())?;
-    consumer
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((messages, pending))
 }

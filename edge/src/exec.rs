@@ -118,17 +118,8 @@ impl Attempt {
     /// Records the end: the log's end marker and the terminal report, in that order and in
     /// one transaction, so once an attempt is reported terminal its log is complete.
     async fn finish(&self, outcome: Outcome) -> crate::Result<()> {
-        let end = LogEntry::End {
-            attempt: self.key.attempt,
-            outcome: outcome.state.as_str().to_owned(),
-        };
         let entries = vec![
-            outbox::log_entry(
-                &self.node,
-                self.key.execution,
-                LogEntry::end_id(self.key.execution, self.key.attempt),
-                &end,
-            ),
+            outbox::end_of_log(&self.node, self.key, outcome.state),
             outbox::update_entry(
                 &self.node,
                 self.key,

@@ -45,10 +45,15 @@
 //!   transaction, and a terminal state is final: an attempt reports at most one of
 //!   `completed`, `failed`, `stopped`, whatever races between exit, stop, timeout,
 //!   shutdown and crash occur.
-//! - **Crash honesty.** At start, every attempt recorded `accepted` or `running` is
-//!   reported `failed` with reason "edge restarted", exactly once, and never rerun. If its
-//!   process (identified by pid *and* start time from `/proc`, so a reused pid is never
-//!   hit) is still alive, its process group is killed first.
+//! - **Crash honesty.** At start, every attempt recorded `accepted` or `running` is never
+//!   rerun; if its process (identified by pid *and* start time from `/proc`, so a reused
+//!   pid is never hit) is still alive, its process group is killed at once. How it ended
+//!   is reported once the node's queue has been read up to date (the consumer had nothing
+//!   pending when bound, or a delivered message says nothing is left): a stop decided
+//!   while the edge was down has then ended it `stopped`; every other one is reported
+//!   `failed` with reason "edge restarted", exactly once. (A message delivered to the dead
+//!   process and never acked comes back only after the ack wait, so a stop in that state
+//!   arrives after the attempt was reported failed, and finds it finished.)
 //! - **Bad input.** An undecodable assignment (garbage, unknown type, newer version) is
 //!   terminated (`AckKind::Term`), logged, and recorded with its stream sequence and
 //!   reason in the `rejected` table; later assignments are unaffected.

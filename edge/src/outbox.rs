@@ -92,6 +92,20 @@ pub fn log_entry(
     }
 }
 
+/// The marker that ends an attempt's log, with how the attempt ended: written with the
+/// attempt's terminal report, so a terminal attempt's log is complete.
+pub fn end_of_log(node: &NodeId, key: AttemptKey, outcome: ExecutionState) -> OutboxEntry {
+    log_entry(
+        node,
+        key.execution,
+        LogEntry::end_id(key.execution, key.attempt),
+        &LogEntry::End {
+            attempt: key.attempt,
+            outcome: outcome.as_str().to_owned(),
+        },
+    )
+}
+
 /// Sends the outbox, in order, for as long as it runs.
 pub struct Flusher {
     pub store: Store,

@@ -1,6 +1,8 @@
 //! The decider's shell: feeds commands, edge reports and liveness facts to the pure
-//! decider, one at a time and in order, and appends each decision to the event stream as
-//! one atomic batch, expecting the stream to end where this orchestrator last saw it.
+//! decider, one at a time and in order, and appends the decisions to the event stream as
+//! one atomic batch, expecting the stream to end where this orchestrator last saw it. The
+//! inputs that have already arrived when one is taken are decided together, each seeing
+//! the ones before it, and appended in one batch: one round trip for all.
 //!
 //! If another orchestrator appended first, the append fails with a conflict: the shell
 //! reads what was appended, evolves its state, and decides the same input again — which,
@@ -24,7 +26,7 @@ use cairn_shared::{
 use cairn_streams::{
     Error as StreamsError, Expect, Outgoing, Publisher, ReadFrom, Reader, StreamKind, subjects,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::decider::{self, IdSource, Input, Origin, State};
@@ -138,22 +140,15 @@ impl Engine {
     /// Decides `input` and appends the decision, deciding again after any conflict. False
     /// if shutdown interrupted it before anything was recorded.
     async fn decide(&mut self, input: &Input, cause: Option<CommandId>) -> Result<bool> {
-        self.record(
-            |state| decider::decide(state, input, &mut FreshIds).events,
-            cause,
-        )
-        .await
+        self.record(&[Step::Decide(input, cause)]).await
     }
 
-    /// Appends the events `decision` yields for the current state, atomically after `last`.
-    /// After a conflict it catches up and decides again; while NATS is unreachable it keeps
-    /// trying. Returns false if shutdown came first: nothing was recorded, and the input
-    /// must not be acked.
-    async fn record(
-        &mut self,
-        decision: impl Fn(&State) -> Vec<Event>,
-        cause: Option<CommandId>,
-    ) -> Result<bool> {
+    /// Decides every step in order, each seeing the ones before it, and appends all their
+    /// events, atomically after `last` (see [`Engine::append`] for batches over the
+    /// server's limit). After a conflict it catches up and decides the steps again; while
+    /// NATS is unreachable it keeps trying. Returns false if shutdown came first: nothing
+    /// more was recorded, and the inputs must not be acked.
+    async fn record(&mut self, steps: &[Step<'_>]) -> Result<bool> {
         let mut backoff = Duration::from_millis(50);
         let mut behind = false;
         loop {
@@ -161,21 +156,43 @@ impl Engine {
                 if behind {
                     self.catch_up().await?;
                 }
-                let events = decision(&self.state);
-                if events.is_empty() {
+                let mut draft = self.state.clone();
+                let mut decisions = Vec::with_capacity(steps.len());
+                for step in steps {
+                    let (events, cause) = match step {
+                        Step::Decide(input, cause) => {
+                            (decider::decide(&draft, input, &mut FreshIds).events, *cause)
+                        }
+                        Step::Record(event) => (vec![event.clone()], None),
+                    };
+                    for event in &events {
+                        decider::evolve(&mut draft, event);
+                    }
+                    decisions.push((events, cause));
+                }
+                if decisions.iter().all(|(events, _)| events.is_empty()) {
                     return Ok(());
                 }
-                // A node's consumer exists before any work for it does.
-                for event in &events {
-                    if let Event::NodeRegistered(e) = event {
-                        cairn_streams::ensure_node_consumer(&self.js, &e.node).await?;
-                    }
-                }
-                let last = self.append(&events, cause).await?;
-                for event in &events {
-                    decider::evolve(&mut self.state, event);
-                }
-                self.last = last;
+                // A node's consumer exists before any work for it does. Many nodes
+                // registering at once get theirs concurrently.
+                let registered: Vec<NodeId> = decisions
+                    .iter()
+                    .flat_map(|(events, _)| events)
+                    .filter_map(|event| match event {
+                        Event::NodeRegistered(e) => Some(e.node.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                futures::stream::iter(registered)
+                    .map(|node| {
+                        let js = self.js.clone();
+                        async move { cairn_streams::ensure_node_consumer(&js, &node).await }
+                    })
+                    .buffer_unordered(CONSUMERS_AT_ONCE)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+                self.last = self.append(&decisions).await?;
+                self.state = draft;
                 Ok::<(), Error>(())
             };
             match attempt.await {
@@ -199,111 +216,100 @@ impl Engine {
         }
     }
 
-    /// Appends in atomic batches of at most the server's limit, each expecting the last.
-    /// (A decision larger than one batch — placing a daemon on over a thousand nodes — is
-    /// appended in several; a crash between them leaves a prefix, which the redelivered
-    /// input then completes.)
-    async fn append(
-        &self,
-        events: &[Event],
-        cause: Option<CommandId>,
-    ) -> cairn_streams::Result<Seq> {
+    /// Appends decisions (each input's events, with the command that caused them) in
+    /// atomic batches of at most the server's limit, each expecting the last; a batch
+    /// holds whole decisions whenever one fits. (A decision larger than one batch —
+    /// placing a daemon on over a thousand nodes — is appended in several; a crash between
+    /// them leaves a prefix without the `CommandAccepted` that comes last, so the
+    /// redelivered input is decided again and its placement completes the rest.)
+    async fn append(&self, decisions: &[(Vec<Event>, Option<CommandId>)]) -> Result<Seq> {
         let at = Timestamp::now();
+        let limit = cairn_streams::publish::MAX_ATOMIC_BATCH;
         let mut last = self.last;
-        for chunk in events.chunks(cairn_streams::publish::MAX_ATOMIC_BATCH) {
-            let outgoing = chunk
-                .iter()
-                .map(|event| {
-                    Outgoing::event(&Envelope::new(
-                        EventId::generate(),
-                        cause,
-                        at,
-                        event.clone(),
-                    ))
-                })
-                .collect::<cairn_streams::Result<Vec<_>>>()?;
-            last = self
-                .publisher
-                .append_atomic(outgoing, Expect::LastSeq(last))
-                .await?
-                .seq;
+        let mut batch: Vec<Outgoing> = Vec::new();
+        for (events, cause) in decisions {
+            if !batch.is_empty() && batch.len() + events.len() > limit {
+                last = self.append_batch(std::mem::take(&mut batch), last).await?;
+            }
+            for event in events {
+                if batch.len() == limit {
+                    last = self.append_batch(std::mem::take(&mut batch), last).await?;
+                }
+                let envelope = Envelope::new(EventId::generate(), *cause, at, event.clone());
+                batch.push(Outgoing::event(&envelope)?);
+            }
+        }
+        if !batch.is_empty() {
+            last = self.append_batch(batch, last).await?;
         }
         Ok(last)
     }
 
-    /// Takes one input message, decides, appends, then acks it (or terminates it when it
-    /// cannot be decoded, after recording why).
-    async fn take(&mut self, kind: StreamKind, message: jetstream::Message) -> Result<()> {
-        let seq = match message.info() {
-            Ok(info) => Seq(info.stream_sequence),
-            Err(e) => {
-                tracing::warn!(error = %e, "input without stream metadata; skipped");
-                return Ok(());
-            }
-        };
-        let origin = Origin {
-            stream: kind.name().to_owned(),
-            seq,
-        };
-        let parsed = match kind {
-            StreamKind::Commands => Envelope::<Command>::decode(&message.payload)
-                .map(|env| {
-                    (
-                        Input::Command {
-                            id: env.id,
-                            command: env.body,
-                        },
-                        Some(env.id),
-                    )
-                })
-                .map_err(|e| e.to_string()),
-            _ => match subjects::node_of_report(&message.subject) {
-                None => Err(format!(
-                    "report on a subject that names no node: {}",
-                    message.subject
-                )),
-                Some(node) => Envelope::<Report>::decode(&message.payload)
-                    .map(|env| {
-                        (
-                            Input::Report {
-                                node,
-                                origin: origin.clone(),
-                                report: env.body,
-                            },
-                            None,
-                        )
-                    })
-                    .map_err(|e| e.to_string()),
-            },
-        };
-        match parsed {
-            Ok((input, cause)) => {
-                if let Input::Report { node, .. } = &input {
+    async fn append_batch(&self, batch: Vec<Outgoing>, last: Seq) -> Result<Seq> {
+        Ok(self
+            .publisher
+            .append_atomic(batch, Expect::LastSeq(last))
+            .await?
+            .seq)
+    }
+
+    /// Takes input messages, decides each in order, appends all their events, then acks
+    /// them (terminating the undecodable ones, after recording why). Taking together the
+    /// inputs that have already arrived costs one append for all, not one each.
+    async fn take(&mut self, messages: Vec<(StreamKind, jetstream::Message)>) -> Result<()> {
+        let mut taken = Vec::with_capacity(messages.len());
+        let mut inputs = Vec::with_capacity(messages.len());
+        for (kind, message) in messages {
+            let seq = match message.info() {
+                Ok(info) => Seq(info.stream_sequence),
+                Err(e) => {
+                    tracing::warn!(error = %e, "input without stream metadata; skipped");
+                    continue;
+                }
+            };
+            let origin = Origin {
+                stream: kind.name().to_owned(),
+                seq,
+            };
+            let parsed = parse(kind, &message, origin.clone());
+            match &parsed {
+                Ok((Input::Report { node, .. }, _)) => {
                     self.heard.insert(node.clone(), Instant::now());
                 }
-                if !self.decide(&input, cause).await? {
-                    return Ok(()); // shutting down: the input stays unacked and comes back
-                }
-                if let Err(e) = message.ack().await {
-                    tracing::debug!(error = %e, "ack lost; the input will be decided again, harmlessly");
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::warn!(stream = kind.name(), %seq, %reason, "refusing an undecodable input");
                 }
             }
-            Err(reason) => {
-                tracing::warn!(stream = kind.name(), %seq, %reason, "refusing an undecodable input");
-                let refusal: Event = InputRejected {
+            inputs.push(parsed.map_err(|reason| -> Event {
+                // A crash between recording and terminating records it twice on
+                // redelivery: a duplicate note, never a wrong fact.
+                InputRejected {
                     stream: origin.stream,
                     seq,
                     reason,
                 }
-                .into();
-                // A crash between recording and terminating records it twice on redelivery:
-                // a duplicate note, never a wrong fact.
-                if !self.record(|_| vec![refusal.clone()], None).await? {
-                    return Ok(());
-                }
-                if let Err(e) = message.ack_with(AckKind::Term).await {
-                    tracing::debug!(error = %e, "terminating an undecodable input failed");
-                }
+                .into()
+            }));
+            taken.push(message);
+        }
+        let steps: Vec<Step<'_>> = inputs
+            .iter()
+            .map(|parsed| match parsed {
+                Ok((input, cause)) => Step::Decide(input, *cause),
+                Err(refusal) => Step::Record(refusal.clone()),
+            })
+            .collect();
+        if !self.record(&steps).await? {
+            return Ok(()); // shutting down: the inputs stay unacked and come back
+        }
+        for (message, parsed) in taken.iter().zip(&inputs) {
+            let acked = match parsed {
+                Ok(_) => message.ack().await,
+                Err(_) => message.ack_with(AckKind::Term).await,
+            };
+            if let Err(e) = acked {
+                tracing::debug!(error = %e, "ack lost; the input will be decided again, harmlessly");
             }
         }
         Ok(())
@@ -349,10 +355,9 @@ impl Engine {
                 _ => {}
             }
         }
-        for input in due {
-            if !self.decide(&input, None).await? {
-                break;
-            }
+        if !due.is_empty() {
+            let steps: Vec<_> = due.iter().map(|input| Step::Decide(input, None)).collect();
+            self.record(&steps).await?;
         }
         Ok(())
     }
@@ -378,11 +383,17 @@ impl Engine {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some(message) = commands.next() => match message {
-                    Ok(message) => self.take(StreamKind::Commands, message).await?,
+                    Ok(message) => {
+                        let batch = gather((StreamKind::Commands, message), &mut commands, &mut reports);
+                        self.take(batch).await?;
+                    }
                     Err(e) => tracing::warn!(error = %e, "command stream hiccup"),
                 },
                 Some(message) = reports.next() => match message {
-                    Ok(message) => self.take(StreamKind::Reports, message).await?,
+                    Ok(message) => {
+                        let batch = gather((StreamKind::Reports, message), &mut commands, &mut reports);
+                        self.take(batch).await?;
+                    }
                     Err(e) => tracing::warn!(error = %e, "report stream hiccup"),
                 },
                 Some(beat) = heartbeats.next() => {
@@ -394,4 +405,91 @@ impl Engine {
             }
         }
     }
+}
+
+/// One input's part of a recorded batch.
+enum Step<'a> {
+    /// Decide this input (caused by this command, if it is one).
+    Decide(&'a Input, Option<CommandId>),
+    /// Record this fact as it is.
+    Record(Event),
+}
+
+/// The decider's input in a message, with the command id that causes its events; or why
+/// it cannot be one.
+fn parse(
+    kind: StreamKind,
+    message: &jetstream::Message,
+    origin: Origin,
+) -> std::result::Result<(Input, Option<CommandId>), String> {
+    match kind {
+        StreamKind::Commands => Envelope::<Command>::decode(&message.payload)
+            .map(|env| {
+                (
+                    Input::Command {
+                        id: env.id,
+                        command: env.body,
+                    },
+                    Some(env.id),
+                )
+            })
+            .map_err(|e| e.to_string()),
+        _ => match subjects::node_of_report(&message.subject) {
+            None => Err(format!(
+                "report on a subject that names no node: {}",
+                message.subject
+            )),
+            Some(node) => Envelope::<Report>::decode(&message.payload)
+                .map(|env| {
+                    (
+                        Input::Report {
+                            node,
+                            origin,
+                            report: env.body,
+                        },
+                        None,
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        },
+    }
+}
+
+/// Node consumers created concurrently when many nodes register in one round.
+const CONSUMERS_AT_ONCE: usize = 32;
+
+/// Inputs taken together at most: bounds one decision round's size and its latency.
+const MAX_INPUTS: usize = 256;
+
+/// `first`, and whatever else both input streams have already delivered, up to
+/// [`MAX_INPUTS`], each stream in its own order. Never waits.
+fn gather(
+    first: (StreamKind, jetstream::Message),
+    commands: &mut jetstream::consumer::pull::Stream,
+    reports: &mut jetstream::consumer::pull::Stream,
+) -> Vec<(StreamKind, jetstream::Message)> {
+    let mut batch = vec![first];
+    let mut open = [true, true];
+    while batch.len() < MAX_INPUTS && open.iter().any(|o| *o) {
+        for (i, (kind, stream)) in [
+            (StreamKind::Commands, &mut *commands),
+            (StreamKind::Reports, &mut *reports),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if !open[i] || batch.len() >= MAX_INPUTS {
+                continue;
+            }
+            match stream.next().now_or_never() {
+                Some(Some(Ok(message))) => batch.push((kind, message)),
+                Some(Some(Err(e))) => {
+                    tracing::warn!(error = %e, stream = kind.name(), "input stream hiccup");
+                    open[i] = false;
+                }
+                Some(None) | None => open[i] = false,
+            }
+        }
+    }
+    batch
 }

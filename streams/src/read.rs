@@ -7,6 +7,10 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::Order
 use bytes::Bytes;
 use cairn_shared::{Seq, Timestamp};
 use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::topology::StreamKind;
@@ -148,7 +152,38 @@ impl Reader {
     /// Every message from `from` on (optionally only those matching `filter`), in stream
     /// order, following new messages as they arrive. The stream never ends by itself;
     /// callers stop at the sequence they want (see [`Reader::bounds`]).
+    ///
+    /// It survives the server going away: when the client reconnects, the read resumes
+    /// from the message after the last one it yielded, on a fresh ordered consumer, within
+    /// [`RECONNECT_CHECK`]. (Left to itself, the client would notice its vanished consumer
+    /// only after two missed idle heartbeats, 15 to 30 s.) While the server cannot be
+    /// reached the stream yields an error now and then and keeps trying.
     pub async fn read(
+        &self,
+        kind: StreamKind,
+        from: ReadFrom,
+        filter: Option<Subject>,
+    ) -> Result<impl Stream<Item = Result<RawMessage>> + Send + 'static + use<>> {
+        let first = self.open(kind, from, filter.clone()).await?;
+        let statistics = self.js.client().statistics();
+        let mut tick = tokio::time::interval(RECONNECT_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let follow = Follow {
+            reader: self.clone(),
+            kind,
+            from,
+            filter,
+            next: None,
+            connects: statistics.connects.load(Ordering::Relaxed),
+            statistics,
+            inner: Some(Box::pin(first)),
+            tick,
+        };
+        Ok(futures::stream::unfold(follow, Follow::step))
+    }
+
+    /// One ordered consumer's messages from `from` on; ends with the consumer.
+    async fn open(
         &self,
         kind: StreamKind,
         from: ReadFrom,
@@ -221,5 +256,69 @@ impl Reader {
                 pending,
             })
         }))
+    }
+}
+
+/// How often a quiet read looks whether the client reconnected.
+pub const RECONNECT_CHECK: Duration = Duration::from_millis(250);
+/// Between attempts to reopen a read while the server cannot be reached.
+const REOPEN_PAUSE: Duration = Duration::from_millis(250);
+
+type Messages = Pin<Box<dyn Stream<Item = Result<RawMessage>> + Send>>;
+
+/// The state of a read that follows the stream across reconnects.
+struct Follow {
+    reader: Reader,
+    kind: StreamKind,
+    from: ReadFrom,
+    filter: Option<Subject>,
+    /// The sequence after the last message yielded; `None` before the first.
+    next: Option<Seq>,
+    statistics: Arc<async_nats::Statistics>,
+    /// The client's connection count when `inner` was opened.
+    connects: u64,
+    inner: Option<Messages>,
+    tick: tokio::time::Interval,
+}
+
+impl Follow {
+    async fn step(mut self) -> Option<(Result<RawMessage>, Self)> {
+        loop {
+            let connects = self.statistics.connects.load(Ordering::Relaxed);
+            if connects != self.connects {
+                // The server may have restarted without the ephemeral consumer: start over
+                // where this read is, rather than wait for the old one to time out.
+                self.connects = connects;
+                self.inner = None;
+            }
+            let Some(inner) = self.inner.as_mut() else {
+                let from = self.next.map_or(self.from, ReadFrom::Seq);
+                match self.reader.open(self.kind, from, self.filter.clone()).await {
+                    Ok(messages) => {
+                        tracing::debug!(
+                            stream = self.kind.name(),
+                            ?from,
+                            "read reopened after a reconnect"
+                        );
+                        self.inner = Some(Box::pin(messages));
+                        continue;
+                    }
+                    Err(e) => {
+                        tokio::time::sleep(REOPEN_PAUSE).await;
+                        return Some((Err(e), self));
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                item = inner.next() => {
+                    if let Some(Ok(raw)) = &item {
+                        self.next = Some(raw.seq.next());
+                    }
+                    return item.map(|item| (item, self));
+                }
+                _ = self.tick.tick() => {}
+            }
+        }
     }
 }

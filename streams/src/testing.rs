@@ -53,6 +53,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn store_dir(&self) -> &Path {
         self.store.path()
     }

@@ -1,0 +1,211 @@
+//! The lifecycle scenario: one batch job of M executions on N simulated edges, from the
+//! deploy command to every execution completed and the job's outcome in the views —
+//! beside M raw messages through N per-node consumers, in the same run. Then the
+//! projector rebuilds the views from this run's events, beside a raw read of them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use cairn_orchestrator::query::{Answer, OutcomeQuery, endpoint};
+use cairn_shared::codec::Envelope;
+use cairn_shared::command::DeployJob;
+use cairn_shared::spec::{Engine, JobSpec, JobType, TaskSpec};
+use cairn_shared::{Command, CommandId, ExecutionState, JobState, Seq, Timestamp};
+use cairn_streams::{Outgoing, Publisher, Reader, StreamKind, subjects};
+use hdrhistogram::Histogram;
+
+use crate::fleet::{Fleet, now_nanos};
+use crate::raw::RawFleet;
+use crate::replay;
+use crate::report::{Figure, Scenario};
+use crate::stack::{OrchestratorProcess, fresh_streams};
+use crate::watch::Watch;
+
+/// A job spec for the simulated fleet; `program` decides what its edges do (see `fleet`).
+pub fn spec(name: &str, job_type: JobType, count: Option<u32>, program: &[&str]) -> JobSpec {
+    JobSpec {
+        name: name.to_owned(),
+        job_type,
+        count,
+        selector: BTreeMap::from([("role".to_owned(), "edge".to_owned())]),
+        task: TaskSpec {
+            engine: Engine::Exec,
+            command: program.iter().map(|s| (*s).to_owned()).collect(),
+            args: vec![],
+            env: BTreeMap::new(),
+            working_dir: None,
+            timeout: None,
+        },
+    }
+}
+
+/// Stores a deploy command, as `cairn job deploy` does; returns its id.
+pub async fn deploy(publisher: &Publisher, spec: JobSpec) -> Result<CommandId> {
+    let envelope = Envelope::new(
+        CommandId::generate(),
+        None,
+        Timestamp::now(),
+        Command::DeployJob(DeployJob { spec }),
+    );
+    publisher.append(Outgoing::command(&envelope)?).await?;
+    Ok(envelope.id)
+}
+
+/// Waits until the orchestrator's views have applied event `seq`.
+pub async fn projected(client: &async_nats::Client, command: CommandId, seq: Seq) -> Result<()> {
+    let started = Instant::now();
+    let payload = serde_json::to_vec(&OutcomeQuery { command })?;
+    loop {
+        let reply = client
+            .request(subjects::query(endpoint::OUTCOME), payload.clone().into())
+            .await;
+        if let Ok(reply) = reply
+            && let Ok(answer) = serde_json::from_slice::<Answer<serde_json::Value>>(&reply.payload)
+            && answer.applied_seq >= seq
+        {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the views did not reach event {seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub fn millis(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// p50, p90, p99 and p99.9 of a histogram of microseconds, each beside the same quantile
+/// of the baseline where there is one.
+pub fn quantiles(
+    what: &str,
+    histogram: &Histogram<u64>,
+    baseline: Option<&Histogram<u64>>,
+) -> Vec<Figure> {
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)]
+        .into_iter()
+        .map(|(name, q)| {
+            Figure::latency(
+                &format!("{what}, {name}"),
+                millis(histogram, q),
+                baseline.map(|b| millis(b, q)),
+            )
+        })
+        .collect()
+}
+
+pub async fn run(url: &str, nodes: usize, executions: u32) -> Result<Scenario> {
+    let client = cairn_streams::connect(url, None, "cairn-bench").await?;
+    let js = cairn_streams::jetstream(client.clone());
+    fresh_streams(&js).await?;
+
+    eprintln!("lifecycle: raw baseline, {executions} messages through {nodes} per-node consumers");
+    let raw = RawFleet::start(url, nodes).await?;
+    let raw_time = raw.throughput(u64::from(executions)).await?;
+    drop(raw);
+
+    eprintln!("lifecycle: orchestrator and {nodes} simulated edges");
+    let _orchestrator = OrchestratorProcess::start(url).await?;
+    let watch = Watch::start(&js).await?;
+    let capacity = executions.div_ceil(u32::try_from(nodes)?);
+    let fleet = Fleet::start(url, &watch, "life", nodes, capacity, false).await?;
+
+    eprintln!("lifecycle: a batch job of {executions} executions");
+    let publisher = Publisher::new(js.clone());
+    let started = Instant::now();
+    let started_ns = now_nanos();
+    let command = deploy(
+        &publisher,
+        spec("lifecycle", JobType::Batch, Some(executions), &["true"]),
+    )
+    .await?;
+    let total = usize::try_from(executions)?;
+    watch
+        .until("every execution completed", Duration::from_secs(300), |s| {
+            s.reached(ExecutionState::Completed) >= total
+        })
+        .await?;
+    let completed = started.elapsed();
+    let mut done_seq = Seq::ZERO;
+    watch
+        .until("the job completed", Duration::from_secs(60), |s| {
+            s.jobs
+                .values()
+                .any(|(state, _)| *state == JobState::Completed)
+        })
+        .await?;
+    watch.with(|s| {
+        done_seq = s
+            .jobs
+            .values()
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(Seq::ZERO);
+    });
+    projected(&client, command, done_seq).await?;
+    let in_views = started.elapsed();
+
+    let (to_assigned, to_completed) = watch.with(|s| -> Result<_> {
+        let mut assigned = Histogram::<u64>::new(3)?;
+        let mut completed = Histogram::<u64>::new(3)?;
+        for (execution, (state, at)) in &s.states {
+            if *state == ExecutionState::Completed {
+                completed.record(at.saturating_sub(started_ns) / 1_000)?;
+            }
+            if let Some(at) = s.assigned.get(execution) {
+                assigned.record(at.saturating_sub(started_ns) / 1_000)?;
+            }
+        }
+        Ok((assigned, completed))
+    })?;
+    ensure!(
+        to_completed.len() == u64::from(executions),
+        "{} executions completed, expected {executions}",
+        to_completed.len()
+    );
+    let events = watch.with(|s| s.last_seq);
+    drop(fleet);
+
+    eprintln!("lifecycle: the projector rebuilds this run's {events} events");
+    let last = Reader::new(js.clone())
+        .bounds(StreamKind::Events)
+        .await?
+        .last;
+    let rebuild = replay::rebuild(&js, last).await.context("rebuilding")?;
+
+    let per_second = |d: Duration| f64::from(executions) / d.as_secs_f64();
+    let raw_rate = per_second(raw_time);
+    let mut figures = vec![
+        Figure::rate("raw publish → per-node pull + ack", raw_rate, None),
+        Figure::rate_of(
+            "exec/s",
+            "deploy → all completed",
+            per_second(completed),
+            Some(raw_rate),
+        ),
+        Figure::rate_of(
+            "exec/s",
+            "deploy → all completed and in the views",
+            per_second(in_views),
+            Some(raw_rate),
+        ),
+    ];
+    figures.extend(quantiles("deploy → execution assigned", &to_assigned, None));
+    figures.extend(quantiles(
+        "deploy → execution completed",
+        &to_completed,
+        None,
+    ));
+    figures.extend(rebuild.figures(last.0));
+    Ok(Scenario {
+        name: "lifecycle".into(),
+        notes: format!(
+            "one batch job of {executions} no-op executions on {nodes} simulated edges (capacity {capacity} each); {} events",
+            last.0
+        ),
+        figures,
+    })
+}
