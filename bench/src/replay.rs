@@ -28,15 +28,9 @@ pub async fn run(url: &str, events: u64) -> Result<Scenario> {
 
     eprintln!("replay: publishing");
     let started = Instant::now();
-    let mut pipeline = Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW);
-    for out in outgoing {
-        if let Some(ack) = pipeline.send(out).await? {
-            ack?;
-        }
-    }
-    while let Some(ack) = pipeline.next().await {
-        ack?;
-    }
+    Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW)
+        .append_all(outgoing)
+        .await?;
     let publish = started.elapsed();
     let last = Reader::new(js.clone())
         .bounds(StreamKind::Events)

@@ -6,14 +6,13 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use cairn_shared::codec::Envelope;
-use cairn_shared::{Event, Seq, Timestamp};
-use cairn_streams::{RawMessage, ReadFrom, Reader, StreamKind};
+use cairn_shared::{Seq, Timestamp};
+use cairn_streams::{ReadFrom, Reader, StreamKind};
 use clap::Args;
 use futures::StreamExt;
-use serde_json::json;
 
 use crate::Global;
+use crate::records::Record;
 
 #[derive(Args)]
 pub struct EventsArgs {
@@ -78,34 +77,14 @@ pub async fn run(global: &Global, args: EventsArgs) -> Result<()> {
         let Some(raw) = next else { break };
         let raw = raw?;
         let seq = raw.seq;
-        writeln!(out, "{}", line(&raw)).context("writing to stdout")?;
+        let line = serde_json::Value::Object(Record::decode(StreamKind::Events, raw).fields());
+        writeln!(out, "{line}").context("writing to stdout")?;
         if !args.follow && seq >= end {
             break;
         }
     }
     out.flush()?;
     Ok(())
-}
-
-fn line(raw: &RawMessage) -> serde_json::Value {
-    match Envelope::<Event>::decode(&raw.payload) {
-        Ok(envelope) => json!({
-            "seq": raw.seq,
-            "time": envelope.at.to_string(),
-            "type": envelope.type_name(),
-            "subject": raw.subject.as_str(),
-            "id": envelope.id,
-            "cause": envelope.causation,
-            "data": envelope.body,
-        }),
-        Err(e) => json!({
-            "seq": raw.seq,
-            "time": raw.stored_at.to_string(),
-            "type": null,
-            "subject": raw.subject.as_str(),
-            "error": e.to_string(),
-        }),
-    }
 }
 
 #[cfg(test)]

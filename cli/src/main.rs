@@ -2,12 +2,17 @@
 //! its queries and commands. The contract for scripts is `shared/CLI.md`: flags and JSON
 //! fields are only ever added, never renamed.
 
+mod audit;
 mod commands;
 mod dev;
 mod events;
+mod job_history;
 mod logs;
 mod output;
 mod query;
+mod records;
+mod replay;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +95,9 @@ enum Command {
         after_help = "Examples:\n  cairn events\n  cairn events --from-seq 100\n  cairn events --since 10m --follow\n  cairn events --since 2026-11-23T10:02:00Z"
     )]
     Events(events::EventsArgs),
+    /// Audit the log: an entity's causal history, verification of the live views, export.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// How a table is shown; JSON and YAML always carry everything.
@@ -103,10 +111,14 @@ struct TableArgs {
 #[derive(Subcommand)]
 enum NodeCommand {
     /// Every node with its state, labels and number of non-terminal executions.
-    #[command(after_help = "Examples:\n  cairn node list\n  cairn node list -o json")]
+    #[command(
+        after_help = "Examples:\n  cairn node list\n  cairn node list -o json\n  cairn node list --wide\n  cairn node list --at-seq 1200\n  cairn node list --at 2026-11-23T10:02:00Z"
+    )]
     List {
         #[command(flatten)]
         table: TableArgs,
+        #[command(flatten)]
+        at: replay::AsOf,
     },
 }
 
@@ -143,21 +155,36 @@ enum JobCommand {
     },
     /// Every job at its current version.
     #[command(
-        after_help = "Examples:\n  cairn job list\n  cairn job list --wide\n  cairn job list -o yaml"
+        after_help = "Examples:\n  cairn job list\n  cairn job list --wide\n  cairn job list -o yaml\n  cairn job list --at 10m"
     )]
     List {
         #[command(flatten)]
         table: TableArgs,
+        #[command(flatten)]
+        at: replay::AsOf,
     },
     /// One job by id, unique id prefix or name: its spec and its executions of every version.
     #[command(
-        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3XQ2 --wide\n  cairn job describe 01JD3XQ2 -o json"
+        after_help = "Examples:\n  cairn job describe heartbeat\n  cairn job describe 01JD3XQ2 --wide\n  cairn job describe 01JD3XQ2 -o json\n  cairn job describe heartbeat --at-seq 1200"
     )]
     Describe {
         /// Job id, unique id prefix, or name.
         job: String,
         #[command(flatten)]
         table: TableArgs,
+        #[command(flatten)]
+        at: replay::AsOf,
+    },
+    /// Every version of a job from the log; -p shows how each spec differs from the last.
+    #[command(
+        after_help = "Examples:\n  cairn job history heartbeat\n  cairn job history heartbeat -p"
+    )]
+    History {
+        /// Job id or name.
+        job: String,
+        /// Show each version's spec as a diff against the previous version.
+        #[arg(short = 'p', long = "diff")]
+        diff: bool,
     },
 }
 
@@ -165,7 +192,7 @@ enum JobCommand {
 enum ExecutionCommand {
     /// Executions, filtered by job (id or name: every version), node or state.
     #[command(
-        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running\n  cairn execution list --job 01JD3XQ2 --wide"
+        after_help = "Examples:\n  cairn execution list --job heartbeat\n  cairn execution list --node dev-edge-1 --state running\n  cairn execution list --job 01JD3XQ2 --wide\n  cairn execution list --job heartbeat --at-seq 1200"
     )]
     List {
         /// Job id, unique id prefix, or name.
@@ -179,6 +206,8 @@ enum ExecutionCommand {
         state: Option<cairn_shared::ExecutionState>,
         #[command(flatten)]
         table: TableArgs,
+        #[command(flatten)]
+        at: replay::AsOf,
     },
     /// The task's output (raw text). --follow keeps printing until the execution ends.
     #[command(
@@ -253,10 +282,16 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Node(NodeCommand::List { table }) => {
-                query::node_list(&global, table.wide).await
+            Command::Audit(command) => audit::run(&global, command).await,
+            Command::Node(NodeCommand::List { table, at }) => {
+                query::node_list(&global, &at, table.wide).await
             }
-            Command::Job(JobCommand::List { table }) => query::job_list(&global, table.wide).await,
+            Command::Job(JobCommand::List { table, at }) => {
+                query::job_list(&global, &at, table.wide).await
+            }
+            Command::Job(JobCommand::History { job, diff }) => {
+                job_history::run(&global, &job, diff).await
+            }
             Command::Job(JobCommand::Deploy {
                 file,
                 wait,
@@ -265,8 +300,8 @@ fn main() -> ExitCode {
             Command::Job(JobCommand::Stop { job, wait, timeout }) => {
                 commands::stop(&global, job, wait, timeout.into()).await
             }
-            Command::Job(JobCommand::Describe { job, table }) => {
-                query::job_describe(&global, job, table.wide).await
+            Command::Job(JobCommand::Describe { job, table, at }) => {
+                query::job_describe(&global, job, &at, table.wide).await
             }
             Command::Execution(ExecutionCommand::Logs { execution, follow }) => {
                 logs::run(&global, execution, follow).await
@@ -276,9 +311,10 @@ fn main() -> ExitCode {
                 node,
                 state,
                 table,
+                at,
             }) => {
                 let query = cairn_orchestrator::query::ExecutionQuery { job, node, state };
-                query::execution_list(&global, query, table.wide).await
+                query::execution_list(&global, query, &at, table.wide).await
             }
         }
     });

@@ -1,5 +1,6 @@
 //! Queries over NATS request/reply to the orchestrator's query service: `node list`,
-//! `job list`, `job describe`, `execution list`. The CLI never opens redb itself.
+//! `job list`, `job describe`, `execution list`. The CLI never opens the live views; with
+//! `--at-seq`/`--at` the same answers come from a replay of the log (`replay.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Global;
 use crate::output::{self, Cell, ShortIds, Tabular};
+use crate::replay::{self, AsOf};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -325,20 +327,21 @@ impl JobDescription {
     }
 }
 
-pub async fn node_list(global: &Global, wide: bool) -> Result<()> {
-    let answer: Answer<Vec<NodeSummary>> = ask(global, endpoint::NODES, &()).await?;
+pub async fn node_list(global: &Global, at: &AsOf, wide: bool) -> Result<()> {
+    let answer: Answer<Vec<NodeSummary>> = replay::ask(global, at, endpoint::NODES, &()).await?;
     let rows: Vec<NodeRow> = answer.result.into_iter().map(NodeRow::from).collect();
     output::print_list(global.output, &rows, wide)
 }
 
-pub async fn job_list(global: &Global, wide: bool) -> Result<()> {
-    let answer: Answer<Vec<JobView>> = ask(global, endpoint::JOBS, &()).await?;
+pub async fn job_list(global: &Global, at: &AsOf, wide: bool) -> Result<()> {
+    let answer: Answer<Vec<JobView>> = replay::ask(global, at, endpoint::JOBS, &()).await?;
     let rows: Vec<JobRow> = answer.result.iter().map(JobRow::from).collect();
     output::print_list(global.output, &rows, wide)
 }
 
-pub async fn job_describe(global: &Global, job: String, wide: bool) -> Result<()> {
-    let answer: Answer<JobDetail> = ask(global, endpoint::JOB, &JobQuery { job }).await?;
+pub async fn job_describe(global: &Global, job: String, at: &AsOf, wide: bool) -> Result<()> {
+    let answer: Answer<JobDetail> =
+        replay::ask(global, at, endpoint::JOB, &JobQuery { job }).await?;
     let detail = answer.result;
     let description = JobDescription {
         row: JobRow::from(&detail.job),
@@ -352,8 +355,14 @@ pub async fn job_describe(global: &Global, job: String, wide: bool) -> Result<()
     output::print(global.output, &description, || description.table(wide))
 }
 
-pub async fn execution_list(global: &Global, query: ExecutionQuery, wide: bool) -> Result<()> {
-    let answer: Answer<Vec<ExecutionView>> = ask(global, endpoint::EXECUTIONS, &query).await?;
+pub async fn execution_list(
+    global: &Global,
+    query: ExecutionQuery,
+    at: &AsOf,
+    wide: bool,
+) -> Result<()> {
+    let answer: Answer<Vec<ExecutionView>> =
+        replay::ask(global, at, endpoint::EXECUTIONS, &query).await?;
     let rows: Vec<ExecutionRow> = answer.result.into_iter().map(ExecutionRow::from).collect();
     output::print_list(global.output, &rows, wide)
 }

@@ -103,25 +103,14 @@ async fn fault_orchestrator_killed_repeatedly_while_projecting_ends_equal_to_a_f
     let client = server.connect().await;
     let js = cairn_streams::jetstream(client.clone());
     Topology::default().ensure(&js).await.unwrap();
-    let mut pipeline = Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW);
-    for (i, body) in events().take(EVENTS as usize).enumerate() {
-        let envelope = Envelope::new(
-            EventId::generate(),
-            None,
-            Timestamp(1_800_000_000_000 + i as u64),
-            body,
-        );
-        if let Some(ack) = pipeline
-            .send(Outgoing::event(&envelope).unwrap())
-            .await
-            .unwrap()
-        {
-            ack.unwrap();
-        }
-    }
-    while let Some(ack) = pipeline.next().await {
-        ack.unwrap();
-    }
+    let outgoing = events().take(EVENTS as usize).enumerate().map(|(i, body)| {
+        let at = Timestamp(1_800_000_000_000 + i as u64);
+        Outgoing::event(&Envelope::new(EventId::generate(), None, at, body)).unwrap()
+    });
+    Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW)
+        .append_all(outgoing)
+        .await
+        .unwrap();
 
     let data = tempfile::tempdir().unwrap();
     let mut kills = Vec::new();

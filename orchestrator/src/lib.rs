@@ -3,6 +3,7 @@
 //! feeds the decider, the dispatcher and liveness join it as they are built.)
 
 pub mod decider;
+pub mod digest;
 pub mod dispatcher;
 pub mod engine;
 mod error;
@@ -14,6 +15,8 @@ pub mod store;
 pub mod views;
 
 pub use error::{Error, Result};
-pub use projector::{Projector, ProjectorConfig, ProjectorHandle, replay_until};
+pub use projector::{
+    Projector, ProjectorConfig, ProjectorHandle, replay_until, replay_with_progress,
+};
 pub use service::{Orchestrator, OrchestratorConfig};
 pub use store::ViewStore;

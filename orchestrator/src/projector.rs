@@ -85,6 +85,16 @@ impl Projector {
     /// Runs until `shutdown` is cancelled (then returns `Ok` once everything received is
     /// committed) or an error that retrying cannot fix.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        self.run_until(None, shutdown).await
+    }
+
+    /// Like [`Projector::run`], but stops on its own once sequence `until` is committed,
+    /// never applying anything past it: a replay "as of" that sequence.
+    async fn run_until(self, until: Option<Seq>, shutdown: CancellationToken) -> Result<()> {
+        let from = self.store.applied_seq()?.next();
+        if until.is_some_and(|until| until < from) {
+            return Ok(());
+        }
         let (tx, rx) = mpsc::channel::<Incoming>(self.config.queue);
         let writer = {
             let store = Arc::clone(&self.store);
@@ -92,12 +102,7 @@ impl Projector {
             let batch_max = self.config.batch_max;
             tokio::task::spawn_blocking(move || write_loop(&store, rx, batch_max, &applied))
         };
-        let read = read_loop(
-            &self.reader,
-            self.store.applied_seq()?.next(),
-            tx,
-            &shutdown,
-        );
+        let read = read_loop(&self.reader, from, until, tx, &shutdown);
         let read_result = read.await;
         // The sender is gone: the writer drains what it has and stops.
         let write_result = writer
@@ -110,6 +115,7 @@ impl Projector {
 async fn read_loop(
     reader: &Reader,
     mut next: Seq,
+    until: Option<Seq>,
     tx: mpsc::Sender<Incoming>,
     shutdown: &CancellationToken,
 ) -> Result<()> {
@@ -137,11 +143,17 @@ async fn read_loop(
             };
             match item {
                 Some(Ok(raw)) => {
+                    if until.is_some_and(|until| raw.seq > until) {
+                        return Ok(());
+                    }
                     backoff = Duration::from_millis(50);
                     let incoming = Incoming::decode(raw.seq, raw.subject.as_str(), &raw.payload);
                     next = raw.seq.next();
                     if tx.send(incoming).await.is_err() {
                         return Err(Error::Stopped("the writer stopped".into()));
+                    }
+                    if until.is_some_and(|until| raw.seq >= until) {
+                        return Ok(());
                     }
                 }
                 Some(Err(e)) => {
@@ -205,24 +217,46 @@ fn write_loop(
     Ok(())
 }
 
-/// Projects the event stream into `store` until the views include `until` (for example the
-/// stream's last sequence when a rebuild began), then stops. Used to rebuild views into a
-/// fresh file for audits, verification and benchmarks.
+/// Projects the event stream into `store` up to and including sequence `until` (for
+/// example the stream's last sequence when a rebuild began) and nothing past it, then
+/// stops. Used to rebuild views into a fresh file for audits, verification and benchmarks.
+/// Refuses with `Trimmed` when the stream no longer holds the sequences the file lacks.
 pub async fn replay_until(
     config: ProjectorConfig,
     reader: Reader,
     store: Arc<ViewStore>,
     until: Seq,
 ) -> Result<Seq> {
+    replay_with_progress(config, reader, store, until, |_| {}).await
+}
+
+/// [`replay_until`], calling `progress` with the committed sequence as it advances.
+pub async fn replay_with_progress(
+    config: ProjectorConfig,
+    reader: Reader,
+    store: Arc<ViewStore>,
+    until: Seq,
+    mut progress: impl FnMut(Seq),
+) -> Result<Seq> {
     let (projector, mut handle) = Projector::new(config, reader, store)?;
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(projector.run(shutdown.clone()));
-    let reached = handle.wait_for(until).await;
-    shutdown.cancel();
-    let ran = run
-        .await
-        .map_err(|e| Error::Stopped(format!("projector task: {e}")))?;
-    ran?;
-    reached?;
-    Ok(handle.applied())
+    let mut run = tokio::spawn(projector.run_until(Some(until), CancellationToken::new()));
+    let ran = loop {
+        tokio::select! {
+            ran = &mut run => break ran,
+            changed = handle.applied.changed() => match changed {
+                Ok(()) => progress(handle.applied()),
+                // The projector is finishing: nothing more to report.
+                Err(_) => break (&mut run).await,
+            }
+        }
+    };
+    ran.map_err(|e| Error::Stopped(format!("projector task: {e}")))??;
+    let applied = handle.applied();
+    progress(applied);
+    if applied < until {
+        return Err(Error::Stopped(format!(
+            "the event stream ended at {applied}, before sequence {until}"
+        )));
+    }
+    Ok(applied)
 }

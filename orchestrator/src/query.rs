@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::store::{ExecutionFilter, Lookup, NodeSummary, ViewReader, ViewStore};
-use crate::views::{CommandOutcome, ExecutionView, JobView};
+use crate::views::{CommandOutcome, ExecutionView, JobView, Table};
 
 /// The endpoints, each answering on `streams::subjects::query(name)`.
 pub mod endpoint {
@@ -24,7 +24,15 @@ pub mod endpoint {
     pub const EXECUTIONS: &str = "executions";
     pub const OUTCOME: &str = "outcome";
     pub const EXECUTION: &str = "execution";
-    pub const ALL: [&str; 6] = [NODES, JOBS, JOB, EXECUTIONS, OUTCOME, EXECUTION];
+    /// One digest per view table, for `cairn audit verify`.
+    pub const DIGESTS: &str = "digests";
+    /// A page of one table's rows as key and value hash, to find the first that differs.
+    pub const ROWS: &str = "rows";
+    /// One stored row, decoded for display.
+    pub const ROW: &str = "row";
+    pub const ALL: [&str; 9] = [
+        NODES, JOBS, JOB, EXECUTIONS, OUTCOME, EXECUTION, DIGESTS, ROWS, ROW,
+    ];
 }
 
 /// An answer and the event sequence the views had reached when it was read.
@@ -70,10 +78,33 @@ pub struct OutcomeQuery {
     pub command: cairn_shared::CommandId,
 }
 
+/// `rows`: up to `limit` rows of `table` with keys after `after`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RowsQuery {
+    pub table: String,
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl RowsQuery {
+    /// The most rows one answer carries (about 100 bytes each).
+    pub const MAX_LIMIT: usize = 2_000;
+}
+
+/// `row`: one row of `table`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RowQuery {
+    pub table: String,
+    pub key: String,
+}
+
 /// A refusal the asker can act on, sent as the service error (status text and code).
-struct Refusal {
-    code: usize,
-    status: String,
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: usize,
+    pub status: String,
 }
 
 impl Refusal {
@@ -150,8 +181,14 @@ fn job_or_refuse(reader: &ViewReader, key: &str) -> Result<JobView, Refusal> {
     Refusal::found("job", key, reader.find_job(key)?)
 }
 
-/// Answers one request from one snapshot of the views. Synchronous: runs on a blocking thread.
-fn handle(store: &ViewStore, endpoint: &str, payload: &[u8]) -> Result<Bytes, Refusal> {
+fn table_or_refuse(name: &str) -> Result<Table, Refusal> {
+    Table::from_name(name).ok_or_else(|| Refusal::not_found(format!("no view table {name:?}")))
+}
+
+/// Answers one request from one snapshot of the views, as the JSON the service sends.
+/// Synchronous: runs on a blocking thread. Public so a replayed view file (`cairn … --at-seq`)
+/// is answered by exactly the code that answers the live one.
+pub fn handle(store: &ViewStore, endpoint: &str, payload: &[u8]) -> Result<Bytes, Refusal> {
     let reader = store.read()?;
     match endpoint {
         endpoint::NODES => {
@@ -192,6 +229,24 @@ fn handle(store: &ViewStore, endpoint: &str, payload: &[u8]) -> Result<Bytes, Re
                 .map_err(|e| Refusal::bad_request(format!("malformed request: {e}")))?;
             let outcome: Option<CommandOutcome> = reader.command_outcome(query.command)?;
             answer(&reader, outcome)
+        }
+        endpoint::DIGESTS => answer(&reader, reader.digests()?),
+        endpoint::ROWS => {
+            let query: RowsQuery = parse(payload)?;
+            let table = table_or_refuse(&query.table)?;
+            let limit = query
+                .limit
+                .unwrap_or(RowsQuery::MAX_LIMIT)
+                .min(RowsQuery::MAX_LIMIT);
+            answer(
+                &reader,
+                reader.row_hashes(table, query.after.as_deref(), limit)?,
+            )
+        }
+        endpoint::ROW => {
+            let query: RowQuery = parse(payload)?;
+            let table = table_or_refuse(&query.table)?;
+            answer(&reader, reader.row(table, &query.key)?)
         }
         other => Err(Refusal::not_found(format!("no query endpoint {other:?}"))),
     }

@@ -8,6 +8,7 @@ use cairn_shared::codec::Envelope;
 use cairn_shared::{CommandId, Event, ExecutionState, JobId, NodeId, Seq};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::digest::{RowHash, RowValue, TableDigest, TableHasher, row_hash};
 use crate::error::Result;
 use crate::projection::{self, Applied};
 use crate::views::{
@@ -363,6 +364,51 @@ impl ViewReader {
 
     pub fn undecodable(&self) -> Result<Vec<Undecodable>> {
         self.all(Table::Undecodable)
+    }
+
+    /// One digest per view table, in [`Table::ALL`] order.
+    pub fn digests(&self) -> Result<Vec<TableDigest>> {
+        Table::ALL
+            .into_iter()
+            .map(|table| {
+                let t = self.txn.open_table(definition(table))?;
+                let mut hasher = TableHasher::default();
+                for entry in t.iter()? {
+                    let (k, v) = entry?;
+                    hasher.row(k.value(), v.value());
+                }
+                Ok(hasher.finish(table.name()))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` rows of `table` with keys after `after` (from the first when `None`),
+    /// in key order, each with the hash of its value.
+    pub fn row_hashes(
+        &self,
+        table: Table,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RowHash>> {
+        let t = self.txn.open_table(definition(table))?;
+        let rows = match after {
+            Some(after) => {
+                t.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?
+            }
+            None => t.iter()?,
+        };
+        let mut out = Vec::new();
+        for entry in rows.take(limit) {
+            let (k, v) = entry?;
+            out.push(row_hash(k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// One row of `table` as stored, decoded for display where it decodes.
+    pub fn row(&self, table: Table, key: &str) -> Result<Option<RowValue>> {
+        let t = self.txn.open_table(definition(table))?;
+        Ok(t.get(key)?.map(|v| RowValue::of(v.value())))
     }
 
     /// Every table's raw contents, for comparison with a fold and for digests.

@@ -60,6 +60,11 @@ impl Table {
             Table::Undecodable => "undecodable",
         }
     }
+
+    /// The table with this name, as [`Table::name`] spells it.
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
 }
 
 /// Raw access to the view tables. Implemented by a redb write transaction and by

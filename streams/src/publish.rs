@@ -244,6 +244,20 @@ impl Pipeline {
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
+
+    /// Sends every message and waits for every ack, failing at the first refusal: a bulk
+    /// load (histories for tests and benchmarks, a restore) at the pipelined rate.
+    pub async fn append_all(&mut self, all: impl IntoIterator<Item = Outgoing>) -> Result<()> {
+        for out in all {
+            if let Some(ack) = self.send(out).await? {
+                ack?;
+            }
+        }
+        while let Some(ack) = self.next().await {
+            ack?;
+        }
+        Ok(())
+    }
 }
 
 /// An append whose ack has not arrived yet. Await it to learn where the message landed.

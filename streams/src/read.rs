@@ -33,6 +33,9 @@ pub struct RawMessage {
     pub subject: Subject,
     /// When the server stored it.
     pub stored_at: Timestamp,
+    /// The same, in nanoseconds since the epoch: orders messages of different streams on
+    /// one server (milliseconds tie too often).
+    pub stored_at_ns: u64,
     pub payload: Bytes,
     pub headers: Option<async_nats::HeaderMap>,
     /// Messages matching the read's filter still waiting after this one, as the server
@@ -81,6 +84,69 @@ impl Reader {
             first: Seq(info.state.first_sequence),
             last: Seq(info.state.last_sequence),
         })
+    }
+
+    /// The last sequence stored at or before `at` (millisecond precision), `Seq::ZERO` if
+    /// none was: where a replay "as of" that time stops, or an export "until" it ends.
+    pub async fn last_at(&self, kind: StreamKind, at: Timestamp) -> Result<Seq> {
+        let mut stream = self
+            .js
+            .get_stream(kind.name())
+            .await
+            .map_err(|e| Self::read_error(kind, e))?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| Self::read_error(kind, e))?
+            .state
+            .clone();
+        let last_ms =
+            u64::try_from(state.last_timestamp.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        if state.messages == 0 || last_ms <= at.0 {
+            return Ok(Seq(state.last_sequence));
+        }
+        // Some message was stored after `at`, so a read from just past it yields one at once.
+        let after = self
+            .read(kind, ReadFrom::Time(Timestamp(at.0 + 1)), None)
+            .await?;
+        let mut after = std::pin::pin!(after);
+        match after.next().await {
+            Some(message) => Ok(Seq(message?.seq.0.saturating_sub(1))),
+            None => Err(Self::read_error(kind, "the read ended early")),
+        }
+    }
+
+    /// The first message at or after `from` that the stream still holds, if any, fetched by
+    /// a direct get: reading leaves no trace, even on a work-queue stream, where a consumer
+    /// would have to take and ack (delete) the work. (A work queue deletes what was acked,
+    /// so its sequences have gaps.)
+    pub async fn next_held(&self, kind: StreamKind, from: Seq) -> Result<Option<RawMessage>> {
+        let stream = self
+            .js
+            .get_stream_no_info(kind.name())
+            .await
+            .map_err(|e| Self::read_error(kind, e))?;
+        match stream
+            .direct_get_next_for_subject(kind.subjects(), Some(from.0.max(1)))
+            .await
+        {
+            Ok(message) => {
+                let stored_at_ns = u64::try_from(message.time.unix_timestamp_nanos()).unwrap_or(0);
+                Ok(Some(RawMessage {
+                    seq: Seq(message.sequence),
+                    subject: message.subject,
+                    stored_at: Timestamp(stored_at_ns / 1_000_000),
+                    stored_at_ns,
+                    payload: message.payload,
+                    headers: Some(message.headers),
+                    pending: 0,
+                }))
+            }
+            Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(Self::read_error(kind, e)),
+        }
     }
 
     /// Every message from `from` on (optionally only those matching `filter`), in stream
@@ -168,12 +234,12 @@ impl Reader {
             .map_err(|e| Self::read_error(kind, e))?;
         Ok(messages.map(move |item| {
             let message = item.map_err(|e| Self::read_error(kind, e))?;
-            let (seq, stored_at, pending) = {
+            let (seq, stored_at_ns, pending) = {
                 let info = message.info().map_err(|e| Self::read_error(kind, e))?;
-                let millis = info.published.unix_timestamp_nanos() / 1_000_000;
+                let nanos = info.published.unix_timestamp_nanos();
                 (
                     Seq(info.stream_sequence),
-                    Timestamp(u64::try_from(millis).unwrap_or(0)),
+                    u64::try_from(nanos).unwrap_or(0),
                     info.pending,
                 )
             };
@@ -182,7 +248,8 @@ impl Reader {
             let inner = message.message;
             Ok(RawMessage {
                 seq,
-                stored_at,
+                stored_at: Timestamp(stored_at_ns / 1_000_000),
+                stored_at_ns,
                 subject: inner.subject,
                 payload: inner.payload,
                 headers: inner.headers,

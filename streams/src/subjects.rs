@@ -30,6 +30,8 @@ pub const REPORTS: &str = "cairn.report.*";
 pub const ASSIGNMENTS: &str = "cairn.assign.*";
 pub const LOGS: &str = "cairn.log.*.*";
 pub const HEARTBEATS: &str = "cairn.hb.*";
+/// Every event about any job (a filter on the event stream).
+pub const JOB_EVENTS: &str = "cairn.evt.job.*";
 
 /// The subject a command is published on.
 pub fn command(command: &Command) -> Subject {
@@ -79,6 +81,13 @@ pub fn assignments(node: &NodeId) -> Subject {
     format!("cairn.assign.{node}").into()
 }
 
+/// The node an assignment subject belongs to, if it is one.
+pub fn node_of_assignment(subject: &str) -> Option<NodeId> {
+    subject
+        .strip_prefix("cairn.assign.")
+        .and_then(|id| NodeId::new(id).ok())
+}
+
 /// The durable pull consumer through which `node` receives its work.
 pub fn node_consumer(node: &NodeId) -> String {
     format!("node-{node}")
@@ -116,6 +125,10 @@ mod tests {
             Some(node.clone())
         );
         assert_eq!(assignments(&node).as_str(), "cairn.assign.edge-7");
+        assert_eq!(
+            node_of_assignment(assignments(&node).as_str()),
+            Some(node.clone())
+        );
         assert_eq!(node_consumer(&node), "node-edge-7");
         let exec = ExecutionId::generate();
         assert_eq!(

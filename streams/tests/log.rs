@@ -323,6 +323,25 @@ async fn reads_start_at_a_time_and_refuse_trimmed_ranges() {
         later.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![Seq(6), Seq(7), Seq(8)]
     );
+    // "As of" a time: the last message stored at or before it.
+    assert_eq!(
+        reader.last_at(StreamKind::Events, cut).await.unwrap(),
+        Seq(5)
+    );
+    assert_eq!(
+        reader
+            .last_at(StreamKind::Events, Timestamp(0))
+            .await
+            .unwrap(),
+        Seq::ZERO
+    );
+    assert_eq!(
+        reader
+            .last_at(StreamKind::Events, Timestamp::now())
+            .await
+            .unwrap(),
+        Seq(8)
+    );
 
     // Trim the stream (as limits would) and ask for what is gone.
     let js = publisher.context();
@@ -465,6 +484,41 @@ async fn the_same_work_derived_twice_is_queued_once() {
         reader.bounds(StreamKind::Assignments).await.unwrap().last,
         Seq(1)
     );
+}
+
+#[tokio::test]
+async fn direct_gets_read_a_work_queue_without_taking_its_work() {
+    use cairn_shared::assignment::{Assignment, StopExecution};
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    let node = NodeId::new("edge-3").unwrap();
+    for attempt in 1..=3 {
+        let stop: Assignment = StopExecution {
+            execution: cairn_shared::ExecutionId::generate(),
+            attempt,
+            reason: "test".into(),
+        }
+        .into();
+        let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), stop);
+        publisher
+            .append(Outgoing::assignment(&node, &envelope).unwrap())
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        let mut seen = Vec::new();
+        let mut next = Seq(1);
+        while let Some(raw) = reader
+            .next_held(StreamKind::Assignments, next)
+            .await
+            .unwrap()
+        {
+            assert_eq!(raw.subject.as_str(), "cairn.assign.edge-3");
+            seen.push(raw.seq);
+            next = raw.seq.next();
+        }
+        assert_eq!(seen, [Seq(1), Seq(2), Seq(3)], "reading took nothing away");
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,496 @@
+//! `cairn audit`: what the log says happened. `history` lists every command, event, edge
+//! report and queued assignment that concerns one job, execution or node, in the order the
+//! server stored them across streams, each with its causing command; `export` writes every
+//! message of every stream as JSON lines; `verify` (in `verify.rs`) proves the live views
+//! equal a replay.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+use cairn_shared::assignment::{RunExecution, StopExecution};
+use cairn_shared::command::{DeployJob, RerunJob, StopJob};
+use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::{
+    Assignment, Command, CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp,
+};
+use cairn_streams::{StreamKind, subjects};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::Global;
+use crate::events::parse_since;
+use crate::output::{self, Tabular};
+use crate::records::{self, Body, Record};
+use crate::replay;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Every command, event, edge report and queued assignment that concerns a job,
+    /// execution or node, in log order, with the command that caused each.
+    #[command(
+        after_help = "Examples:\n  cairn audit history execution 01JD3…\n  cairn audit history job heartbeat\n  cairn audit history node dev-edge-1 -o json"
+    )]
+    History {
+        /// What ID names.
+        kind: Entity,
+        /// The job's id or name, the execution's id, or the node's id.
+        id: String,
+    },
+    /// Replay the whole log into a fresh file and compare it, table by table, with the live
+    /// orchestrator's views at the same sequence. Prints `match`, or the first differing
+    /// record and exits 1.
+    #[command(after_help = "Examples:\n  cairn audit verify\n  cairn audit verify -o json")]
+    Verify,
+    /// Every message of every cairn stream as JSON lines, decoded, with stream and sequence:
+    /// for external tools and archives (export before trimming a stream).
+    #[command(
+        after_help = "Examples:\n  cairn audit export > cairn-archive.jsonl\n  cairn audit export --stream events --from-seq 1000 --to-seq 2000\n  cairn audit export --since 2026-11-23T00:00:00Z --until 2026-11-24T00:00:00Z"
+    )]
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Entity {
+    Job,
+    Execution,
+    Node,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Start at this sequence (of each stream exported). Refused if a stream no longer
+    /// holds it.
+    #[arg(long)]
+    from_seq: Option<u64>,
+    /// End at this sequence (inclusive).
+    #[arg(long)]
+    to_seq: Option<u64>,
+    /// Only messages stored at or after this time: RFC 3339 or a duration ago (10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only messages stored at or before this time: RFC 3339 or a duration ago.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this stream (repeatable); every stream when absent.
+    #[arg(long = "stream", value_enum)]
+    streams: Vec<StreamName>,
+}
+
+/// A stream as the command line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StreamName {
+    Commands,
+    Events,
+    Reports,
+    Assignments,
+    Logs,
+}
+
+impl StreamName {
+    fn kind(self) -> StreamKind {
+        match self {
+            StreamName::Commands => StreamKind::Commands,
+            StreamName::Events => StreamKind::Events,
+            StreamName::Reports => StreamKind::Reports,
+            StreamName::Assignments => StreamKind::Assignments,
+            StreamName::Logs => StreamKind::Logs,
+        }
+    }
+}
+
+pub async fn run(global: &Global, command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::History { kind, id } => history(global, kind, &id).await,
+        AuditCommand::Verify => crate::verify::run(global).await,
+        AuditCommand::Export(args) => export(global, args).await,
+    }
+}
+
+async fn export(global: &Global, args: ExportArgs) -> Result<()> {
+    let reader = replay::reader(global).await?;
+    let now = Timestamp::now();
+    let since = args.since.map(|t| parse_since(&t, now)).transpose()?;
+    let until = args.until.map(|t| parse_since(&t, now)).transpose()?;
+    let kinds: Vec<StreamKind> = if args.streams.is_empty() {
+        StreamKind::ALL.to_vec()
+    } else {
+        args.streams.iter().map(|s| s.kind()).collect()
+    };
+    // Ranges are fixed first, so the export is of the log as it stood when it began.
+    let mut ranges = Vec::new();
+    for kind in kinds {
+        if !records::exists(&reader, kind).await? {
+            eprintln!("note: {} does not exist; skipped", kind.name());
+            continue;
+        }
+        let bounds = reader.bounds(kind).await?;
+        let mut from = match args.from_seq {
+            Some(seq) => Seq(seq),
+            None => {
+                if bounds.first > Seq(1) && bounds.last >= bounds.first {
+                    eprintln!(
+                        "note: {} starts at sequence {}: earlier messages were trimmed",
+                        kind.name(),
+                        bounds.first
+                    );
+                }
+                bounds.first
+            }
+        };
+        if let Some(since) = since {
+            let before = reader
+                .last_at(kind, Timestamp(since.0.saturating_sub(1)))
+                .await?;
+            from = from.max(before.next());
+        }
+        let mut to = args.to_seq.map_or(bounds.last, |s| Seq(s).min(bounds.last));
+        if let Some(until) = until {
+            to = to.min(reader.last_at(kind, until).await?);
+        }
+        ranges.push((kind, from, to));
+    }
+    let total = ranges
+        .iter()
+        .map(|(_, from, to)| (to.0 + 1).saturating_sub(from.0))
+        .sum();
+    let bar = replay::progress(total, "exporting messages");
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = async {
+        for (kind, from, to) in ranges {
+            records::read_range(&reader, kind, from, to, |record| {
+                serde_json::to_writer(&mut out, &record.export())?;
+                out.write_all(b"\n")?;
+                bar.inc(1);
+                Ok(())
+            })
+            .await
+            .with_context(|| format!("exporting {}", kind.name()))?;
+        }
+        out.flush().context("writing to stdout")
+    }
+    .await;
+    bar.finish_and_clear();
+    match written {
+        // The reader stopped reading (`| head`): nothing is wrong.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// One line of an entity's history.
+#[derive(Serialize)]
+struct HistoryRow {
+    stream: &'static str,
+    seq: Seq,
+    time: String,
+    #[serde(rename = "type")]
+    type_name: Option<&'static str>,
+    id: Option<String>,
+    cause: Option<CommandId>,
+    summary: String,
+}
+
+impl Tabular for HistoryRow {
+    /// An audit shows whole ids, with or without `--wide`: they are what one looks up next.
+    fn table(rows: &[Self], _wide: bool) -> String {
+        output::table(
+            &["time", "stream", "seq", "type", "cause", "summary"],
+            rows.iter()
+                .map(|r| r.cells().into_iter().map(Into::into).collect())
+                .collect(),
+        )
+    }
+}
+
+impl HistoryRow {
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.time.clone(),
+            self.stream.to_owned(),
+            self.seq.to_string(),
+            self.type_name.unwrap_or("-").to_owned(),
+            self.cause.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            self.summary.clone(),
+        ]
+    }
+}
+
+async fn history(global: &Global, entity: Entity, id: &str) -> Result<()> {
+    let reader = replay::reader(global).await?;
+    replay::events_bounds(&reader).await?;
+    let mut log = Vec::new();
+    for kind in [
+        StreamKind::Commands,
+        StreamKind::Events,
+        StreamKind::Reports,
+        StreamKind::Assignments,
+    ] {
+        if records::exists(&reader, kind).await? {
+            log.extend(records::read_all(&reader, kind).await?);
+        }
+    }
+    // One server stamps every stream, so its clock orders them; a command is stored before
+    // the events it causes and a report before the events that follow from it.
+    log.sort_by_key(|r| (r.stored_at_ns, r.stream.name(), r.seq));
+    let concern = Concern::find(entity, id, &log)?;
+    let rows: Vec<HistoryRow> = log
+        .iter()
+        .filter(|r| concern.includes(r))
+        .map(|r| HistoryRow {
+            stream: r.stream.name(),
+            seq: r.seq,
+            time: r.stored_at().to_string(),
+            type_name: r.type_name(),
+            id: id_of(r),
+            cause: r.cause(),
+            summary: summary(r),
+        })
+        .collect();
+    if rows.is_empty() {
+        bail!(
+            "nothing in the log concerns {} {id:?}",
+            format!("{entity:?}").to_lowercase()
+        );
+    }
+    output::print_list(global.output, &rows, true)
+}
+
+/// The jobs, executions, nodes and commands an entity's history covers.
+#[derive(Default)]
+struct Concern {
+    jobs: HashSet<JobId>,
+    names: HashSet<String>,
+    executions: HashSet<ExecutionId>,
+    nodes: HashSet<NodeId>,
+    commands: HashSet<CommandId>,
+    /// The id as typed, matched against subject tokens of undecodable messages.
+    token: String,
+}
+
+impl Concern {
+    fn find(entity: Entity, id: &str, log: &[Record]) -> Result<Self> {
+        let mut c = Concern {
+            token: id.to_owned(),
+            ..Default::default()
+        };
+        match entity {
+            Entity::Job => {
+                c.names.insert(id.to_owned());
+                if let Ok(job) = id.parse() {
+                    c.jobs.insert(job);
+                }
+            }
+            Entity::Execution => {
+                c.executions.insert(
+                    id.parse()
+                        .with_context(|| format!("invalid execution id {id:?}"))?,
+                );
+            }
+            Entity::Node => {
+                c.nodes.insert(NodeId::new(id).context("invalid node id")?);
+            }
+        }
+        let events = || {
+            log.iter().filter_map(|r| match &r.body {
+                Body::Event(e) => Some(e),
+                _ => None,
+            })
+        };
+        // A job's versions and executions, then the commands behind everything found.
+        for e in events() {
+            match &e.body {
+                Event::JobDeployed(d)
+                    if c.jobs.contains(&d.job) || c.names.contains(&d.spec.name) =>
+                {
+                    c.jobs.insert(d.job);
+                    c.names.insert(d.spec.name.clone());
+                }
+                Event::ExecutionAssigned(a) if c.jobs.contains(&a.job) => {
+                    c.executions.insert(a.execution);
+                }
+                _ => {}
+            }
+        }
+        let caused: Vec<CommandId> = events()
+            .filter(|e| c.event(&e.body))
+            .filter_map(|e| e.causation)
+            .collect();
+        c.commands.extend(caused);
+        for r in log {
+            if let Body::Command(command) = &r.body
+                && c.command(&command.body)
+            {
+                c.commands.insert(command.id);
+            }
+        }
+        Ok(c)
+    }
+
+    fn includes(&self, record: &Record) -> bool {
+        match &record.body {
+            Body::Command(e) => self.commands.contains(&e.id),
+            Body::Event(e) => self.event(&e.body),
+            Body::Report(e) => match &e.body {
+                Report::NodeHello(NodeHello { node, .. }) => self.nodes.contains(node),
+                Report::ExecutionUpdate(ExecutionUpdate {
+                    node, execution, ..
+                }) => self.executions.contains(execution) || self.nodes.contains(node),
+            },
+            Body::Assignment(e) => {
+                let execution = match &e.body {
+                    Assignment::RunExecution(RunExecution { execution, .. })
+                    | Assignment::StopExecution(StopExecution { execution, .. }) => execution,
+                };
+                self.executions.contains(execution)
+                    || subjects::node_of_assignment(&record.subject)
+                        .is_some_and(|n| self.nodes.contains(&n))
+            }
+            Body::Log(_) => false,
+            Body::Undecodable(_) => record.subject.split('.').any(|t| t == self.token),
+        }
+    }
+
+    fn event(&self, event: &Event) -> bool {
+        match event {
+            Event::NodeRegistered(e) => self.nodes.contains(&e.node),
+            Event::NodeDisconnected(e) => self.nodes.contains(&e.node),
+            Event::NodeReconnected(e) => self.nodes.contains(&e.node),
+            Event::NodeLost(e) => self.nodes.contains(&e.node),
+            Event::JobDeployed(e) => self.jobs.contains(&e.job),
+            Event::JobStateChanged(e) => self.jobs.contains(&e.job),
+            Event::ExecutionAssigned(e) => {
+                self.executions.contains(&e.execution) || self.nodes.contains(&e.node)
+            }
+            Event::ExecutionStopRequested(e) => {
+                self.executions.contains(&e.execution) || self.nodes.contains(&e.node)
+            }
+            Event::ExecutionStateChanged(e) => {
+                self.executions.contains(&e.execution) || self.nodes.contains(&e.node)
+            }
+            Event::CommandAccepted(e) => {
+                self.commands.contains(&e.command) || e.job.is_some_and(|j| self.jobs.contains(&j))
+            }
+            Event::CommandRejected(e) => self.commands.contains(&e.command),
+            Event::InputRejected(_) => false,
+        }
+    }
+
+    /// Whether a command names this job (by name or id).
+    fn command(&self, command: &Command) -> bool {
+        let named =
+            |job: &str| self.names.contains(job) || self.jobs.iter().any(|j| j.to_string() == job);
+        match command {
+            Command::DeployJob(DeployJob { spec }) => self.names.contains(&spec.name),
+            Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => {
+                named(&job.0)
+            }
+        }
+    }
+}
+
+fn id_of(record: &Record) -> Option<String> {
+    match &record.body {
+        Body::Command(e) => Some(e.id.to_string()),
+        Body::Event(e) => Some(e.id.to_string()),
+        Body::Report(e) => Some(e.id.to_string()),
+        Body::Assignment(e) => Some(e.id.to_string()),
+        Body::Log(_) | Body::Undecodable(_) => None,
+    }
+}
+
+fn exit(code: Option<i32>) -> String {
+    code.map(|c| format!(" (exit {c})")).unwrap_or_default()
+}
+
+fn because(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default()
+}
+
+/// One line saying what a message says.
+fn summary(record: &Record) -> String {
+    match &record.body {
+        Body::Command(e) => match &e.body {
+            Command::DeployJob(DeployJob { spec }) => {
+                format!("command {}: deploy {} ({})", e.id, spec.name, spec.job_type)
+            }
+            Command::StopJob(StopJob { job }) => format!("command {}: stop {}", e.id, job.0),
+            Command::RerunJob(RerunJob { job }) => format!("command {}: rerun {}", e.id, job.0),
+        },
+        Body::Event(e) => match &e.body {
+            Event::NodeRegistered(n) => format!(
+                "{} registered, capacity {}, labels {:?}",
+                n.node, n.capacity, n.labels
+            ),
+            Event::NodeDisconnected(n) => format!("{} disconnected", n.node),
+            Event::NodeReconnected(n) => format!("{} reconnected", n.node),
+            Event::NodeLost(n) => format!("{} lost", n.node),
+            Event::JobDeployed(j) => {
+                format!("{} version {} is job {}", j.spec.name, j.version, j.job)
+            }
+            Event::JobStateChanged(j) => {
+                format!("job {} {}{}", j.job, j.state, because(&j.reason))
+            }
+            Event::ExecutionAssigned(a) => format!(
+                "{} of {} version {} attempt {} assigned to {}",
+                a.execution, a.job_name, a.version, a.attempt, a.node
+            ),
+            Event::ExecutionStopRequested(s) => format!(
+                "{} attempt {} on {}: stop requested: {}",
+                s.execution, s.attempt, s.node, s.reason
+            ),
+            Event::ExecutionStateChanged(s) => format!(
+                "{} on {} {}{}{}",
+                s.execution,
+                s.node,
+                s.state,
+                exit(s.exit_code),
+                because(&s.reason)
+            ),
+            Event::CommandAccepted(c) => format!("command {} accepted", c.command),
+            Event::CommandRejected(c) => format!("command {} rejected: {}", c.command, c.reason),
+            Event::InputRejected(i) => {
+                format!("{} sequence {} refused: {}", i.stream, i.seq, i.reason)
+            }
+        },
+        Body::Report(e) => match &e.body {
+            Report::NodeHello(h) => format!("{} says hello, capacity {}", h.node, h.capacity),
+            Report::ExecutionUpdate(u) => format!(
+                "{} reports {} attempt {} {}{}{}",
+                u.node,
+                u.execution,
+                u.attempt,
+                u.state,
+                exit(u.exit_code),
+                because(&u.reason)
+            ),
+        },
+        Body::Assignment(e) => match &e.body {
+            Assignment::RunExecution(r) => format!(
+                "queued for {}: run {} attempt {}",
+                subjects::node_of_assignment(&record.subject)
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                r.execution,
+                r.attempt
+            ),
+            Assignment::StopExecution(s) => format!(
+                "queued: stop {} attempt {}: {}",
+                s.execution, s.attempt, s.reason
+            ),
+        },
+        Body::Log(_) => "log output".to_owned(),
+        Body::Undecodable(reason) => format!("undecodable on {}: {reason}", record.subject),
+    }
+}
