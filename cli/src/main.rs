@@ -76,7 +76,7 @@ enum Command {
     /// Jobs: deploy, stop, list, describe.
     #[command(
         subcommand,
-        after_help = "Examples:\n  cairn job deploy examples/hello.yaml --wait\n  cairn job list\n  cairn job describe hello\n  cairn job stop hello"
+        after_help = "Examples:\n  cairn job deploy examples/hello.yaml --wait\n  cairn job list\n  cairn job describe hello\n  cairn job history hello -p\n  cairn job stop hello"
     )]
     Job(JobCommand),
     /// Executions of jobs on nodes.
@@ -96,7 +96,10 @@ enum Command {
     )]
     Events(events::EventsArgs),
     /// Audit the log: an entity's causal history, verification of the live views, export.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn audit history job heartbeat\n  cairn audit verify\n  cairn audit export > cairn-archive.jsonl"
+    )]
     Audit(audit::AuditCommand),
 }
 
