@@ -4,8 +4,6 @@
 //! rebuilds it exactly. `evolve` trusts the decider that produced the events but never
 //! panics on a stream it did not expect: an event about something unknown changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use cairn_shared::event::{
     ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
 };
@@ -14,15 +12,22 @@ use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
     NodeId, NodeState,
 };
+use imbl::{OrdMap, OrdSet, Vector};
 
 /// What the decider knows, folded from every event so far.
+///
+/// Every collection in it, nested ones included, is a persistent `imbl` collection, so a
+/// clone shares everything and costs O(1); a change copies only the path to what it touches.
+/// That is what lets each decision take a private draft of a state holding every execution
+/// ever made. The maps are ordered, and their order is part of determinism (placement breaks
+/// ties by node id, jobs are reconciled oldest first).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    nodes: BTreeMap<NodeId, Node>,
-    jobs: BTreeMap<JobId, Job>,
-    names: BTreeMap<String, JobId>,
-    executions: BTreeMap<ExecutionId, Execution>,
-    decided: BTreeSet<CommandId>,
+    nodes: OrdMap<NodeId, Node>,
+    jobs: OrdMap<JobId, Job>,
+    names: OrdMap<String, JobId>,
+    executions: OrdMap<ExecutionId, Execution>,
+    decided: OrdSet<CommandId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +37,7 @@ pub struct Node {
     pub capacity: u32,
     pub state: NodeState,
     /// Non-terminal executions on this node, whatever their job: what capacity limits.
-    pub active: BTreeSet<ExecutionId>,
+    pub active: OrdSet<ExecutionId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +50,7 @@ pub struct Job {
     /// The executions of the current version since it last started (deploy or rerun).
     pub run: Run,
     /// Non-terminal executions of every version: what a stop must reach.
-    pub live: BTreeSet<ExecutionId>,
+    pub live: OrdSet<ExecutionId>,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -53,9 +58,9 @@ pub struct Job {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Run {
     /// Batch and service: `count` slots, filled lowest first.
-    pub counted: Vec<Slot>,
+    pub counted: Vector<Slot>,
     /// Ops and daemon: at most one slot per node.
-    pub pinned: BTreeMap<NodeId, Slot>,
+    pub pinned: OrdMap<NodeId, Slot>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -131,11 +136,11 @@ impl Run {
     fn start<'a>(spec: &JobSpec, nodes: impl Iterator<Item = &'a Node>) -> Self {
         match spec.job_type {
             JobType::Batch | JobType::Service => Run {
-                counted: vec![Slot::default(); spec.count() as usize],
-                pinned: BTreeMap::new(),
+                counted: std::iter::repeat_n(Slot::default(), spec.count() as usize).collect(),
+                pinned: OrdMap::new(),
             },
             JobType::Ops => Run {
-                counted: Vec::new(),
+                counted: Vector::new(),
                 pinned: nodes
                     .filter(|n| n.state != NodeState::Lost && n.matches(&spec.selector))
                     .map(|n| (n.id.clone(), Slot::default()))
@@ -205,7 +210,7 @@ fn node_registered(state: &mut State, e: &NodeRegistered) {
         labels: Labels::new(),
         capacity: 0,
         state: NodeState::Connected,
-        active: BTreeSet::new(),
+        active: OrdSet::new(),
     });
     node.labels = e.labels.clone();
     node.capacity = e.capacity;
@@ -227,7 +232,7 @@ fn job_deployed(state: &mut State, e: &JobDeployed) {
         spec: e.spec.clone(),
         state: JobState::Queued,
         run: Run::default(),
-        live: BTreeSet::new(),
+        live: OrdSet::new(),
     });
     job.name = e.spec.name.clone();
     job.version = e.version;
@@ -282,7 +287,7 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
 
 /// Puts a new execution in its slot: by node for ops and daemon; for batch and service the
 /// lowest open slot whose chain it continues (`attempt` = chain length + 1).
-fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &BTreeMap<ExecutionId, Execution>) {
+fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &OrdMap<ExecutionId, Execution>) {
     let job_type = job.spec.job_type;
     let slot = match job_type {
         JobType::Ops | JobType::Daemon => job.run.pinned.entry(e.node.clone()).or_default(),
@@ -298,7 +303,7 @@ fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &BTreeMap<ExecutionI
                 Some(index) => &mut job.run.counted[index],
                 // Not what this decider emits; keep the execution visible rather than drop it.
                 None => {
-                    job.run.counted.push(Slot::default());
+                    job.run.counted.push_back(Slot::default());
                     let last = job.run.counted.len() - 1;
                     &mut job.run.counted[last]
                 }

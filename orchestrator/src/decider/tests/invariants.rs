@@ -120,7 +120,7 @@ fn check_log(log: &[Event]) {
 /// Each node's set of active executions is exactly its non-terminal ones.
 fn check_indexes(state: &State) {
     for node in state.nodes() {
-        let active: BTreeSet<_> = state
+        let active: imbl::OrdSet<_> = state
             .executions()
             .filter(|e| e.node == node.id && !e.state.is_terminal())
             .map(|e| e.id)
