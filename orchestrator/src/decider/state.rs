@@ -61,6 +61,11 @@ pub struct Run {
     pub counted: Vector<Slot>,
     /// Ops and daemon: at most one slot per node.
     pub pinned: OrdMap<NodeId, Slot>,
+    /// The lowest counted slot that never had an execution. First attempts fill the lowest
+    /// empty slot and nothing empties a slot, so the empty ones are always the slots from
+    /// here up to the run's `count`: `evolve` finds a first attempt's slot without a scan,
+    /// which would make replaying a run quadratic in its `count`.
+    first_empty: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,6 +143,7 @@ impl Run {
             JobType::Batch | JobType::Service => Run {
                 counted: std::iter::repeat_n(Slot::default(), spec.count() as usize).collect(),
                 pinned: OrdMap::new(),
+                first_empty: 0,
             },
             JobType::Ops => Run {
                 counted: Vector::new(),
@@ -145,6 +151,7 @@ impl Run {
                     .filter(|n| n.state != NodeState::Lost && n.matches(&spec.selector))
                     .map(|n| (n.id.clone(), Slot::default()))
                     .collect(),
+                first_empty: 0,
             },
             JobType::Daemon => Run::default(),
         }
@@ -289,23 +296,33 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
 /// lowest open slot whose chain it continues (`attempt` = chain length + 1).
 fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &OrdMap<ExecutionId, Execution>) {
     let job_type = job.spec.job_type;
+    let run = &mut job.run;
     let slot = match job_type {
-        JobType::Ops | JobType::Daemon => job.run.pinned.entry(e.node.clone()).or_default(),
+        JobType::Ops | JobType::Daemon => run.pinned.entry(e.node.clone()).or_default(),
         JobType::Batch | JobType::Service => {
             let prior = e.attempt.saturating_sub(1) as usize;
-            let state_of = |id| executions.get(&id).map(|e: &Execution| e.state);
-            let found = job
-                .run
-                .counted
-                .iter()
-                .position(|s| s.executions.len() == prior && s.is_open(job_type, state_of));
+            let found = if prior == 0 {
+                // An empty slot is always open, and the lowest one is `first_empty`.
+                let index = run.first_empty;
+                let empty = run
+                    .counted
+                    .get(index)
+                    .is_some_and(|s| s.executions.is_empty());
+                run.first_empty += usize::from(empty);
+                empty.then_some(index)
+            } else {
+                let state_of = |id| executions.get(&id).map(|e: &Execution| e.state);
+                run.counted
+                    .iter()
+                    .position(|s| s.executions.len() == prior && s.is_open(job_type, state_of))
+            };
             match found {
-                Some(index) => &mut job.run.counted[index],
+                Some(index) => &mut run.counted[index],
                 // Not what this decider emits; keep the execution visible rather than drop it.
                 None => {
-                    job.run.counted.push_back(Slot::default());
-                    let last = job.run.counted.len() - 1;
-                    &mut job.run.counted[last]
+                    run.counted.push_back(Slot::default());
+                    let last = run.counted.len() - 1;
+                    &mut run.counted[last]
                 }
             }
         }

@@ -98,6 +98,7 @@ pub fn check_state(state: &State, log: &[Event]) {
     assert_eq!(&rebuilt, state, "replaying the log must rebuild the state");
     check_log(log);
     check_indexes(state);
+    check_slots_filled_in_order(state);
     check_one_per_node(state);
     check_settled(state);
 }
@@ -126,6 +127,25 @@ fn check_indexes(state: &State) {
             .map(|e| e.id)
             .collect();
         assert_eq!(node.active, active, "active index of {}", node.id);
+    }
+}
+
+/// Batch and service slots are filled lowest first, so the empty ones are the last ones:
+/// `evolve` relies on it to find a first attempt's slot without a scan.
+fn check_slots_filled_in_order(state: &State) {
+    for job in state.jobs() {
+        let filled = job.run.counted.iter().filter(|s| !s.executions.is_empty());
+        let prefix = job
+            .run
+            .counted
+            .iter()
+            .take_while(|s| !s.executions.is_empty());
+        assert_eq!(
+            filled.count(),
+            prefix.count(),
+            "a gap in the slots of {}",
+            job.name
+        );
     }
 }
 
