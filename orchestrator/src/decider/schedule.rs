@@ -29,12 +29,7 @@ pub(super) fn schedule(draft: &mut Draft, ids: &mut impl IdSource) {
 
 /// Reconciles every active job, oldest first, so older jobs get freed capacity first.
 pub(super) fn reconcile_all(draft: &mut Draft, ids: &mut impl IdSource) {
-    let active: Vec<JobId> = draft
-        .state
-        .jobs()
-        .filter(|j| !j.state.is_terminal())
-        .map(|j| j.id)
-        .collect();
+    let active: Vec<JobId> = draft.state.active_jobs().map(|j| j.id).collect();
     for job in active {
         reconcile(draft, ids, job);
     }

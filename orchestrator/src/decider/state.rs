@@ -25,6 +25,9 @@ use imbl::{OrdMap, OrdSet, Vector};
 pub struct State {
     nodes: OrdMap<NodeId, Node>,
     jobs: OrdMap<JobId, Job>,
+    /// The jobs not in a terminal state: what the scheduler reconciles, without reading
+    /// every job ever deployed.
+    active_jobs: OrdSet<JobId>,
     names: OrdMap<String, JobId>,
     executions: OrdMap<ExecutionId, Execution>,
     decided: OrdSet<CommandId>,
@@ -107,6 +110,11 @@ impl State {
     /// Jobs, oldest id first.
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.jobs.values()
+    }
+
+    /// Jobs not in a terminal state, oldest id first.
+    pub fn active_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.active_jobs.iter().filter_map(|id| self.jobs.get(id))
     }
 
     pub fn execution(&self, id: ExecutionId) -> Option<&Execution> {
@@ -246,6 +254,7 @@ fn job_deployed(state: &mut State, e: &JobDeployed) {
     job.spec = e.spec.clone();
     job.state = JobState::Queued;
     job.run = run;
+    state.active_jobs.insert(e.job);
 }
 
 fn job_state_changed(state: &mut State, e: &JobStateChanged) {
@@ -260,6 +269,11 @@ fn job_state_changed(state: &mut State, e: &JobStateChanged) {
         if let Some(run) = run {
             job.run = run;
         }
+    }
+    if e.state.is_terminal() {
+        state.active_jobs.remove(&e.job);
+    } else {
+        state.active_jobs.insert(e.job);
     }
 }
 

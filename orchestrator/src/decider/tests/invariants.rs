@@ -118,8 +118,16 @@ fn check_log(log: &[Event]) {
     }
 }
 
-/// Each node's set of active executions is exactly its non-terminal ones.
+/// Each node's set of active executions is exactly its non-terminal ones, and the active
+/// jobs are exactly the non-terminal ones.
 fn check_indexes(state: &State) {
+    let active: Vec<_> = state.active_jobs().map(|j| j.id).collect();
+    let expected: Vec<_> = state
+        .jobs()
+        .filter(|j| !j.state.is_terminal())
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(active, expected, "active jobs index");
     for node in state.nodes() {
         let active: imbl::OrdSet<_> = state
             .executions()
