@@ -92,11 +92,12 @@
 //!
 //! # Cost
 //!
-//! A decision clones the state into its draft (O(state)) and, when placement is due,
-//! re-reads every slot of every active job; placing one execution scans the job's candidate
-//! nodes once. That is simple and fast enough for thousands of nodes and tens of thousands
-//! of live executions; beyond that, persistent maps would make the draft's clone O(1) and a
-//! per-selector index of waiting demand would bound the re-read.
+//! A decision clones the state into its draft in O(1): every collection in [`State`] is a
+//! persistent `imbl` one, so the draft shares everything and copies only the tree nodes its
+//! events touch. When placement is due it re-reads every slot of every active job; placing
+//! one execution scans the job's candidate nodes once. That is fast enough for thousands of
+//! nodes and tens of thousands of live executions; beyond that, a per-selector index of
+//! waiting demand would bound the re-read.
 
 mod command;
 mod draft;

@@ -29,12 +29,7 @@ pub(super) fn schedule(draft: &mut Draft, ids: &mut impl IdSource) {
 
 /// Reconciles every active job, oldest first, so older jobs get freed capacity first.
 pub(super) fn reconcile_all(draft: &mut Draft, ids: &mut impl IdSource) {
-    let active: Vec<JobId> = draft
-        .state
-        .jobs()
-        .filter(|j| !j.state.is_terminal())
-        .map(|j| j.id)
-        .collect();
+    let active: Vec<JobId> = draft.state.active_jobs().map(|j| j.id).collect();
     for job in active {
         reconcile(draft, ids, job);
     }
@@ -76,40 +71,51 @@ fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     if job.spec.job_type == JobType::Daemon {
         stop_unmatched(draft, job_id);
     }
-    place(draft, ids, job_id);
-    settle(draft, job_id);
+    // Reading every slot is the costly part of a job's reconciliation, so the statuses are
+    // read once and again only when placing changed them.
+    let Some(job) = draft.state.job(job_id) else {
+        return;
+    };
+    let mut slots = statuses(&draft.state, job);
+    if place(draft, ids, job_id, &slots) {
+        let Some(job) = draft.state.job(job_id) else {
+            return;
+        };
+        slots = statuses(&draft.state, job);
+    }
+    settle(draft, job_id, &slots);
 }
 
 /// Places every waiting slot it can. Batch and service slots can go to any node, so once one
 /// finds no node none will, and stopping there keeps slots filled lowest first (which is
-/// how `evolve` attaches them).
-fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
+/// how `evolve` attaches them). Whether it placed anything.
+fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId, statuses: &[Status]) -> bool {
     let Some(job) = draft.state.job(job_id) else {
-        return;
+        return false;
     };
-    let statuses = statuses(&draft.state, job);
     let exhausted = statuses
         .iter()
         .any(|s| matches!(s, Status::Exhausted { .. }));
     let waiting = statuses.iter().any(|s| matches!(s, Status::Waiting { .. }));
     if exhausted || !waiting {
-        return;
+        return false;
     }
     let mut candidates = Candidates::new(&draft.state, job);
+    let mut placed = false;
     for status in statuses {
         let Status::Waiting { place, attempt } = status else {
             continue;
         };
         let node = match place {
-            Place::On(node) => candidates.fits(&node).then_some(node),
-            Place::Anywhere { avoid } => match candidates.best(&avoid) {
+            Place::On(node) => candidates.fits(node).then(|| node.clone()),
+            Place::Anywhere { avoid } => match candidates.best(avoid) {
                 Some(node) => Some(node),
-                None => return,
+                None => break,
             },
         };
         let Some(node) = node else { continue };
         let Some(job) = draft.state.job(job_id) else {
-            return;
+            break;
         };
         candidates.take(&node);
         let assigned = ExecutionAssigned {
@@ -118,19 +124,22 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
             job_name: job.name.clone(),
             version: job.version,
             node,
-            attempt,
+            attempt: *attempt,
             task: job.spec.task.clone(),
         };
         draft.emit(assigned);
+        placed = true;
     }
+    placed
 }
 
-/// Emits the job's state if it changed; a failed job also stops what it still runs.
-fn settle(draft: &mut Draft, job_id: JobId) {
+/// Emits the job's state, judged from its current `statuses`, if it changed; a failed job
+/// also stops what it still runs.
+fn settle(draft: &mut Draft, job_id: JobId, statuses: &[Status]) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    let (state, reason) = verdict(job, &statuses(&draft.state, job));
+    let (state, reason) = verdict(job, statuses);
     if state == job.state {
         return;
     }

@@ -4,8 +4,6 @@
 //! rebuilds it exactly. `evolve` trusts the decider that produced the events but never
 //! panics on a stream it did not expect: an event about something unknown changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use cairn_shared::event::{
     ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
 };
@@ -14,15 +12,25 @@ use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
     NodeId, NodeState,
 };
+use imbl::{OrdMap, OrdSet, Vector};
 
 /// What the decider knows, folded from every event so far.
+///
+/// Every collection in it, nested ones included, is a persistent `imbl` collection, so a
+/// clone shares everything and costs O(1); a change copies only the path to what it touches.
+/// That is what lets each decision take a private draft of a state holding every execution
+/// ever made. The maps are ordered, and their order is part of determinism (placement breaks
+/// ties by node id, jobs are reconciled oldest first).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    nodes: BTreeMap<NodeId, Node>,
-    jobs: BTreeMap<JobId, Job>,
-    names: BTreeMap<String, JobId>,
-    executions: BTreeMap<ExecutionId, Execution>,
-    decided: BTreeSet<CommandId>,
+    nodes: OrdMap<NodeId, Node>,
+    jobs: OrdMap<JobId, Job>,
+    /// The jobs not in a terminal state: what the scheduler reconciles, without reading
+    /// every job ever deployed.
+    active_jobs: OrdSet<JobId>,
+    names: OrdMap<String, JobId>,
+    executions: OrdMap<ExecutionId, Execution>,
+    decided: OrdSet<CommandId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +40,7 @@ pub struct Node {
     pub capacity: u32,
     pub state: NodeState,
     /// Non-terminal executions on this node, whatever their job: what capacity limits.
-    pub active: BTreeSet<ExecutionId>,
+    pub active: OrdSet<ExecutionId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +53,7 @@ pub struct Job {
     /// The executions of the current version since it last started (deploy or rerun).
     pub run: Run,
     /// Non-terminal executions of every version: what a stop must reach.
-    pub live: BTreeSet<ExecutionId>,
+    pub live: OrdSet<ExecutionId>,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -53,9 +61,14 @@ pub struct Job {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Run {
     /// Batch and service: `count` slots, filled lowest first.
-    pub counted: Vec<Slot>,
+    pub counted: Vector<Slot>,
     /// Ops and daemon: at most one slot per node.
-    pub pinned: BTreeMap<NodeId, Slot>,
+    pub pinned: OrdMap<NodeId, Slot>,
+    /// The lowest counted slot that never had an execution. First attempts fill the lowest
+    /// empty slot and nothing empties a slot, so the empty ones are always the slots from
+    /// here up to the run's `count`: `evolve` finds a first attempt's slot without a scan,
+    /// which would make replaying a run quadratic in its `count`.
+    first_empty: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,6 +112,11 @@ impl State {
         self.jobs.values()
     }
 
+    /// Jobs not in a terminal state, oldest id first.
+    pub fn active_jobs(&self) -> impl Iterator<Item = &Job> {
+        self.active_jobs.iter().filter_map(|id| self.jobs.get(id))
+    }
+
     pub fn execution(&self, id: ExecutionId) -> Option<&Execution> {
         self.executions.get(&id)
     }
@@ -131,15 +149,17 @@ impl Run {
     fn start<'a>(spec: &JobSpec, nodes: impl Iterator<Item = &'a Node>) -> Self {
         match spec.job_type {
             JobType::Batch | JobType::Service => Run {
-                counted: vec![Slot::default(); spec.count() as usize],
-                pinned: BTreeMap::new(),
+                counted: std::iter::repeat_n(Slot::default(), spec.count() as usize).collect(),
+                pinned: OrdMap::new(),
+                first_empty: 0,
             },
             JobType::Ops => Run {
-                counted: Vec::new(),
+                counted: Vector::new(),
                 pinned: nodes
                     .filter(|n| n.state != NodeState::Lost && n.matches(&spec.selector))
                     .map(|n| (n.id.clone(), Slot::default()))
                     .collect(),
+                first_empty: 0,
             },
             JobType::Daemon => Run::default(),
         }
@@ -205,7 +225,7 @@ fn node_registered(state: &mut State, e: &NodeRegistered) {
         labels: Labels::new(),
         capacity: 0,
         state: NodeState::Connected,
-        active: BTreeSet::new(),
+        active: OrdSet::new(),
     });
     node.labels = e.labels.clone();
     node.capacity = e.capacity;
@@ -227,13 +247,14 @@ fn job_deployed(state: &mut State, e: &JobDeployed) {
         spec: e.spec.clone(),
         state: JobState::Queued,
         run: Run::default(),
-        live: BTreeSet::new(),
+        live: OrdSet::new(),
     });
     job.name = e.spec.name.clone();
     job.version = e.version;
     job.spec = e.spec.clone();
     job.state = JobState::Queued;
     job.run = run;
+    state.active_jobs.insert(e.job);
 }
 
 fn job_state_changed(state: &mut State, e: &JobStateChanged) {
@@ -248,6 +269,11 @@ fn job_state_changed(state: &mut State, e: &JobStateChanged) {
         if let Some(run) = run {
             job.run = run;
         }
+    }
+    if e.state.is_terminal() {
+        state.active_jobs.remove(&e.job);
+    } else {
+        state.active_jobs.insert(e.job);
     }
 }
 
@@ -282,25 +308,35 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
 
 /// Puts a new execution in its slot: by node for ops and daemon; for batch and service the
 /// lowest open slot whose chain it continues (`attempt` = chain length + 1).
-fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &BTreeMap<ExecutionId, Execution>) {
+fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &OrdMap<ExecutionId, Execution>) {
     let job_type = job.spec.job_type;
+    let run = &mut job.run;
     let slot = match job_type {
-        JobType::Ops | JobType::Daemon => job.run.pinned.entry(e.node.clone()).or_default(),
+        JobType::Ops | JobType::Daemon => run.pinned.entry(e.node.clone()).or_default(),
         JobType::Batch | JobType::Service => {
             let prior = e.attempt.saturating_sub(1) as usize;
-            let state_of = |id| executions.get(&id).map(|e: &Execution| e.state);
-            let found = job
-                .run
-                .counted
-                .iter()
-                .position(|s| s.executions.len() == prior && s.is_open(job_type, state_of));
+            let found = if prior == 0 {
+                // An empty slot is always open, and the lowest one is `first_empty`.
+                let index = run.first_empty;
+                let empty = run
+                    .counted
+                    .get(index)
+                    .is_some_and(|s| s.executions.is_empty());
+                run.first_empty += usize::from(empty);
+                empty.then_some(index)
+            } else {
+                let state_of = |id| executions.get(&id).map(|e: &Execution| e.state);
+                run.counted
+                    .iter()
+                    .position(|s| s.executions.len() == prior && s.is_open(job_type, state_of))
+            };
             match found {
-                Some(index) => &mut job.run.counted[index],
+                Some(index) => &mut run.counted[index],
                 // Not what this decider emits; keep the execution visible rather than drop it.
                 None => {
-                    job.run.counted.push(Slot::default());
-                    let last = job.run.counted.len() - 1;
-                    &mut job.run.counted[last]
+                    run.counted.push_back(Slot::default());
+                    let last = run.counted.len() - 1;
+                    &mut run.counted[last]
                 }
             }
         }

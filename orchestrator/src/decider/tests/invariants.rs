@@ -98,6 +98,7 @@ pub fn check_state(state: &State, log: &[Event]) {
     assert_eq!(&rebuilt, state, "replaying the log must rebuild the state");
     check_log(log);
     check_indexes(state);
+    check_slots_filled_in_order(state);
     check_one_per_node(state);
     check_settled(state);
 }
@@ -117,15 +118,42 @@ fn check_log(log: &[Event]) {
     }
 }
 
-/// Each node's set of active executions is exactly its non-terminal ones.
+/// Each node's set of active executions is exactly its non-terminal ones, and the active
+/// jobs are exactly the non-terminal ones.
 fn check_indexes(state: &State) {
+    let active: Vec<_> = state.active_jobs().map(|j| j.id).collect();
+    let expected: Vec<_> = state
+        .jobs()
+        .filter(|j| !j.state.is_terminal())
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(active, expected, "active jobs index");
     for node in state.nodes() {
-        let active: BTreeSet<_> = state
+        let active: imbl::OrdSet<_> = state
             .executions()
             .filter(|e| e.node == node.id && !e.state.is_terminal())
             .map(|e| e.id)
             .collect();
         assert_eq!(node.active, active, "active index of {}", node.id);
+    }
+}
+
+/// Batch and service slots are filled lowest first, so the empty ones are the last ones:
+/// `evolve` relies on it to find a first attempt's slot without a scan.
+fn check_slots_filled_in_order(state: &State) {
+    for job in state.jobs() {
+        let filled = job.run.counted.iter().filter(|s| !s.executions.is_empty());
+        let prefix = job
+            .run
+            .counted
+            .iter()
+            .take_while(|s| !s.executions.is_empty());
+        assert_eq!(
+            filled.count(),
+            prefix.count(),
+            "a gap in the slots of {}",
+            job.name
+        );
     }
 }
 
