@@ -60,15 +60,19 @@ pub async fn run(url: &str, nodes: usize, rate: u64, duration: Duration) -> Resu
             s.assigned.len() >= total && receipts.lock().unwrap().len() >= total
         })
         .await?;
-    let latency = watch.with(|s| -> Result<_> {
+    let (latency, to_queue, delivery) = watch.with(|s| -> Result<_> {
         let receipts = receipts.lock().unwrap();
         let mut latency = Histogram::<u64>::new(3)?;
+        let mut to_queue = Histogram::<u64>::new(3)?;
+        let mut delivery = Histogram::<u64>::new(3)?;
         for (execution, decided) in &s.assigned {
-            if let Some(received) = receipts.get(execution) {
-                latency.record(received.saturating_sub(*decided) / 1_000)?;
+            if let Some(receipt) = receipts.get(execution) {
+                latency.record(receipt.received.saturating_sub(*decided) / 1_000)?;
+                to_queue.record(receipt.queued.saturating_sub(*decided) / 1_000)?;
+                delivery.record(receipt.received.saturating_sub(receipt.queued) / 1_000)?;
             }
         }
-        Ok(latency)
+        Ok((latency, to_queue, delivery))
     })?;
     ensure!(
         latency.len() == offered,
@@ -80,6 +84,14 @@ pub async fn run(url: &str, nodes: usize, rate: u64, duration: Duration) -> Resu
     figures.extend(quantiles(
         "decided → edge has it",
         &latency,
+        Some(&raw_latency),
+    ));
+    // Where the time goes: the dispatcher (decided → its work message stored on the
+    // node's subject) and delivery (stored → the edge has it).
+    figures.extend(quantiles("  of which decided → queued", &to_queue, None));
+    figures.extend(quantiles(
+        "  of which queued → edge has it",
+        &delivery,
         Some(&raw_latency),
     ));
     figures.push(Figure::rate("offered", rate as f64, None));

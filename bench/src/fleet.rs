@@ -31,8 +31,16 @@ use crate::watch::Watch;
 const CONNECTING_AT_ONCE: usize = 64;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Execution → when its edge received the assignment (ns since the epoch).
-pub type Receipts = Arc<Mutex<HashMap<ExecutionId, u64>>>;
+/// When an assignment was queued (the server stored the work message) and when its edge
+/// received it, both in ns since the epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct Receipt {
+    pub queued: u64,
+    pub received: u64,
+}
+
+/// Execution → the receipt of its assignment.
+pub type Receipts = Arc<Mutex<HashMap<ExecutionId, Receipt>>>;
 
 /// A started fleet; its edges stop when it is dropped.
 pub struct Fleet {
@@ -209,7 +217,14 @@ impl SimEdge {
             if let (Some(receipts), Assignment::RunExecution(run)) =
                 (&self.receipts, &envelope.body)
             {
-                receipts.lock().unwrap().insert(run.execution, now_nanos());
+                let received = now_nanos();
+                let queued = message.info().map_or(0, |i| {
+                    u64::try_from(i.published.unix_timestamp_nanos()).unwrap_or(0)
+                });
+                receipts
+                    .lock()
+                    .unwrap()
+                    .insert(run.execution, Receipt { queued, received });
             }
             let updates: Vec<(ExecutionId, u32, ExecutionState)> = match envelope.body {
                 Assignment::RunExecution(run) => {

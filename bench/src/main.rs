@@ -158,8 +158,9 @@ async fn main() -> Result<()> {
             lifecycle::run(&url, nodes(None), executions(None)).await?,
             dispatch::run(&url, nodes(None), rate(None), duration(None)).await?,
             reconnect::run(&url, backlog(None), trials(None), "true").await?,
-            replay::run(&url, replay_events(None)).await?,
+            // Before replay, whose million events would stay in both processes' memory.
             scale::run(&url, &sizes(None), server_pid).await?,
+            replay::run(&url, replay_events(None)).await?,
         ],
     };
     let report = report::Report::new(&url, cli.quick, scenarios).await?;

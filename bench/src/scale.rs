@@ -57,8 +57,8 @@ pub async fn run(url: &str, sizes: &[usize], server_pid: Option<u32>) -> Result<
     let mut notes = Vec::new();
     for &n in sizes {
         eprintln!("scale: {n} edges");
-        match step(url, n, server_pid).await {
-            Ok(mut step) => figures.append(&mut step),
+        match step(url, n, server_pid, &mut figures).await {
+            Ok(()) => {}
             Err(e) => {
                 notes.push(format!("stopped at {n} edges: {e:#}"));
                 break;
@@ -80,7 +80,14 @@ pub async fn run(url: &str, sizes: &[usize], server_pid: Option<u32>) -> Result<
     })
 }
 
-async fn step(url: &str, n: usize, server_pid: Option<u32>) -> Result<Vec<Figure>> {
+/// One size. Figures are added as they are measured, so a size that fails still reports
+/// how far it got and the memory at that point.
+async fn step(
+    url: &str,
+    n: usize,
+    server_pid: Option<u32>,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
     fresh_streams(&js).await?;
@@ -95,7 +102,11 @@ async fn step(url: &str, n: usize, server_pid: Option<u32>) -> Result<Vec<Figure
             s.registered.len() >= n
         })
         .await?;
-    let registered = started.elapsed();
+    figures.push(Figure::value(
+        &format!("{n} edges: all registered"),
+        started.elapsed().as_secs_f64(),
+        "s",
+    ));
 
     let publisher = Publisher::new(js.clone());
     let started = Instant::now();
@@ -104,48 +115,45 @@ async fn step(url: &str, n: usize, server_pid: Option<u32>) -> Result<Vec<Figure
         spec("scale-daemon", JobType::Daemon, None, &["sleep", "3600"]),
     )
     .await?;
-    watch
+    let placed = watch
         .until("the daemon running on every node", STEP_DEADLINE, |s| {
             s.reached(ExecutionState::Running) >= n
         })
-        .await?;
-    let placed = started.elapsed();
+        .await;
+    match &placed {
+        Ok(()) => figures.push(Figure::value(
+            &format!("{n} edges: daemon deployed → running on all"),
+            started.elapsed().as_secs_f64(),
+            "s",
+        )),
+        Err(_) => figures.push(Figure::value(
+            &format!("{n} edges: daemon running after {STEP_DEADLINE:?}"),
+            watch.with(|s| s.reached(ExecutionState::Running)) as f64,
+            "nodes",
+        )),
+    }
 
     let mb = |bytes: Option<u64>| bytes.map_or(f64::NAN, |b| b as f64 / 1_000_000.0);
-    let mut figures = vec![
-        Figure::value(
-            &format!("{n} edges: all registered"),
-            registered.as_secs_f64(),
-            "s",
+    let mut memory = vec![
+        (
+            format!("{n} edges: orchestrator RSS"),
+            rss_bytes(orchestrator.pid()),
         ),
-        Figure::value(
-            &format!("{n} edges: daemon deployed → running on all"),
-            placed.as_secs_f64(),
-            "s",
+        (
+            format!("{n} edges: one real edge RSS"),
+            rss_bytes(real.child.id()),
         ),
-        Figure::value(
-            &format!("{n} edges: orchestrator RSS"),
-            mb(rss_bytes(orchestrator.pid())),
-            "MB",
-        ),
-        Figure::value(
-            &format!("{n} edges: one real edge RSS"),
-            mb(rss_bytes(real.child.id())),
-            "MB",
+        (
+            format!("{n} edges: this benchmark's RSS (the simulated edges)"),
+            rss_bytes(std::process::id()),
         ),
     ];
     if let Some(pid) = server_pid {
-        figures.push(Figure::value(
-            &format!("{n} edges: nats-server RSS"),
-            mb(rss_bytes(pid)),
-            "MB",
-        ));
+        memory.push((format!("{n} edges: nats-server RSS"), rss_bytes(pid)));
     }
-    figures.push(Figure::value(
-        &format!("{n} edges: this benchmark's RSS (the simulated edges)"),
-        mb(rss_bytes(std::process::id())),
-        "MB",
-    ));
+    for (name, bytes) in memory {
+        figures.push(Figure::value(&name, mb(bytes), "MB"));
+    }
     drop(fleet);
-    Ok(figures)
+    placed
 }
