@@ -10,10 +10,9 @@ use cairn_shared::{NodeId, NodeState};
 
 use super::state::{Job, Node, State};
 
-/// A node the job may run on at all: not lost, labels matching. Connectivity does not
-/// matter here: an assignment waits on the node's subject until the node takes it.
+/// A node the job may run on at all: not lost, labels matching.
 pub(super) fn is_usable(node: &Node, job: &Job) -> bool {
-    node.state != NodeState::Lost && node.matches(&job.spec.selector)
+    node.may_run(&job.spec)
 }
 
 /// The nodes a job may use, with what the choice depends on.

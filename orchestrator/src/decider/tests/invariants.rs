@@ -100,7 +100,21 @@ pub fn check_state(state: &State, log: &[Event]) {
     check_indexes(state);
     check_slots_filled_in_order(state);
     check_one_per_node(state);
+    check_tallies(state);
     check_settled(state);
+}
+
+/// The tally `evolve` keeps for every active run, and each slot's status, are what reading
+/// every slot again gives: the scheduler trusts them instead of reading the slots.
+fn check_tallies(state: &State) {
+    for job in state.active_jobs() {
+        assert_eq!(
+            job.run,
+            state.retallied(job),
+            "the tally of {} drifted from its slots",
+            job.name
+        );
+    }
 }
 
 fn check_log(log: &[Event]) {
