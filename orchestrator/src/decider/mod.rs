@@ -102,8 +102,9 @@
 //! counts. Node facts are the exception: each reads that node's slot in every active run,
 //! and they are rare. When placement is due every active job is reconciled, one look at the
 //! tally for a job with nothing waiting; a job with waiting demand gathers its candidate
-//! nodes once (a scan of the nodes and of its live executions), and placing one execution
-//! scans them once. A retry finds its slot among the run's waiting and exhausted ones.
+//! nodes once, from the index of nodes below capacity (none on a full fleet) with the
+//! job's load per node kept beside its live executions, and placing one execution scans
+//! them once. A retry finds its slot among the run's waiting and exhausted ones.
 
 mod command;
 mod draft;

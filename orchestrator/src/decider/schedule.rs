@@ -65,6 +65,9 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     // The run as it was before placing (an O(1) clone): each placement changes the draft's.
     let run = job.run.clone();
     let mut candidates = Candidates::new(&draft.state, job);
+    if candidates.is_empty() {
+        return;
+    }
     for key in run.waiting() {
         let slot = run.slot(&key);
         let node = match &key {

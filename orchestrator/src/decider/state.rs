@@ -26,6 +26,9 @@ use super::tally::{SlotKey, Status, Tally, classify};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     nodes: OrdMap<NodeId, Node>,
+    /// The nodes below their declared capacity, lost or not: the only ones placement can
+    /// use, so a job waiting on a full fleet learns it without reading every node.
+    with_room: OrdSet<NodeId>,
     jobs: OrdMap<JobId, Job>,
     /// The jobs not in a terminal state: what the scheduler reconciles, without reading
     /// every job ever deployed.
@@ -56,6 +59,8 @@ pub struct Job {
     pub run: Run,
     /// Non-terminal executions of every version: what a stop must reach.
     pub live: OrdSet<ExecutionId>,
+    /// How many of `live` each node runs, so placement spreads the job without counting.
+    pub live_on: OrdMap<NodeId, usize>,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -106,6 +111,11 @@ impl State {
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+
+    /// Nodes below their declared capacity, by id; lost ones included.
+    pub fn nodes_with_room(&self) -> impl Iterator<Item = &Node> {
+        self.with_room.iter().filter_map(|id| self.nodes.get(id))
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
@@ -163,6 +173,26 @@ impl Node {
     /// does not matter: an assignment waits on the node's subject until the node takes it.
     pub fn may_run(&self, spec: &JobSpec) -> bool {
         self.state != NodeState::Lost && self.matches(&spec.selector)
+    }
+}
+
+impl Job {
+    fn add_live(&mut self, execution: ExecutionId, node: &NodeId) {
+        if self.live.insert(execution).is_none() {
+            *self.live_on.entry(node.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove_live(&mut self, execution: ExecutionId, node: &NodeId) {
+        if self.live.remove(&execution).is_none() {
+            return;
+        }
+        if let Some(count) = self.live_on.get_mut(node) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.live_on.remove(node);
+            }
+        }
     }
 }
 
@@ -382,6 +412,16 @@ fn node_registered(state: &mut State, e: &NodeRegistered) {
     });
     node.labels = e.labels.clone();
     node.capacity = e.capacity;
+    note_room(&mut state.with_room, node);
+}
+
+/// Keeps `with_room` in step after the node's capacity or load changed.
+fn note_room(with_room: &mut OrdSet<NodeId>, node: &Node) {
+    if node.has_room() {
+        with_room.insert(node.id.clone());
+    } else {
+        with_room.remove(&node.id);
+    }
 }
 
 fn set_node_state(state: &mut State, id: &NodeId, to: NodeState) {
@@ -425,6 +465,7 @@ fn job_deployed(state: &mut State, e: &JobDeployed) {
         state: JobState::Queued,
         run: Run::default(),
         live: OrdSet::new(),
+        live_on: OrdMap::new(),
     });
     job.name = e.spec.name.clone();
     job.version = e.version;
@@ -460,6 +501,7 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
     }
     if let Some(node) = state.nodes.get_mut(&e.node) {
         node.active.insert(e.execution);
+        note_room(&mut state.with_room, node);
     }
     // Known before it is attached, so its slot reads it.
     state.executions.insert(
@@ -477,7 +519,7 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
         },
     );
     if let Some(job) = state.jobs.get_mut(&e.job) {
-        job.live.insert(e.execution);
+        job.add_live(e.execution, &e.node);
         if job.version == e.version {
             let key = attach(job, e, &state.executions);
             job.run.slot_of.insert(e.execution, key.clone());
@@ -561,9 +603,10 @@ fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
     if e.state.is_terminal() {
         if let Some(node) = state.nodes.get_mut(&execution.node) {
             node.active.remove(&e.execution);
+            note_room(&mut state.with_room, node);
         }
         if let Some(job) = state.jobs.get_mut(&execution.job) {
-            job.live.remove(&e.execution);
+            job.remove_live(e.execution, &execution.node);
         }
     }
     let job = execution.job;
