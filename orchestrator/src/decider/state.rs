@@ -230,7 +230,9 @@ impl Run {
         }
     }
 
-    /// The slots and fresh daemon nodes that need an execution, in placement order.
+    /// The slots and fresh daemon nodes that need an execution, in placement order. The
+    /// counted slots never used are not listed in the tally; they come between the listed
+    /// slots below `first_empty` and any pushed past the run's count.
     pub fn waiting(&self) -> impl Iterator<Item = SlotKey> + '_ {
         let split = SlotKey::Counted(self.first_empty);
         let never_used = (self.first_empty..self.counted.len())
