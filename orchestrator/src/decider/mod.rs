@@ -94,10 +94,17 @@
 //!
 //! A decision clones the state into its draft in O(1): every collection in [`State`] is a
 //! persistent `imbl` one, so the draft shares everything and copies only the tree nodes its
-//! events touch. When placement is due it re-reads every slot of every active job; placing
-//! one execution scans the job's candidate nodes once. That is fast enough for thousands of
-//! nodes and tens of thousands of live executions; beyond that, a per-selector index of
-//! waiting demand would bound the re-read.
+//! events touch. Reconciling a job costs what it places, not the size of its run: `evolve`
+//! keeps a [`Tally`] per run (each slot's [`Status`], counts by status, the waiting and
+//! exhausted slots in placement order, and for a daemon the usable nodes it has no slot on
+//! and the ones that stopped matching), reading again only the slot an event concerns, so a
+//! report on a 10,000-slot batch job reads one slot and the job's state follows from the
+//! counts. Node facts are the exception: each reads that node's slot in every active run,
+//! and they are rare. When placement is due every active job is reconciled, one look at the
+//! tally for a job with nothing waiting; a job with waiting demand gathers its candidate
+//! nodes once, from the index of nodes below capacity (none on a full fleet) with the
+//! job's load per node kept beside its live executions, and placing one execution scans
+//! them once. A retry finds its slot among the run's waiting and exhausted ones.
 
 mod command;
 mod draft;
@@ -106,6 +113,7 @@ mod placement;
 mod report;
 mod schedule;
 mod state;
+mod tally;
 
 #[cfg(test)]
 mod tests;
@@ -115,6 +123,7 @@ use cairn_shared::event::{CommandAccepted, CommandRejected, InputRejected};
 use cairn_shared::{CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp};
 
 pub use state::{Execution, Job, Node, Run, Slot, State, evolve};
+pub use tally::{Counts, SlotKey, Status, Tally};
 
 use draft::Draft;
 

@@ -1,8 +1,9 @@
 //! Choosing a node: which nodes may take an execution of a job, and which of them should.
 //!
-//! The candidates are gathered once per job and reconciliation and kept up to date as
-//! executions are placed, so placing `count` executions costs `count` scans of the nodes
-//! rather than a scan of every node's executions each time.
+//! The candidates are gathered once per job and reconciliation, from the nodes with room
+//! only (the others cannot take anything), and kept up to date as executions are placed,
+//! so placing `count` executions costs `count` scans of those nodes, and asking a full
+//! fleet costs nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,10 +11,9 @@ use cairn_shared::{NodeId, NodeState};
 
 use super::state::{Job, Node, State};
 
-/// A node the job may run on at all: not lost, labels matching. Connectivity does not
-/// matter here: an assignment waits on the node's subject until the node takes it.
+/// A node the job may run on at all: not lost, labels matching.
 pub(super) fn is_usable(node: &Node, job: &Job) -> bool {
-    node.state != NodeState::Lost && node.matches(&job.spec.selector)
+    node.may_run(&job.spec)
 }
 
 /// The nodes a job may use, with what the choice depends on.
@@ -33,24 +33,25 @@ struct Candidate {
 
 impl Candidates {
     pub(super) fn new(state: &State, job: &Job) -> Self {
-        let mut job_load: BTreeMap<&NodeId, usize> = BTreeMap::new();
-        for execution in job.live.iter().filter_map(|id| state.execution(*id)) {
-            *job_load.entry(&execution.node).or_default() += 1;
-        }
         let nodes = state
-            .nodes()
+            .nodes_with_room()
             .filter(|n| is_usable(n, job))
             .map(|n| {
                 let candidate = Candidate {
                     connected: n.state == NodeState::Connected,
                     room: (n.capacity as usize).saturating_sub(n.active.len()),
                     load: n.active.len(),
-                    job_load: job_load.get(&n.id).copied().unwrap_or(0),
+                    job_load: job.live_on.get(&n.id).copied().unwrap_or(0),
                 };
                 (n.id.clone(), candidate)
             })
             .collect();
         Self { nodes }
+    }
+
+    /// Whether no node can take anything.
+    pub(super) fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// Whether this very node can take one more execution now.

@@ -1,17 +1,19 @@
 //! The scheduler: after the facts of a decision, place what is missing and settle each
 //! job's state. It reacts to facts only; nothing here waits for a timer.
 //!
-//! A job's demand is read off its current run: every slot is classified ([`Status`]), the
-//! waiting ones are placed on eligible nodes, and the job's state follows from the result.
+//! A job's demand is read off its current run's tally, which `evolve` keeps current (see
+//! `tally.rs`): the waiting slots are placed on eligible nodes, and the job's state follows
+//! from the counts, so a job's reconciliation costs what it places, not the size of its run.
 
 use std::collections::BTreeSet;
 
 use cairn_shared::event::{ExecutionAssigned, ExecutionStopRequested, JobStateChanged};
-use cairn_shared::{DesiredState, ExecutionState, JobId, JobState, JobType, NodeId};
+use cairn_shared::{JobId, JobState, JobType, NodeId};
 
 use super::draft::Draft;
-use super::placement::{Candidates, is_usable};
+use super::placement::Candidates;
 use super::state::{Execution, Job, Slot, State};
+use super::tally::SlotKey;
 use super::{IdSource, MAX_ATTEMPTS};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
@@ -35,32 +37,6 @@ pub(super) fn reconcile_all(draft: &mut Draft, ids: &mut impl IdSource) {
     }
 }
 
-/// Where a slot's next execution must go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Place {
-    /// Any eligible node (batch, service), avoiding the ones the slot already used.
-    Anywhere { avoid: BTreeSet<NodeId> },
-    /// This node and no other (ops, daemon).
-    On(NodeId),
-}
-
-/// What a slot needs, or what it came to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Status {
-    /// Its execution has not ended; `pending` until the edge accepts it.
-    Live { pending: bool },
-    /// It needs an execution, with this attempt number.
-    Waiting { place: Place, attempt: u32 },
-    /// A daemon slot whose node is lost or no longer matches: nothing to do there.
-    Idle,
-    /// A batch slot that completed.
-    Done,
-    /// An ops slot that ended, successfully or not (its node may have been lost first).
-    Ended { ok: bool },
-    /// A slot that used all its attempts; the job fails.
-    Exhausted { last: String },
-}
-
 fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
@@ -71,44 +47,32 @@ fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     if job.spec.job_type == JobType::Daemon {
         stop_unmatched(draft, job_id);
     }
-    // Reading every slot is the costly part of a job's reconciliation, so the statuses are
-    // read once and again only when placing changed them.
+    place(draft, ids, job_id);
+    settle(draft, job_id);
+}
+
+/// Places every waiting slot it can, in placement order. Batch and service slots can go to
+/// any node, so once one finds no node none will, and stopping there keeps slots filled
+/// lowest first (which is how `evolve` attaches them).
+fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    let mut slots = statuses(&draft.state, job);
-    if place(draft, ids, job_id, &slots) {
-        let Some(job) = draft.state.job(job_id) else {
-            return;
-        };
-        slots = statuses(&draft.state, job);
+    let tally = &job.run.tally;
+    if !tally.exhausted.is_empty() || tally.waiting() == 0 {
+        return;
     }
-    settle(draft, job_id, &slots);
-}
-
-/// Places every waiting slot it can. Batch and service slots can go to any node, so once one
-/// finds no node none will, and stopping there keeps slots filled lowest first (which is
-/// how `evolve` attaches them). Whether it placed anything.
-fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId, statuses: &[Status]) -> bool {
-    let Some(job) = draft.state.job(job_id) else {
-        return false;
-    };
-    let exhausted = statuses
-        .iter()
-        .any(|s| matches!(s, Status::Exhausted { .. }));
-    let waiting = statuses.iter().any(|s| matches!(s, Status::Waiting { .. }));
-    if exhausted || !waiting {
-        return false;
-    }
+    // The run as it was before placing (an O(1) clone): each placement changes the draft's.
+    let run = job.run.clone();
     let mut candidates = Candidates::new(&draft.state, job);
-    let mut placed = false;
-    for status in statuses {
-        let Status::Waiting { place, attempt } = status else {
-            continue;
-        };
-        let node = match place {
-            Place::On(node) => candidates.fits(node).then(|| node.clone()),
-            Place::Anywhere { avoid } => match candidates.best(avoid) {
+    if candidates.is_empty() {
+        return;
+    }
+    for key in run.waiting() {
+        let slot = run.slot(&key);
+        let node = match &key {
+            SlotKey::Pinned(node) => candidates.fits(node).then(|| node.clone()),
+            SlotKey::Counted(_) => match candidates.best(&used_nodes(&draft.state, slot)) {
                 Some(node) => Some(node),
                 None => break,
             },
@@ -124,22 +88,20 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId, statuses: &[
             job_name: job.name.clone(),
             version: job.version,
             node,
-            attempt: *attempt,
+            attempt: next_attempt(slot),
             task: job.spec.task.clone(),
         };
         draft.emit(assigned);
-        placed = true;
     }
-    placed
 }
 
-/// Emits the job's state, judged from its current `statuses`, if it changed; a failed job
-/// also stops what it still runs.
-fn settle(draft: &mut Draft, job_id: JobId, statuses: &[Status]) {
+/// Emits the job's state, judged from its run's tally, if it changed; a failed job also
+/// stops what it still runs.
+fn settle(draft: &mut Draft, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    let (state, reason) = verdict(job, statuses);
+    let (state, reason) = verdict(&draft.state, job);
     if state == job.state {
         return;
     }
@@ -161,16 +123,11 @@ fn stop_unmatched(draft: &mut Draft, job_id: JobId) {
     };
     let unmatched: Vec<_> = job
         .run
-        .pinned
+        .tally
+        .unmatched
         .iter()
-        .filter(|(node, _)| {
-            draft
-                .state
-                .node(node)
-                .is_some_and(|n| !n.matches(&job.spec.selector))
-        })
-        .filter_map(|(_, slot)| current(&draft.state, slot))
-        .filter(|e| !e.state.is_terminal() && e.desired == DesiredState::Running)
+        .filter_map(|node| job.run.pinned.get(node))
+        .filter_map(|slot| current(&draft.state, slot))
         .map(|e| (e.id, e.node.clone(), e.attempt))
         .collect();
     for (execution, node, attempt) in unmatched {
@@ -183,129 +140,57 @@ fn stop_unmatched(draft: &mut Draft, job_id: JobId) {
     }
 }
 
-/// Every slot of the job's run, in placement order. Daemons also get a waiting slot for
-/// every usable node they have not been on yet.
-fn statuses(state: &State, job: &Job) -> Vec<Status> {
-    let counted = job.run.counted.iter().map(|s| status(state, job, s, None));
-    let pinned = job
-        .run
-        .pinned
-        .iter()
-        .map(|(node, s)| status(state, job, s, Some(node)));
-    let mut all: Vec<Status> = counted.chain(pinned).collect();
-    if job.spec.job_type == JobType::Daemon {
-        let fresh = state
-            .nodes()
-            .filter(|n| is_usable(n, job) && !job.run.pinned.contains_key(&n.id))
-            .map(|n| Status::Waiting {
-                place: Place::On(n.id.clone()),
-                attempt: 1,
-            });
-        all.extend(fresh);
-    }
-    all
+/// The attempt number of a slot's next execution; a fresh daemon node has no slot yet.
+fn next_attempt(slot: Option<&Slot>) -> u32 {
+    let used = slot.map_or(0, |s| s.executions.len());
+    u32::try_from(used).unwrap_or(u32::MAX).saturating_add(1)
 }
 
-fn status(state: &State, job: &Job, slot: &Slot, node: Option<&NodeId>) -> Status {
-    let job_type = job.spec.job_type;
-    let current = current(state, slot);
-    if let Some(e) = current.filter(|e| !e.state.is_terminal()) {
-        return Status::Live {
-            pending: e.state == ExecutionState::Pending,
-        };
-    }
-    let usable = node.is_none_or(|id| state.node(id).is_some_and(|n| is_usable(n, job)));
-    if job_type == JobType::Ops {
-        return match current {
-            Some(e) => Status::Ended {
-                ok: e.state == ExecutionState::Completed,
-            },
-            None if usable => waiting(state, slot, node),
-            None => Status::Ended { ok: false },
-        };
-    }
-    if !slot.is_open(job_type, |id| state.execution(id).map(|e| e.state)) {
-        return Status::Done;
-    }
-    if faults(state, job_type, slot) >= MAX_ATTEMPTS {
-        return Status::Exhausted {
-            last: current.map(describe_end).unwrap_or_default(),
-        };
-    }
-    if !usable {
-        return Status::Idle;
-    }
-    waiting(state, slot, node)
-}
-
-fn waiting(state: &State, slot: &Slot, node: Option<&NodeId>) -> Status {
-    let attempt = u32::try_from(slot.executions.len())
-        .unwrap_or(u32::MAX)
-        .saturating_add(1);
-    let place = match node {
-        Some(node) => Place::On(node.clone()),
-        None => Place::Anywhere {
-            avoid: slot
-                .executions
-                .iter()
-                .filter_map(|id| state.execution(*id))
-                .map(|e| e.node.clone())
-                .collect(),
-        },
-    };
-    Status::Waiting { place, attempt }
-}
-
-/// Ends that count against a slot's attempts: anything nobody asked for, except that a
-/// long-running slot does not pay for a lost node.
-fn faults(state: &State, job_type: JobType, slot: &Slot) -> u32 {
-    let long_running = matches!(job_type, JobType::Service | JobType::Daemon);
-    let is_fault = |e: &&Execution| match e.state {
-        ExecutionState::Failed => true,
-        ExecutionState::Stopped => e.desired == DesiredState::Running,
-        ExecutionState::Completed => long_running,
-        ExecutionState::Lost => !long_running,
-        _ => false,
-    };
-    let count = slot
-        .executions
-        .iter()
+/// The nodes a slot already used, which its next execution avoids if it can.
+fn used_nodes(state: &State, slot: Option<&Slot>) -> BTreeSet<NodeId> {
+    slot.into_iter()
+        .flat_map(|s| &s.executions)
         .filter_map(|id| state.execution(*id))
-        .filter(is_fault)
-        .count();
-    u32::try_from(count).unwrap_or(u32::MAX)
+        .map(|e| e.node.clone())
+        .collect()
 }
 
-fn verdict(job: &Job, statuses: &[Status]) -> (JobState, Option<String>) {
-    if let Some(last) = statuses.iter().find_map(|s| match s {
-        Status::Exhausted { last } => Some(last),
-        _ => None,
-    }) {
+/// The job's state as its run's tally says, without reading the slots.
+fn verdict(state: &State, job: &Job) -> (JobState, Option<String>) {
+    let tally = &job.run.tally;
+    let counts = &tally.counts;
+    if let Some(key) = tally.exhausted.get_min() {
+        let last = job
+            .run
+            .slot(key)
+            .and_then(|slot| current(state, slot))
+            .map(describe_end)
+            .unwrap_or_default();
         let reason = format!("an execution used all {MAX_ATTEMPTS} attempts; the last {last}");
         return (JobState::Failed, Some(reason));
     }
+    let slots = counts.slots() + tally.fresh.len();
     match job.spec.job_type {
-        JobType::Ops if statuses.is_empty() => {
+        JobType::Ops if slots == 0 => {
             let reason = "no node matched the selector when the job started";
             return (JobState::Failed, Some(reason.to_owned()));
         }
-        JobType::Ops => {
-            if let Some(verdict) = ops_outcome(statuses) {
-                return verdict;
-            }
+        // An ops job is decided once every target has ended.
+        JobType::Ops if counts.ended_ok + counts.ended_failed == slots => {
+            let missed = counts.ended_failed;
+            return if missed == 0 {
+                (JobState::Completed, None)
+            } else {
+                let reason = format!("{missed} of {slots} nodes did not complete it");
+                (JobState::Failed, Some(reason))
+            };
         }
-        JobType::Batch if statuses.iter().all(|s| *s == Status::Done) => {
-            return (JobState::Completed, None);
-        }
+        JobType::Batch if counts.done == slots => return (JobState::Completed, None),
         _ => {}
     }
-    let in_flight = statuses.iter().any(|s| matches!(s, Status::Live { .. }));
-    let any_done = statuses
-        .iter()
-        .any(|s| matches!(s, Status::Done | Status::Ended { .. }));
-    let deploying = statuses
-        .iter()
-        .any(|s| matches!(s, Status::Waiting { .. } | Status::Live { pending: true }));
+    let in_flight = counts.pending + counts.up > 0;
+    let any_done = counts.done + counts.ended_ok + counts.ended_failed > 0;
+    let deploying = tally.waiting() + counts.pending > 0;
     let state = if !in_flight && !any_done {
         JobState::Queued
     } else if deploying {
@@ -314,24 +199,6 @@ fn verdict(job: &Job, statuses: &[Status]) -> (JobState, Option<String>) {
         JobState::Running
     };
     (state, None)
-}
-
-/// An ops job is decided once every target has ended.
-fn ops_outcome(statuses: &[Status]) -> Option<(JobState, Option<String>)> {
-    let mut missed = 0;
-    for status in statuses {
-        match status {
-            Status::Ended { ok: true } => {}
-            Status::Ended { ok: false } => missed += 1,
-            _ => return None,
-        }
-    }
-    Some(if missed == 0 {
-        (JobState::Completed, None)
-    } else {
-        let reason = format!("{missed} of {} nodes did not complete it", statuses.len());
-        (JobState::Failed, Some(reason))
-    })
 }
 
 fn current<'s>(state: &'s State, slot: &Slot) -> Option<&'s Execution> {

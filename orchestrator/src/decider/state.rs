@@ -14,6 +14,8 @@ use cairn_shared::{
 };
 use imbl::{OrdMap, OrdSet, Vector};
 
+use super::tally::{SlotKey, Status, Tally, classify};
+
 /// What the decider knows, folded from every event so far.
 ///
 /// Every collection in it, nested ones included, is a persistent `imbl` collection, so a
@@ -24,6 +26,9 @@ use imbl::{OrdMap, OrdSet, Vector};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     nodes: OrdMap<NodeId, Node>,
+    /// The nodes below their declared capacity, lost or not: the only ones placement can
+    /// use, so a job waiting on a full fleet learns it without reading every node.
+    with_room: OrdSet<NodeId>,
     jobs: OrdMap<JobId, Job>,
     /// The jobs not in a terminal state: what the scheduler reconciles, without reading
     /// every job ever deployed.
@@ -54,6 +59,8 @@ pub struct Job {
     pub run: Run,
     /// Non-terminal executions of every version: what a stop must reach.
     pub live: OrdSet<ExecutionId>,
+    /// How many of `live` each node runs, so placement spreads the job without counting.
+    pub live_on: OrdMap<NodeId, usize>,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -69,12 +76,19 @@ pub struct Run {
     /// here up to the run's `count`: `evolve` finds a first attempt's slot without a scan,
     /// which would make replaying a run quadratic in its `count`.
     first_empty: usize,
+    /// The slot of each execution placed in this run, so a fact about an execution reads
+    /// its slot again without a search.
+    slot_of: OrdMap<ExecutionId, SlotKey>,
+    /// Every slot's status, counted, and the slots the scheduler has to visit.
+    pub tally: Tally,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
     /// Oldest first; the last one is the slot's current execution.
     pub executions: Vec<ExecutionId>,
+    /// What the slot needs, as of the last fact about it; counted in its run's tally.
+    pub status: Status,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +111,11 @@ impl State {
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+
+    /// Nodes below their declared capacity, by id; lost ones included.
+    pub fn nodes_with_room(&self) -> impl Iterator<Item = &Node> {
+        self.with_room.iter().filter_map(|id| self.nodes.get(id))
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {
@@ -128,6 +147,14 @@ impl State {
     pub fn is_decided(&self, command: CommandId) -> bool {
         self.decided.contains(&command)
     }
+
+    /// The job's run with its tally rebuilt from every slot: what `evolve` must keep it equal to.
+    #[cfg(test)]
+    pub(super) fn retallied(&self, job: &Job) -> Run {
+        let mut run = job.run.clone();
+        run.retally(&job.spec, &self.nodes, &self.executions);
+        run
+    }
 }
 
 impl Node {
@@ -141,27 +168,171 @@ impl Node {
     pub fn has_room(&self) -> bool {
         self.active.len() < self.capacity as usize
     }
+
+    /// Whether the node may run the job at all: not lost, labels matching. Connectivity
+    /// does not matter: an assignment waits on the node's subject until the node takes it.
+    pub fn may_run(&self, spec: &JobSpec) -> bool {
+        self.state != NodeState::Lost && self.matches(&spec.selector)
+    }
+}
+
+impl Job {
+    fn add_live(&mut self, execution: ExecutionId, node: &NodeId) {
+        if self.live.insert(execution).is_none() {
+            *self.live_on.entry(node.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove_live(&mut self, execution: ExecutionId, node: &NodeId) {
+        if self.live.remove(&execution).is_none() {
+            return;
+        }
+        if let Some(count) = self.live_on.get_mut(node) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.live_on.remove(node);
+            }
+        }
+    }
 }
 
 impl Run {
     /// The demand a run of `spec` starts with. Ops targets are fixed here, from the nodes
     /// known at that moment, so replaying the same events fixes the same set.
-    fn start<'a>(spec: &JobSpec, nodes: impl Iterator<Item = &'a Node>) -> Self {
+    fn start(
+        spec: &JobSpec,
+        nodes: &OrdMap<NodeId, Node>,
+        executions: &OrdMap<ExecutionId, Execution>,
+    ) -> Self {
+        let mut run = Run::default();
         match spec.job_type {
-            JobType::Batch | JobType::Service => Run {
-                counted: std::iter::repeat_n(Slot::default(), spec.count() as usize).collect(),
-                pinned: OrdMap::new(),
-                first_empty: 0,
-            },
-            JobType::Ops => Run {
-                counted: Vector::new(),
-                pinned: nodes
-                    .filter(|n| n.state != NodeState::Lost && n.matches(&spec.selector))
+            JobType::Batch | JobType::Service => {
+                run.counted = std::iter::repeat_n(Slot::default(), spec.count() as usize).collect();
+            }
+            JobType::Ops => {
+                run.pinned = nodes
+                    .values()
+                    .filter(|n| n.may_run(spec))
                     .map(|n| (n.id.clone(), Slot::default()))
-                    .collect(),
-                first_empty: 0,
-            },
-            JobType::Daemon => Run::default(),
+                    .collect();
+            }
+            JobType::Daemon => {}
+        }
+        run.retally(spec, nodes, executions);
+        run
+    }
+
+    /// The slot at `key`, if the run has one there.
+    pub fn slot(&self, key: &SlotKey) -> Option<&Slot> {
+        match key {
+            SlotKey::Counted(index) => self.counted.get(*index),
+            SlotKey::Pinned(node) => self.pinned.get(node),
+        }
+    }
+
+    /// The slots and fresh daemon nodes that need an execution, in placement order. The
+    /// counted slots never used are not listed in the tally; they come between the listed
+    /// slots below `first_empty` and any pushed past the run's count.
+    pub fn waiting(&self) -> impl Iterator<Item = SlotKey> + '_ {
+        let split = SlotKey::Counted(self.first_empty);
+        let never_used = (self.first_empty..self.counted.len())
+            .take_while(|index| self.counted[*index].executions.is_empty())
+            .map(SlotKey::Counted);
+        let fresh = self.tally.fresh.iter().cloned().map(SlotKey::Pinned);
+        self.tally
+            .waiting
+            .range(..split.clone())
+            .cloned()
+            .chain(never_used)
+            .chain(self.tally.waiting.range(split..).cloned())
+            .chain(fresh)
+    }
+
+    /// Rebuilds the tally and the execution index by reading every slot, and for a daemon
+    /// every node. A run starts this way; the tests check that `evolve` keeps both equal to
+    /// what this would rebuild.
+    pub(super) fn retally(
+        &mut self,
+        spec: &JobSpec,
+        nodes: &OrdMap<NodeId, Node>,
+        executions: &OrdMap<ExecutionId, Execution>,
+    ) {
+        self.tally = Tally::default();
+        self.slot_of = OrdMap::new();
+        let counted = (0..self.counted.len()).map(SlotKey::Counted);
+        let pinned = self.pinned.keys().cloned().map(SlotKey::Pinned);
+        let daemon_nodes = nodes
+            .keys()
+            .filter(|_| spec.job_type == JobType::Daemon)
+            .filter(|id| !self.pinned.contains_key(*id))
+            .cloned()
+            .map(SlotKey::Pinned);
+        let keys: Vec<SlotKey> = counted.chain(pinned).chain(daemon_nodes).collect();
+        for key in keys {
+            let held = self.slot(&key).map(|s| s.executions.clone());
+            for execution in held.unwrap_or_default() {
+                self.slot_of.insert(execution, key.clone());
+            }
+            self.add(&key, spec, nodes, executions);
+        }
+    }
+
+    /// Reads the slot at `key` again after something it depends on changed.
+    fn refresh(
+        &mut self,
+        key: &SlotKey,
+        spec: &JobSpec,
+        nodes: &OrdMap<NodeId, Node>,
+        executions: &OrdMap<ExecutionId, Execution>,
+    ) {
+        self.forget(key);
+        self.add(key, spec, nodes, executions);
+    }
+
+    /// Takes the slot at `key` (or the fresh daemon node it names) out of the tally.
+    fn forget(&mut self, key: &SlotKey) {
+        if let SlotKey::Pinned(node) = key {
+            self.tally.fresh.remove(node);
+            self.tally.unmatched.remove(node);
+        }
+        if let Some(status) = self.slot(key).map(|s| s.status) {
+            self.tally.remove(key, status);
+        }
+    }
+
+    /// Reads the slot at `key` and counts it in the tally. A daemon's node without a slot is
+    /// fresh demand if the daemon may run there.
+    fn add(
+        &mut self,
+        key: &SlotKey,
+        spec: &JobSpec,
+        nodes: &OrdMap<NodeId, Node>,
+        executions: &OrdMap<ExecutionId, Execution>,
+    ) {
+        let job_type = spec.job_type;
+        let (slot, node) = match key {
+            SlotKey::Counted(index) => (self.counted.get_mut(*index), None),
+            SlotKey::Pinned(id) => (self.pinned.get_mut(id), Some((id, nodes.get(id)))),
+        };
+        let usable = node.is_none_or(|(_, n)| n.is_some_and(|n| n.may_run(spec)));
+        let Some(slot) = slot else {
+            if let (Some((id, _)), JobType::Daemon, true) = (node, job_type, usable) {
+                self.tally.fresh.insert(id.clone());
+            }
+            return;
+        };
+        let status = classify(job_type, slot, usable, executions);
+        slot.status = status;
+        self.tally.add(key, status, !slot.executions.is_empty());
+        let running = slot
+            .current()
+            .and_then(|id| executions.get(&id))
+            .is_some_and(|e| !e.state.is_terminal() && e.desired == DesiredState::Running);
+        let unmatched = node.filter(|(_, n)| {
+            job_type == JobType::Daemon && running && n.is_some_and(|n| !n.matches(&spec.selector))
+        });
+        if let Some((id, _)) = unmatched {
+            self.tally.unmatched.insert(id.clone());
         }
     }
 }
@@ -196,16 +367,30 @@ impl Slot {
 /// Folds one event into the state.
 pub fn evolve(state: &mut State, event: &Event) {
     match event {
-        Event::NodeRegistered(e) => node_registered(state, e),
-        Event::NodeDisconnected(e) => set_node_state(state, &e.node, NodeState::Disconnected),
-        Event::NodeReconnected(e) => set_node_state(state, &e.node, NodeState::Connected),
-        Event::NodeLost(e) => set_node_state(state, &e.node, NodeState::Lost),
+        Event::NodeRegistered(e) => {
+            node_registered(state, e);
+            node_changed(state, &e.node);
+        }
+        Event::NodeDisconnected(e) => {
+            set_node_state(state, &e.node, NodeState::Disconnected);
+            node_changed(state, &e.node);
+        }
+        Event::NodeReconnected(e) => {
+            set_node_state(state, &e.node, NodeState::Connected);
+            node_changed(state, &e.node);
+        }
+        Event::NodeLost(e) => {
+            set_node_state(state, &e.node, NodeState::Lost);
+            node_changed(state, &e.node);
+        }
         Event::JobDeployed(e) => job_deployed(state, e),
         Event::JobStateChanged(e) => job_state_changed(state, e),
         Event::ExecutionAssigned(e) => execution_assigned(state, e),
         Event::ExecutionStopRequested(e) => {
             if let Some(execution) = state.executions.get_mut(&e.execution) {
                 execution.desired = DesiredState::Stopped;
+                let job = execution.job;
+                slot_changed(state, job, e.execution);
             }
         }
         Event::ExecutionStateChanged(e) => execution_state_changed(state, e),
@@ -229,6 +414,16 @@ fn node_registered(state: &mut State, e: &NodeRegistered) {
     });
     node.labels = e.labels.clone();
     node.capacity = e.capacity;
+    note_room(&mut state.with_room, node);
+}
+
+/// Keeps `with_room` in step after the node's capacity or load changed.
+fn note_room(with_room: &mut OrdSet<NodeId>, node: &Node) {
+    if node.has_room() {
+        with_room.insert(node.id.clone());
+    } else {
+        with_room.remove(&node.id);
+    }
 }
 
 fn set_node_state(state: &mut State, id: &NodeId, to: NodeState) {
@@ -237,8 +432,32 @@ fn set_node_state(state: &mut State, id: &NodeId, to: NodeState) {
     }
 }
 
+/// A node's facts decide whether its pinned slots can be filled and which daemons may use
+/// it, so every active run reads what it has on that node again. Node facts are rare; a run
+/// that ends is started afresh before it is read again, so terminal jobs are skipped.
+fn node_changed(state: &mut State, id: &NodeId) {
+    let key = SlotKey::Pinned(id.clone());
+    for job in state.active_jobs.iter() {
+        if let Some(job) = state.jobs.get_mut(job) {
+            job.run
+                .refresh(&key, &job.spec, &state.nodes, &state.executions);
+        }
+    }
+}
+
+/// Reads the slot holding `execution` again, if it belongs to the job's current run.
+fn slot_changed(state: &mut State, job: JobId, execution: ExecutionId) {
+    let Some(job) = state.jobs.get_mut(&job) else {
+        return;
+    };
+    if let Some(key) = job.run.slot_of.get(&execution).cloned() {
+        job.run
+            .refresh(&key, &job.spec, &state.nodes, &state.executions);
+    }
+}
+
 fn job_deployed(state: &mut State, e: &JobDeployed) {
-    let run = Run::start(&e.spec, state.nodes.values());
+    let run = Run::start(&e.spec, &state.nodes, &state.executions);
     state.names.insert(e.spec.name.clone(), e.job);
     let job = state.jobs.entry(e.job).or_insert_with(|| Job {
         id: e.job,
@@ -248,6 +467,7 @@ fn job_deployed(state: &mut State, e: &JobDeployed) {
         state: JobState::Queued,
         run: Run::default(),
         live: OrdSet::new(),
+        live_on: OrdMap::new(),
     });
     job.name = e.spec.name.clone();
     job.version = e.version;
@@ -263,7 +483,7 @@ fn job_state_changed(state: &mut State, e: &JobStateChanged) {
     };
     // Leaving a terminal state is a rerun: the version starts again with fresh demand.
     let rerun = job.state.is_terminal() && !e.state.is_terminal();
-    let run = rerun.then(|| Run::start(&job.spec, state.nodes.values()));
+    let run = rerun.then(|| Run::start(&job.spec, &state.nodes, &state.executions));
     if let Some(job) = state.jobs.get_mut(&e.job) {
         job.state = e.state;
         if let Some(run) = run {
@@ -283,13 +503,9 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
     }
     if let Some(node) = state.nodes.get_mut(&e.node) {
         node.active.insert(e.execution);
+        note_room(&mut state.with_room, node);
     }
-    if let Some(job) = state.jobs.get_mut(&e.job) {
-        job.live.insert(e.execution);
-        if job.version == e.version {
-            attach(job, e, &state.executions);
-        }
-    }
+    // Known before it is attached, so its slot reads it.
     state.executions.insert(
         e.execution,
         Execution {
@@ -304,15 +520,29 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
             reason: None,
         },
     );
+    if let Some(job) = state.jobs.get_mut(&e.job) {
+        job.add_live(e.execution, &e.node);
+        if job.version == e.version {
+            let key = attach(job, e, &state.executions);
+            job.run.slot_of.insert(e.execution, key.clone());
+            job.run
+                .add(&key, &job.spec, &state.nodes, &state.executions);
+        }
+    }
 }
 
-/// Puts a new execution in its slot: by node for ops and daemon; for batch and service the
-/// lowest open slot whose chain it continues (`attempt` = chain length + 1).
-fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &OrdMap<ExecutionId, Execution>) {
+/// Puts a new execution in its slot, taken out of the tally first: by node for ops and
+/// daemon; for batch and service the lowest open slot whose chain it continues (`attempt` =
+/// chain length + 1). The slot's key, for the caller to count it again.
+fn attach(
+    job: &mut Job,
+    e: &ExecutionAssigned,
+    executions: &OrdMap<ExecutionId, Execution>,
+) -> SlotKey {
     let job_type = job.spec.job_type;
     let run = &mut job.run;
-    let slot = match job_type {
-        JobType::Ops | JobType::Daemon => run.pinned.entry(e.node.clone()).or_default(),
+    let key = match job_type {
+        JobType::Ops | JobType::Daemon => SlotKey::Pinned(e.node.clone()),
         JobType::Batch | JobType::Service => {
             let prior = e.attempt.saturating_sub(1) as usize;
             let found = if prior == 0 {
@@ -325,23 +555,44 @@ fn attach(job: &mut Job, e: &ExecutionAssigned, executions: &OrdMap<ExecutionId,
                 run.first_empty += usize::from(empty);
                 empty.then_some(index)
             } else {
+                // A used counted slot is open exactly when it waits or is exhausted, and the
+                // tally lists those: no scan of the run.
                 let state_of = |id| executions.get(&id).map(|e: &Execution| e.state);
-                run.counted
-                    .iter()
-                    .position(|s| s.executions.len() == prior && s.is_open(job_type, state_of))
+                let continues = |index: &usize| {
+                    run.counted.get(*index).is_some_and(|s| {
+                        s.executions.len() == prior && s.is_open(job_type, state_of)
+                    })
+                };
+                let lowest = |keys: &OrdSet<SlotKey>| {
+                    keys.iter()
+                        .filter_map(|key| match key {
+                            SlotKey::Counted(index) => Some(*index),
+                            SlotKey::Pinned(_) => None,
+                        })
+                        .find(continues)
+                };
+                let waiting = lowest(&run.tally.waiting);
+                let exhausted = lowest(&run.tally.exhausted);
+                waiting.into_iter().chain(exhausted).min()
             };
-            match found {
-                Some(index) => &mut run.counted[index],
-                // Not what this decider emits; keep the execution visible rather than drop it.
-                None => {
-                    run.counted.push_back(Slot::default());
-                    let last = run.counted.len() - 1;
-                    &mut run.counted[last]
-                }
-            }
+            // None is not what this decider emits; keep the execution visible in a slot of
+            // its own rather than drop it.
+            SlotKey::Counted(found.unwrap_or(run.counted.len()))
         }
     };
-    slot.executions.push(e.execution);
+    run.forget(&key);
+    match &key {
+        SlotKey::Pinned(node) => run.pinned.entry(node.clone()).or_default(),
+        SlotKey::Counted(index) => {
+            if *index == run.counted.len() {
+                run.counted.push_back(Slot::default());
+            }
+            &mut run.counted[*index]
+        }
+    }
+    .executions
+    .push(e.execution);
+    key
 }
 
 fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
@@ -354,9 +605,12 @@ fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
     if e.state.is_terminal() {
         if let Some(node) = state.nodes.get_mut(&execution.node) {
             node.active.remove(&e.execution);
+            note_room(&mut state.with_room, node);
         }
         if let Some(job) = state.jobs.get_mut(&execution.job) {
-            job.live.remove(&e.execution);
+            job.remove_live(e.execution, &execution.node);
         }
     }
+    let job = execution.job;
+    slot_changed(state, job, e.execution);
 }

@@ -100,7 +100,21 @@ pub fn check_state(state: &State, log: &[Event]) {
     check_indexes(state);
     check_slots_filled_in_order(state);
     check_one_per_node(state);
+    check_tallies(state);
     check_settled(state);
+}
+
+/// The tally `evolve` keeps for every active run, and each slot's status, are what reading
+/// every slot again gives: the scheduler trusts them instead of reading the slots.
+fn check_tallies(state: &State) {
+    for job in state.active_jobs() {
+        assert_eq!(
+            job.run,
+            state.retallied(job),
+            "the tally of {} drifted from its slots",
+            job.name
+        );
+    }
 }
 
 fn check_log(log: &[Event]) {
@@ -118,8 +132,9 @@ fn check_log(log: &[Event]) {
     }
 }
 
-/// Each node's set of active executions is exactly its non-terminal ones, and the active
-/// jobs are exactly the non-terminal ones.
+/// Each node's set of active executions is exactly its non-terminal ones, the nodes with
+/// room are exactly those below capacity, each job's count per node is its live executions
+/// there, and the active jobs are exactly the non-terminal ones.
 fn check_indexes(state: &State) {
     let active: Vec<_> = state.active_jobs().map(|j| j.id).collect();
     let expected: Vec<_> = state
@@ -135,6 +150,24 @@ fn check_indexes(state: &State) {
             .map(|e| e.id)
             .collect();
         assert_eq!(node.active, active, "active index of {}", node.id);
+    }
+    let with_room: Vec<_> = state.nodes_with_room().map(|n| &n.id).collect();
+    let expected: Vec<_> = state
+        .nodes()
+        .filter(|n| n.has_room())
+        .map(|n| &n.id)
+        .collect();
+    assert_eq!(with_room, expected, "nodes with room");
+    for job in state.jobs() {
+        let mut live_on = imbl::OrdMap::new();
+        for e in job.live.iter().filter_map(|id| state.execution(*id)) {
+            *live_on.entry(e.node.clone()).or_default() += 1;
+        }
+        assert_eq!(
+            job.live_on, live_on,
+            "live executions per node of {}",
+            job.name
+        );
     }
 }
 

@@ -1,0 +1,181 @@
+//! What each slot of a run needs, counted and kept current by `evolve`, so the scheduler
+//! reads a job's demand and state without classifying every slot on every report.
+//!
+//! Every slot carries its [`Status`], and its run a [`Tally`] of them. `evolve` reads a slot
+//! again whenever something its status depends on changes: an execution attached to it, one
+//! of its executions changing state or being asked to stop, and, for a slot pinned to a node,
+//! a fact about that node. The same reading over every slot rebuilds the tally from scratch;
+//! a run starts that way, and the tests check after every decision that the kept tally is
+//! the rebuilt one.
+
+use cairn_shared::{DesiredState, ExecutionId, ExecutionState, JobType, NodeId};
+use imbl::{OrdMap, OrdSet};
+
+use super::MAX_ATTEMPTS;
+use super::state::{Execution, Slot};
+
+/// Where a slot sits in its run. The order is placement order: counted slots lowest first,
+/// then pinned ones by node id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SlotKey {
+    Counted(usize),
+    Pinned(NodeId),
+}
+
+/// What a slot needs, or what it came to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Status {
+    /// Its execution has not ended; `pending` until the edge accepts it.
+    Live { pending: bool },
+    /// It needs an execution. A slot nothing was placed in yet waits.
+    #[default]
+    Waiting,
+    /// A daemon slot whose node is lost or no longer matches: nothing to do there.
+    Idle,
+    /// A batch slot that completed.
+    Done,
+    /// An ops slot that ended, successfully or not (its node may have been lost first).
+    Ended { ok: bool },
+    /// A slot that used all its attempts; the job fails.
+    Exhausted,
+}
+
+/// How many slots of a run have each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: usize,
+    pub up: usize,
+    pub waiting: usize,
+    pub idle: usize,
+    pub done: usize,
+    pub ended_ok: usize,
+    pub ended_failed: usize,
+    pub exhausted: usize,
+}
+
+impl Counts {
+    fn of(&mut self, status: Status) -> &mut usize {
+        match status {
+            Status::Live { pending: true } => &mut self.pending,
+            Status::Live { pending: false } => &mut self.up,
+            Status::Waiting => &mut self.waiting,
+            Status::Idle => &mut self.idle,
+            Status::Done => &mut self.done,
+            Status::Ended { ok: true } => &mut self.ended_ok,
+            Status::Ended { ok: false } => &mut self.ended_failed,
+            Status::Exhausted => &mut self.exhausted,
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.pending
+            + self.up
+            + self.waiting
+            + self.idle
+            + self.done
+            + self.ended_ok
+            + self.ended_failed
+            + self.exhausted
+    }
+}
+
+/// A run's slots by status, and the ones the scheduler has to visit, in placement order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub counts: Counts,
+    /// Waiting slots, except the counted ones never used: those are always the run's
+    /// `first_empty..`, so listing them would cost a batch run's `count` up front.
+    pub waiting: OrdSet<SlotKey>,
+    /// Slots that used all their attempts; the first one names the job's failure.
+    pub exhausted: OrdSet<SlotKey>,
+    /// Daemon only: usable nodes the run has no slot on yet, each a first attempt to place.
+    pub fresh: OrdSet<NodeId>,
+    /// Daemon only: nodes no longer matching the selector whose execution still runs and
+    /// is meant to.
+    pub unmatched: OrdSet<NodeId>,
+}
+
+impl Tally {
+    /// Slots and fresh daemon nodes that need an execution.
+    pub fn waiting(&self) -> usize {
+        self.counts.waiting + self.fresh.len()
+    }
+
+    /// Adds a slot read as `status`; `used` says whether anything was ever placed in it.
+    pub(super) fn add(&mut self, key: &SlotKey, status: Status, used: bool) {
+        *self.counts.of(status) += 1;
+        let listed = used || matches!(key, SlotKey::Pinned(_));
+        match status {
+            Status::Waiting if listed => {
+                self.waiting.insert(key.clone());
+            }
+            Status::Exhausted => {
+                self.exhausted.insert(key.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes back what [`Tally::add`] added for this slot.
+    pub(super) fn remove(&mut self, key: &SlotKey, status: Status) {
+        let count = self.counts.of(status);
+        *count = count.saturating_sub(1);
+        self.waiting.remove(key);
+        self.exhausted.remove(key);
+    }
+}
+
+/// Reads one slot. `usable` is whether the slot's node may run the job (counted slots have
+/// no node and always are).
+pub(super) fn classify(
+    job_type: JobType,
+    slot: &Slot,
+    usable: bool,
+    executions: &OrdMap<ExecutionId, Execution>,
+) -> Status {
+    let current = slot.current().and_then(|id| executions.get(&id));
+    if let Some(e) = current.filter(|e| !e.state.is_terminal()) {
+        return Status::Live {
+            pending: e.state == ExecutionState::Pending,
+        };
+    }
+    if job_type == JobType::Ops {
+        return match current {
+            Some(e) => Status::Ended {
+                ok: e.state == ExecutionState::Completed,
+            },
+            None if usable => Status::Waiting,
+            None => Status::Ended { ok: false },
+        };
+    }
+    if !slot.is_open(job_type, |id| executions.get(&id).map(|e| e.state)) {
+        return Status::Done;
+    }
+    if faults(job_type, slot, executions) >= MAX_ATTEMPTS {
+        return Status::Exhausted;
+    }
+    if !usable {
+        return Status::Idle;
+    }
+    Status::Waiting
+}
+
+/// Ends that count against a slot's attempts: anything nobody asked for, except that a
+/// long-running slot does not pay for a lost node.
+fn faults(job_type: JobType, slot: &Slot, executions: &OrdMap<ExecutionId, Execution>) -> u32 {
+    let long_running = matches!(job_type, JobType::Service | JobType::Daemon);
+    let is_fault = |e: &&Execution| match e.state {
+        ExecutionState::Failed => true,
+        ExecutionState::Stopped => e.desired == DesiredState::Running,
+        ExecutionState::Completed => long_running,
+        ExecutionState::Lost => !long_running,
+        _ => false,
+    };
+    let count = slot
+        .executions
+        .iter()
+        .filter_map(|id| executions.get(id))
+        .filter(is_fault)
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
