@@ -89,7 +89,7 @@ impl Orchestrator {
         let stop = shutdown.child_token();
         let mut parts = JoinSet::new();
         let token = stop.clone();
-        parts.spawn(async move { ("decider", engine.run(token).await) });
+        parts.spawn(async move { ("decider", on_own_thread(engine.run(token)).await) });
         let (publisher, reader, token) = (
             Publisher::new(js.clone()),
             Reader::new(js.clone()),
@@ -139,4 +139,25 @@ impl Orchestrator {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Runs `part` on a thread and runtime of its own. The decider decides rounds of inputs
+/// synchronously; on the shared runtime such a round holds a worker, and whatever waits on
+/// that worker (following the log to queue work, answering a query) waits with it.
+async fn on_own_thread(part: impl Future<Output = Result<()>> + Send + 'static) -> Result<()> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cairn-decider".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| crate::Error::Stopped(format!("the decider's runtime: {e}")))
+                .and_then(|runtime| runtime.block_on(part));
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| crate::Error::Stopped(format!("the decider's thread: {e}")))?;
+    result
+        .await
+        .map_err(|_| crate::Error::Stopped("the decider's thread ended".into()))?
 }
