@@ -69,11 +69,9 @@ async fn a_daemon_reaches_every_matching_node_that_joins_later_and_no_other() {
     let stack = Stack::new(SLOW_LIVENESS);
     let url = stack.url();
     let _orchestrator = stack.orchestrator("orchestrator");
-    let _first = [
-        stack.edge("edge-1", "edge", 4),
-        stack.edge("edge-2", "edge", 4),
-    ];
-    stack.nodes_in(&["edge-1", "edge-2"], "connected").await;
+    let _first = stack
+        .connected_edges(&["edge-1", "edge-2"], "edge", 4)
+        .await;
     let deployed = stack.deploy("keeper", &daemon("keeper", "{role: edge}", "v1"), true);
     assert_eq!(deployed["state"], "running");
 
@@ -415,13 +413,8 @@ async fn a_new_version_stops_the_old_executions_and_runs_on_every_matching_node(
     let stack = Stack::new(SLOW_LIVENESS);
     let url = stack.url();
     let _orchestrator = stack.orchestrator("orchestrator");
-    let _edges = [
-        stack.edge("edge-1", "edge", 4),
-        stack.edge("edge-2", "edge", 4),
-        stack.edge("edge-3", "edge", 4),
-    ];
-    stack
-        .nodes_in(&["edge-1", "edge-2", "edge-3"], "connected")
+    let _edges = stack
+        .connected_edges(&["edge-1", "edge-2", "edge-3"], "edge", 4)
         .await;
     stack.deploy("keeper", &daemon("keeper", "{role: edge}", "v1"), true);
 
@@ -507,13 +500,8 @@ async fn fault_an_orchestrator_killed_mid_batch_completes_every_execution_exactl
     let stack = Stack::new(SLOW_LIVENESS);
     let url = stack.url();
     let mut orchestrator = stack.orchestrator("orchestrator");
-    let _edges = [
-        stack.edge("edge-1", "edge", 20),
-        stack.edge("edge-2", "edge", 20),
-        stack.edge("edge-3", "edge", 20),
-    ];
-    stack
-        .nodes_in(&["edge-1", "edge-2", "edge-3"], "connected")
+    let _edges = stack
+        .connected_edges(&["edge-1", "edge-2", "edge-3"], "edge", 20)
         .await;
 
     let started = Instant::now();
@@ -560,13 +548,8 @@ async fn fault_two_orchestrators_at_once_record_no_conflicting_facts() {
     let url = stack.url();
     let mut one = stack.orchestrator("orchestrator-1");
     let mut two = stack.orchestrator("orchestrator-2");
-    let _edges = [
-        stack.edge("edge-1", "edge", 10),
-        stack.edge("edge-2", "edge", 10),
-        stack.edge("edge-3", "edge", 10),
-    ];
-    stack
-        .nodes_in(&["edge-1", "edge-2", "edge-3"], "connected")
+    let _edges = stack
+        .connected_edges(&["edge-1", "edge-2", "edge-3"], "edge", 10)
         .await;
 
     let started = Instant::now();

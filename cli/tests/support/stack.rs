@@ -112,6 +112,14 @@ impl Stack {
         self.dir.path().join(id)
     }
 
+    /// Starts an edge per id (label `role=<role>`, the same capacity) and waits until the
+    /// orchestrator has them all connected.
+    pub async fn connected_edges(&self, ids: &[&str], role: &str, capacity: u32) -> Vec<Proc> {
+        let edges = ids.iter().map(|id| self.edge(id, role, capacity)).collect();
+        self.nodes_in(ids, "connected").await;
+        edges
+    }
+
     /// An edge labelled `role=<role>` and `host=<id>` (so a job can pin one node).
     pub fn edge(&self, id: &str, role: &str, capacity: u32) -> Proc {
         let (role, host, capacity) = (
