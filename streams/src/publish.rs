@@ -393,40 +393,34 @@ impl Publisher {
                 reason: e,
                 retryable: true,
             };
-            // The first message asks for a reply so a failed expectation or a stream that
-            // does not allow batches is known before the rest is sent; the commit's reply
-            // is the batch's ack. Everything between is sent without waiting.
-            if sequence == 1 || commit {
+            // Only the commit asks for a reply: the server checks the expectation and
+            // everything else when it commits, and answers the commit with the batch's
+            // ack or the first failure. One round trip per batch, whatever its size.
+            if commit {
                 let reply = client
                     .request_with_headers(out.subject.clone(), headers, out.payload)
                     .await
                     .map_err(|e| transport(e.to_string()))?;
-                if reply.payload.is_empty() {
-                    continue;
-                }
                 let parsed: BatchReply = serde_json::from_slice(&reply.payload)
                     .map_err(|e| transport(format!("unreadable batch reply: {e}")))?;
                 if let Some(error) = parsed.error {
                     return Err(batch_error(&out.subject, expect, error));
                 }
-                if commit {
-                    if parsed.count != count as u64 {
-                        return Err(transport(format!(
-                            "batch ack counts {} of {count} messages",
-                            parsed.count
-                        )));
-                    }
-                    return Ok(Appended {
-                        seq: Seq(parsed.seq),
-                        duplicate: false,
-                    });
+                if parsed.count != count as u64 {
+                    return Err(transport(format!(
+                        "batch ack counts {} of {count} messages",
+                        parsed.count
+                    )));
                 }
-            } else {
-                client
-                    .publish_with_headers(out.subject.clone(), headers, out.payload)
-                    .await
-                    .map_err(|e| transport(e.to_string()))?;
+                return Ok(Appended {
+                    seq: Seq(parsed.seq),
+                    duplicate: false,
+                });
             }
+            client
+                .publish_with_headers(out.subject.clone(), headers, out.payload)
+                .await
+                .map_err(|e| transport(e.to_string()))?;
         }
         Err(Error::Publish {
             subject: last_subject,
