@@ -156,6 +156,7 @@ impl Engine {
                 if behind {
                     self.catch_up().await?;
                 }
+                let deciding = Instant::now();
                 let mut draft = self.state.clone();
                 let mut decisions = Vec::with_capacity(steps.len());
                 for step in steps {
@@ -191,8 +192,17 @@ impl Engine {
                     .buffer_unordered(CONSUMERS_AT_ONCE)
                     .try_collect::<Vec<()>>()
                     .await?;
+                let decided = deciding.elapsed();
+                let appending = Instant::now();
                 self.last = self.append(&decisions).await?;
                 self.state = draft;
+                tracing::debug!(
+                    inputs = steps.len(),
+                    events = decisions.iter().map(|(e, _)| e.len()).sum::<usize>(),
+                    decided_us = decided.as_micros(),
+                    appended_us = appending.elapsed().as_micros(),
+                    "recorded"
+                );
                 Ok::<(), Error>(())
             };
             match attempt.await {
@@ -368,8 +378,8 @@ impl Engine {
         let commands = cairn_streams::orchestrator_consumer(&self.js, StreamKind::Commands).await?;
         let reports = cairn_streams::orchestrator_consumer(&self.js, StreamKind::Reports).await?;
         let stream_error = |e: &dyn std::fmt::Display| Error::Stopped(format!("input stream: {e}"));
-        let mut commands = commands.messages().await.map_err(|e| stream_error(&e))?;
-        let mut reports = reports.messages().await.map_err(|e| stream_error(&e))?;
+        let mut commands = pull_inputs(&commands).await.map_err(|e| stream_error(&e))?;
+        let mut reports = pull_inputs(&reports).await.map_err(|e| stream_error(&e))?;
         let mut heartbeats = self
             .js
             .client()
@@ -458,8 +468,21 @@ fn parse(
 /// Node consumers created concurrently when many nodes register in one round.
 const CONSUMERS_AT_ONCE: usize = 32;
 
-/// Inputs taken together at most: bounds one decision round's size and its latency.
-const MAX_INPUTS: usize = 256;
+/// Inputs taken together at most: bounds one decision round's size and its latency. A
+/// round of single-event decisions this size fills one atomic batch. The input streams
+/// are pulled in batches of this size too, so a backlog is taken in full rounds.
+const MAX_INPUTS: usize = cairn_streams::publish::MAX_ATOMIC_BATCH;
+
+/// An input stream's messages, pulled in batches as large as a round.
+async fn pull_inputs(
+    consumer: &jetstream::consumer::PullConsumer,
+) -> std::result::Result<jetstream::consumer::pull::Stream, jetstream::consumer::StreamError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(MAX_INPUTS)
+        .messages()
+        .await
+}
 
 /// `first`, and whatever else both input streams have already delivered, up to
 /// [`MAX_INPUTS`], each stream in its own order. Never waits.
@@ -481,7 +504,8 @@ fn gather(
             if !open[i] || batch.len() >= MAX_INPUTS {
                 continue;
             }
-            match stream.next().now_or_never() {
+            // Unconstrained: tokio's cooperative budget would otherwise end a round at 128.
+            match tokio::task::unconstrained(stream.next()).now_or_never() {
                 Some(Some(Ok(message))) => batch.push((kind, message)),
                 Some(Some(Err(e))) => {
                     tracing::warn!(error = %e, stream = kind.name(), "input stream hiccup");
