@@ -149,7 +149,7 @@ fn next_attempt(slot: Option<&Slot>) -> u32 {
 /// The nodes a slot already used, which its next execution avoids if it can.
 fn used_nodes(state: &State, slot: Option<&Slot>) -> BTreeSet<NodeId> {
     slot.into_iter()
-        .flat_map(|s| &s.executions)
+        .flat_map(|s| s.executions.iter())
         .filter_map(|id| state.execution(*id))
         .map(|e| e.node.clone())
         .collect()

@@ -4,6 +4,8 @@
 //! rebuilds it exactly. `evolve` trusts the decider that produced the events but never
 //! panics on a stream it did not expect: an event about something unknown changes nothing.
 
+use std::sync::Arc;
+
 use cairn_shared::event::{
     ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
 };
@@ -85,8 +87,9 @@ pub struct Run {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
-    /// Oldest first; the last one is the slot's current execution.
-    pub executions: Vec<ExecutionId>,
+    /// Oldest first; the last one is the slot's current execution. Shared, so copying a
+    /// chunk of slots on a draft's first write to it copies no lists.
+    pub executions: Arc<Vec<ExecutionId>>,
     /// What the slot needs, as of the last fact about it; counted in its run's tally.
     pub status: Status,
 }
@@ -269,9 +272,9 @@ impl Run {
             .map(SlotKey::Pinned);
         let keys: Vec<SlotKey> = counted.chain(pinned).chain(daemon_nodes).collect();
         for key in keys {
-            let held = self.slot(&key).map(|s| s.executions.clone());
-            for execution in held.unwrap_or_default() {
-                self.slot_of.insert(execution, key.clone());
+            let held = self.slot(&key).map(|s| Arc::clone(&s.executions));
+            for execution in held.iter().flat_map(|h| h.iter()) {
+                self.slot_of.insert(*execution, key.clone());
             }
             self.add(&key, spec, nodes, executions);
         }
@@ -581,7 +584,7 @@ fn attach(
         }
     };
     run.forget(&key);
-    match &key {
+    let slot = match &key {
         SlotKey::Pinned(node) => run.pinned.entry(node.clone()).or_default(),
         SlotKey::Counted(index) => {
             if *index == run.counted.len() {
@@ -589,9 +592,8 @@ fn attach(
             }
             &mut run.counted[*index]
         }
-    }
-    .executions
-    .push(e.execution);
+    };
+    Arc::make_mut(&mut slot.executions).push(e.execution);
     key
 }
 
