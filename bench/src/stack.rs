@@ -36,14 +36,18 @@ pub fn cairn_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts `cairn --nats URL <args> --data DIR`, quiet but for warnings.
+/// Starts `cairn --nats URL <args> --data DIR`, quiet but for warnings unless `CAIRN_LOG`
+/// asks for more (to see where a scenario's time goes).
 pub fn spawn_cairn(url: &str, args: &[&str], data: &std::path::Path) -> Result<Child> {
     Ok(Command::new(cairn_binary()?)
         .args(["--nats", url])
         .args(args)
         .arg("--data")
         .arg(data)
-        .env("CAIRN_LOG", "warn")
+        .env(
+            "CAIRN_LOG",
+            std::env::var("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
