@@ -13,7 +13,7 @@ use cairn_shared::{JobId, JobState, JobType, NodeId};
 use super::draft::Draft;
 use super::placement::Candidates;
 use super::state::{Execution, Job, Slot, State};
-use super::tally::SlotKey;
+use super::tally::{SlotKey, Verdict};
 use super::{IdSource, MAX_ATTEMPTS};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
@@ -29,15 +29,19 @@ pub(super) fn schedule(draft: &mut Draft, ids: &mut impl IdSource) {
     }
 }
 
-/// Reconciles every active job, oldest first, so older jobs get freed capacity first.
+/// Reconciles every active job with something to do, oldest first, so older jobs get
+/// freed capacity first. The others are settled: reconciling them would emit nothing, so
+/// a decision costs what it changes, not the number of active jobs. Each visit can settle
+/// or unsettle later jobs, so the next one is looked up after it.
 pub(super) fn reconcile_all(draft: &mut Draft, ids: &mut impl IdSource) {
-    let active: Vec<JobId> = draft.state.active_jobs().map(|j| j.id).collect();
-    for job in active {
+    let mut next = draft.state.unsettled_from(None);
+    while let Some(job) = next {
         reconcile(draft, ids, job);
+        next = draft.state.unsettled_from(Some(job));
     }
 }
 
-fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
+pub(super) fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
@@ -58,8 +62,7 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    let tally = &job.run.tally;
-    if !tally.exhausted.is_empty() || tally.waiting() == 0 {
+    if !job.run.tally.wants_placement() {
         return;
     }
     // The run as it was before placing (an O(1) clone): each placement changes the draft's.
@@ -155,50 +158,28 @@ fn used_nodes(state: &State, slot: Option<&Slot>) -> BTreeSet<NodeId> {
         .collect()
 }
 
-/// The job's state as its run's tally says, without reading the slots.
+/// The job's state as its run's tally says, with the reason for a failure.
 fn verdict(state: &State, job: &Job) -> (JobState, Option<String>) {
-    let tally = &job.run.tally;
-    let counts = &tally.counts;
-    if let Some(key) = tally.exhausted.get_min() {
-        let last = job
-            .run
-            .slot(key)
-            .and_then(|slot| current(state, slot))
-            .map(describe_end)
-            .unwrap_or_default();
-        let reason = format!("an execution used all {MAX_ATTEMPTS} attempts; the last {last}");
-        return (JobState::Failed, Some(reason));
-    }
-    let slots = counts.slots() + tally.fresh.len();
-    match job.spec.job_type {
-        JobType::Ops if slots == 0 => {
-            let reason = "no node matched the selector when the job started";
-            return (JobState::Failed, Some(reason.to_owned()));
+    let verdict = job.run.tally.verdict(job.spec.job_type);
+    let reason = match &verdict {
+        Verdict::Exhausted(key) => {
+            let last = job
+                .run
+                .slot(key)
+                .and_then(|slot| current(state, slot))
+                .map(describe_end)
+                .unwrap_or_default();
+            Some(format!(
+                "an execution used all {MAX_ATTEMPTS} attempts; the last {last}"
+            ))
         }
-        // An ops job is decided once every target has ended.
-        JobType::Ops if counts.ended_ok + counts.ended_failed == slots => {
-            let missed = counts.ended_failed;
-            return if missed == 0 {
-                (JobState::Completed, None)
-            } else {
-                let reason = format!("{missed} of {slots} nodes did not complete it");
-                (JobState::Failed, Some(reason))
-            };
+        Verdict::NoTarget => Some("no node matched the selector when the job started".to_owned()),
+        Verdict::Ended { missed: 0, .. } | Verdict::Is(_) => None,
+        Verdict::Ended { missed, of } => {
+            Some(format!("{missed} of {of} nodes did not complete it"))
         }
-        JobType::Batch if counts.done == slots => return (JobState::Completed, None),
-        _ => {}
-    }
-    let in_flight = counts.pending + counts.up > 0;
-    let any_done = counts.done + counts.ended_ok + counts.ended_failed > 0;
-    let deploying = tally.waiting() + counts.pending > 0;
-    let state = if !in_flight && !any_done {
-        JobState::Queued
-    } else if deploying {
-        JobState::Deploying
-    } else {
-        JobState::Running
     };
-    (state, None)
+    (verdict.state(), reason)
 }
 
 fn current<'s>(state: &'s State, slot: &Slot) -> Option<&'s Execution> {

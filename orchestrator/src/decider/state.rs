@@ -4,6 +4,7 @@
 //! rebuilds it exactly. `evolve` trusts the decider that produced the events but never
 //! panics on a stream it did not expect: an event about something unknown changes nothing.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use cairn_shared::event::{
@@ -35,6 +36,10 @@ pub struct State {
     /// The jobs not in a terminal state: what the scheduler reconciles, without reading
     /// every job ever deployed.
     active_jobs: OrdSet<JobId>,
+    /// The active jobs the scheduler may have work for: demand to place, a daemon
+    /// execution on a node that no longer matches, or a state the run's tally no longer
+    /// agrees with. Reconciling any other job emits nothing, so placement visits only these.
+    unsettled: OrdSet<JobId>,
     names: OrdMap<String, JobId>,
     executions: OrdMap<ExecutionId, Execution>,
     decided: OrdSet<CommandId>,
@@ -139,6 +144,18 @@ impl State {
         self.active_jobs.iter().filter_map(|id| self.jobs.get(id))
     }
 
+    /// The first unsettled job after `after` (from the oldest with `None`).
+    pub fn unsettled_from(&self, after: Option<JobId>) -> Option<JobId> {
+        match after {
+            None => self.unsettled.get_min().copied(),
+            Some(after) => self
+                .unsettled
+                .range((Bound::Excluded(after), Bound::Unbounded))
+                .next()
+                .copied(),
+        }
+    }
+
     pub fn execution(&self, id: ExecutionId) -> Option<&Execution> {
         self.executions.get(&id)
     }
@@ -180,6 +197,15 @@ impl Node {
 }
 
 impl Job {
+    /// Whether reconciling the job could emit anything (see `State::unsettled`).
+    pub fn is_unsettled(&self) -> bool {
+        let tally = &self.run.tally;
+        !self.state.is_terminal()
+            && (tally.wants_placement()
+                || (self.spec.job_type == JobType::Daemon && !tally.unmatched.is_empty())
+                || tally.verdict(self.spec.job_type).state() != self.state)
+    }
+
     fn add_live(&mut self, execution: ExecutionId, node: &NodeId) {
         if self.live.insert(execution).is_none() {
             *self.live_on.entry(node.clone()).or_default() += 1;
@@ -444,7 +470,17 @@ fn node_changed(state: &mut State, id: &NodeId) {
         if let Some(job) = state.jobs.get_mut(job) {
             job.run
                 .refresh(&key, &job.spec, &state.nodes, &state.executions);
+            note_unsettled(&mut state.unsettled, job);
         }
+    }
+}
+
+/// Keeps `unsettled` in step after the job's run or state changed.
+fn note_unsettled(unsettled: &mut OrdSet<JobId>, job: &Job) {
+    if job.is_unsettled() {
+        unsettled.insert(job.id);
+    } else {
+        unsettled.remove(&job.id);
     }
 }
 
@@ -456,6 +492,7 @@ fn slot_changed(state: &mut State, job: JobId, execution: ExecutionId) {
     if let Some(key) = job.run.slot_of.get(&execution).cloned() {
         job.run
             .refresh(&key, &job.spec, &state.nodes, &state.executions);
+        note_unsettled(&mut state.unsettled, job);
     }
 }
 
@@ -477,6 +514,7 @@ fn job_deployed(state: &mut State, e: &JobDeployed) {
     job.spec = e.spec.clone();
     job.state = JobState::Queued;
     job.run = run;
+    note_unsettled(&mut state.unsettled, job);
     state.active_jobs.insert(e.job);
 }
 
@@ -492,6 +530,7 @@ fn job_state_changed(state: &mut State, e: &JobStateChanged) {
         if let Some(run) = run {
             job.run = run;
         }
+        note_unsettled(&mut state.unsettled, job);
     }
     if e.state.is_terminal() {
         state.active_jobs.remove(&e.job);
@@ -530,6 +569,7 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
             job.run.slot_of.insert(e.execution, key.clone());
             job.run
                 .add(&key, &job.spec, &state.nodes, &state.executions);
+            note_unsettled(&mut state.unsettled, job);
         }
     }
 }

@@ -8,7 +8,7 @@
 //! a run starts that way, and the tests check after every decision that the kept tally is
 //! the rebuilt one.
 
-use cairn_shared::{DesiredState, ExecutionId, ExecutionState, JobType, NodeId};
+use cairn_shared::{DesiredState, ExecutionId, ExecutionState, JobState, JobType, NodeId};
 use imbl::{OrdMap, OrdSet};
 
 use super::MAX_ATTEMPTS;
@@ -95,10 +95,71 @@ pub struct Tally {
     pub unmatched: OrdSet<NodeId>,
 }
 
+/// What a run's tally says its job's state is, and why when it failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A slot used all its attempts: the lowest such one.
+    Exhausted(SlotKey),
+    /// An ops job that found no node to run on.
+    NoTarget,
+    /// An ops job whose targets all ended, `missed` of `of` of them unsuccessfully.
+    Ended { missed: usize, of: usize },
+    /// Any other state.
+    Is(JobState),
+}
+
+impl Verdict {
+    pub fn state(&self) -> JobState {
+        match self {
+            Verdict::Exhausted(_) | Verdict::NoTarget => JobState::Failed,
+            Verdict::Ended { missed: 0, .. } => JobState::Completed,
+            Verdict::Ended { .. } => JobState::Failed,
+            Verdict::Is(state) => *state,
+        }
+    }
+}
+
 impl Tally {
     /// Slots and fresh daemon nodes that need an execution.
     pub fn waiting(&self) -> usize {
         self.counts.waiting + self.fresh.len()
+    }
+
+    /// Whether placement has something to do: demand waits and nothing is exhausted (an
+    /// exhausted slot fails the job instead).
+    pub fn wants_placement(&self) -> bool {
+        self.exhausted.is_empty() && self.waiting() > 0
+    }
+
+    /// The job's state as the counts say, without reading the slots.
+    pub fn verdict(&self, job_type: JobType) -> Verdict {
+        let counts = &self.counts;
+        if let Some(key) = self.exhausted.get_min() {
+            return Verdict::Exhausted(key.clone());
+        }
+        let slots = counts.slots() + self.fresh.len();
+        match job_type {
+            JobType::Ops if slots == 0 => return Verdict::NoTarget,
+            // An ops job is decided once every target has ended.
+            JobType::Ops if counts.ended_ok + counts.ended_failed == slots => {
+                return Verdict::Ended {
+                    missed: counts.ended_failed,
+                    of: slots,
+                };
+            }
+            JobType::Batch if counts.done == slots => return Verdict::Is(JobState::Completed),
+            _ => {}
+        }
+        let in_flight = counts.pending + counts.up > 0;
+        let any_done = counts.done + counts.ended_ok + counts.ended_failed > 0;
+        let deploying = self.waiting() + counts.pending > 0;
+        Verdict::Is(if !in_flight && !any_done {
+            JobState::Queued
+        } else if deploying {
+            JobState::Deploying
+        } else {
+            JobState::Running
+        })
     }
 
     /// Adds a slot read as `status`; `used` says whether anything was ever placed in it.

@@ -7,7 +7,7 @@ use cairn_shared::{DesiredState, Event, JobType};
 
 use super::scenario::Counter;
 use crate::decider::draft::Draft;
-use crate::decider::schedule::reconcile_all;
+use crate::decider::schedule::{reconcile, reconcile_all};
 use crate::decider::{Decision, Input, State, evolve};
 
 /// Checks one decision against the state it was decided on.
@@ -158,6 +158,18 @@ fn check_indexes(state: &State) {
         .map(|n| &n.id)
         .collect();
     assert_eq!(with_room, expected, "nodes with room");
+    let mut unsettled = Vec::new();
+    let mut next = state.unsettled_from(None);
+    while let Some(job) = next {
+        unsettled.push(job);
+        next = state.unsettled_from(Some(job));
+    }
+    let expected: Vec<_> = state
+        .jobs()
+        .filter(|j| j.is_unsettled())
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(unsettled, expected, "unsettled jobs index");
     for job in state.jobs() {
         let mut live_on = imbl::OrdMap::new();
         for e in job.live.iter().filter_map(|id| state.execution(*id)) {
@@ -217,4 +229,15 @@ fn check_settled(state: &State) {
         events.is_empty(),
         "the scheduler still had work: {events:#?}"
     );
+    // What `reconcile_all` skips as settled really is: reconciling it emits nothing.
+    for job in state.active_jobs().filter(|j| !j.is_unsettled()) {
+        let mut draft = Draft::new(state);
+        reconcile(&mut draft, &mut Counter::default(), job.id);
+        let events = draft.into_events();
+        assert!(
+            events.is_empty(),
+            "{} was taken as settled but had work: {events:#?}",
+            job.name
+        );
+    }
 }
