@@ -7,6 +7,12 @@
 //! finished (from the decider's state), then follows the stream from there. Message ids
 //! derived from execution, attempt and kind make a re-queue within the duplicate window a
 //! no-op, and the edge de-duplicates beyond it.
+//!
+//! The stream is the source of truth, but waiting for this orchestrator's own events to
+//! come back through it costs a delivery through a busy server. So the decider also hands
+//! each batch it stored straight to the dispatcher ([`Decided`]), which takes it when it
+//! continues exactly where dispatch stands, and otherwise leaves it to the stream: work is
+//! always queued in stream order, once, whichever path brought it first.
 
 use std::collections::VecDeque;
 use std::future::IntoFuture;
@@ -22,6 +28,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decider::State;
 use crate::error::Result;
+
+/// A batch of events the decider has just stored, `first` being the sequence of the
+/// first: the dispatcher can queue their work without reading them back.
+pub struct Decided {
+    pub first: Seq,
+    pub events: Vec<Envelope<Event>>,
+}
+
+/// The decider's side of the hand-off; the dispatcher holds the receiver.
+pub type Handoff = tokio::sync::mpsc::Sender<Decided>;
+
+/// Batches the hand-off holds for a dispatcher that is busy; beyond them the decider drops
+/// its batches and the dispatcher reads them from the stream.
+pub const HANDOFF_BATCHES: usize = 64;
 
 /// The work an event puts on a node's subject, if any.
 pub fn assignment_for(
@@ -191,12 +211,14 @@ async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
     }
 }
 
-/// Runs the dispatcher: re-queues `pending`, then follows the event stream after `from`.
+/// Runs the dispatcher: re-queues `pending`, then follows the event stream after `from`,
+/// taking batches from `decided` whenever one continues where dispatch stands.
 pub async fn run(
     publisher: Publisher,
     reader: Reader,
     pending: Vec<(NodeId, Envelope<Assignment>)>,
     from: Seq,
+    mut decided: tokio::sync::mpsc::Receiver<Decided>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut sender = Sender {
@@ -220,6 +242,7 @@ pub async fn run(
         "dispatcher following the event stream from {}",
         from.next()
     );
+    // The next sequence to dispatch: everything before it has been queued.
     let mut next = from.next();
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -238,25 +261,35 @@ pub async fn run(
         };
         let mut events = std::pin::pin!(events);
         loop {
+            let settling = !sender.in_flight.is_empty();
             // Settle acks whenever the stream is quiet, so nothing waits in the window.
-            let item = if sender.in_flight.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    item = events.next() => item,
-                }
-            } else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    item = events.next() => item,
-                    acked = sender.next_ack() => {
-                        if let Some((out, result)) = acked
-                            && !sender.handle_ack(out, result, &shutdown).await
-                        {
+            let item = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                Some(batch) = decided.recv() => {
+                    let first = batch.first;
+                    for (i, envelope) in batch.events.into_iter().enumerate() {
+                        let seq = Seq(first.0 + i as u64);
+                        if seq != next {
+                            // Already queued from the stream, or a gap only the stream fills.
+                            if seq > next { break; }
+                            continue;
+                        }
+                        next = seq.next();
+                        if !dispatch(&mut sender, &envelope, &shutdown).await? {
                             return Ok(());
                         }
-                        continue;
                     }
+                    continue;
                 }
+                acked = sender.next_ack(), if settling => {
+                    if let Some((out, result)) = acked
+                        && !sender.handle_ack(out, result, &shutdown).await
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                item = events.next() => item,
             };
             let raw = match item {
                 Some(Ok(raw)) => raw,
@@ -266,20 +299,33 @@ pub async fn run(
                 }
                 None => break,
             };
+            if raw.seq < next {
+                continue; // queued already, from the decider's hand-off
+            }
             next = raw.seq.next();
             let Ok(envelope) = Envelope::<Event>::decode(&raw.payload) else {
                 continue; // the projector records undecodable events; nothing to dispatch
             };
-            if let Some((node, work)) = assignment_for(&envelope.body, envelope.id, envelope.at)
-                && !sender
-                    .send(Outgoing::assignment(&node, &work)?, &shutdown)
-                    .await
-            {
+            if !dispatch(&mut sender, &envelope, &shutdown).await? {
                 return Ok(());
             }
         }
         if !pause(&shutdown, &mut backoff).await {
             return Ok(());
         }
+    }
+}
+
+/// Queues the work `envelope`'s event puts on a node, if any; false if shutdown came first.
+async fn dispatch(
+    sender: &mut Sender,
+    envelope: &Envelope<Event>,
+    shutdown: &CancellationToken,
+) -> Result<bool> {
+    match assignment_for(&envelope.body, envelope.id, envelope.at) {
+        Some((node, work)) => Ok(sender
+            .send(Outgoing::assignment(&node, &work)?, shutdown)
+            .await),
+        None => Ok(true),
     }
 }

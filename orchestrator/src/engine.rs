@@ -30,6 +30,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::decider::{self, IdSource, Input, Origin, State};
+use crate::dispatcher::{Decided, Handoff};
 use crate::error::{Error, Result};
 
 /// Liveness thresholds (`cairn orchestrator --heartbeat-interval --disconnect-after --lost-after`).
@@ -76,6 +77,8 @@ pub struct Engine {
     heard: HashMap<NodeId, Instant>,
     /// Set by `run`; lets retry loops give up when the orchestrator stops.
     shutdown: CancellationToken,
+    /// Where appended events go at once, for the dispatcher (see [`Decided`]).
+    handoff: Option<Handoff>,
 }
 
 impl Engine {
@@ -90,12 +93,18 @@ impl Engine {
             liveness,
             heard: HashMap::new(),
             shutdown: CancellationToken::new(),
+            handoff: None,
         };
         engine.catch_up().await?;
         // Every node gets a full grace period from this start before it counts as silent.
         let now = Instant::now();
         engine.heard = engine.state.nodes().map(|n| (n.id.clone(), now)).collect();
         Ok(engine)
+    }
+
+    /// Hands every batch this engine appends to `handoff` as soon as it is stored.
+    pub fn hand_off_to(&mut self, handoff: Handoff) {
+        self.handoff = Some(handoff);
     }
 
     pub fn state(&self) -> &State {
@@ -236,7 +245,7 @@ impl Engine {
         let at = Timestamp::now();
         let limit = cairn_streams::publish::MAX_ATOMIC_BATCH;
         let mut last = self.last;
-        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut batch: Vec<Envelope<Event>> = Vec::new();
         for (events, cause) in decisions {
             if !batch.is_empty() && batch.len() + events.len() > limit {
                 last = self.append_batch(std::mem::take(&mut batch), last).await?;
@@ -245,8 +254,12 @@ impl Engine {
                 if batch.len() == limit {
                     last = self.append_batch(std::mem::take(&mut batch), last).await?;
                 }
-                let envelope = Envelope::new(EventId::generate(), *cause, at, event.clone());
-                batch.push(Outgoing::event(&envelope)?);
+                batch.push(Envelope::new(
+                    EventId::generate(),
+                    *cause,
+                    at,
+                    event.clone(),
+                ));
             }
         }
         if !batch.is_empty() {
@@ -255,12 +268,28 @@ impl Engine {
         Ok(last)
     }
 
-    async fn append_batch(&self, batch: Vec<Outgoing>, last: Seq) -> Result<Seq> {
-        Ok(self
+    /// Appends one atomic batch after `last` and hands it to the dispatcher; returns the
+    /// stream's new last sequence.
+    async fn append_batch(&self, batch: Vec<Envelope<Event>>, last: Seq) -> Result<Seq> {
+        let outgoing = batch
+            .iter()
+            .map(Outgoing::event)
+            .collect::<cairn_streams::Result<Vec<_>>>()?;
+        let stored = self
             .publisher
-            .append_atomic(batch, Expect::LastSeq(last))
+            .append_atomic(outgoing, Expect::LastSeq(last))
             .await?
-            .seq)
+            .seq;
+        if let Some(handoff) = &self.handoff {
+            // A batch is stored contiguously, ending at `stored`. If the dispatcher is
+            // behind (the channel is full) it reads these from the stream instead.
+            let first = Seq(stored.0 + 1 - batch.len() as u64);
+            let _ = handoff.try_send(Decided {
+                first,
+                events: batch,
+            });
+        }
+        Ok(stored)
     }
 
     /// Takes input messages, decides each in order, appends all their events, then acks

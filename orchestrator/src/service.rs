@@ -70,7 +70,9 @@ impl Orchestrator {
             Arc::clone(&store),
         )?;
 
-        let engine = Engine::start(js.clone(), config.liveness).await?;
+        let mut engine = Engine::start(js.clone(), config.liveness).await?;
+        let (handoff, decided) = tokio::sync::mpsc::channel(crate::dispatcher::HANDOFF_BATCHES);
+        engine.hand_off_to(handoff);
         // Consumers are recreated if someone deleted one: nothing is lost, the work-queue
         // stream holds the work.
         for node in engine.state().nodes() {
@@ -98,7 +100,7 @@ impl Orchestrator {
         parts.spawn(async move {
             (
                 "dispatcher",
-                crate::dispatcher::run(publisher, reader, pending, from, token).await,
+                crate::dispatcher::run(publisher, reader, pending, from, decided, token).await,
             )
         });
         let token = stop.clone();
