@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use async_nats::jetstream::{self, consumer::PullConsumer, stream};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -26,7 +26,14 @@ fn subject(node: usize) -> String {
 pub struct RawFleet {
     js: jetstream::Context,
     consumers: Vec<(async_nats::Client, PullConsumer)>,
+    /// How long creating the consumers took.
+    pub created_in: Duration,
 }
+
+/// Consumers created at once, as the orchestrator creates them for a round of
+/// registrations; connections opened at once, as the simulated fleet opens them.
+const CREATING_AT_ONCE: usize = 32;
+const CONNECTING_AT_ONCE: usize = 64;
 
 impl RawFleet {
     pub async fn start(url: &str, nodes: usize) -> Result<Self> {
@@ -43,27 +50,47 @@ impl RawFleet {
                 ..Default::default()
             })
             .await?;
-        let mut consumers = Vec::with_capacity(nodes);
-        for node in 0..nodes {
-            let consumer = stream
-                .create_consumer(jetstream::consumer::pull::Config {
-                    durable_name: Some(format!("raw-{node}")),
-                    filter_subject: subject(node),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ..Default::default()
-                })
-                .await?;
-            let client = cairn_streams::connect(url, None, "cairn-bench-raw-node").await?;
-            let js = cairn_streams::jetstream(client.clone());
-            let consumer: PullConsumer = js
-                .get_stream_no_info(STREAM)
-                .await?
-                .get_consumer(consumer.cached_info().name.as_str())
-                .await
-                .map_err(|e| anyhow::anyhow!("binding a raw consumer: {e}"))?;
-            consumers.push((client, consumer));
-        }
-        Ok(Self { js, consumers })
+        let started = Instant::now();
+        futures::stream::iter(0..nodes)
+            .map(|node| {
+                let stream = stream.clone();
+                async move {
+                    stream
+                        .create_consumer(jetstream::consumer::pull::Config {
+                            durable_name: Some(format!("raw-{node}")),
+                            filter_subject: subject(node),
+                            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(drop)
+                        .map_err(|e| anyhow::anyhow!("creating a raw consumer: {e}"))
+                }
+            })
+            .buffer_unordered(CREATING_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let created_in = started.elapsed();
+        let consumers = futures::stream::iter(0..nodes)
+            .map(|node| async move {
+                let client = cairn_streams::connect(url, None, "cairn-bench-raw-node").await?;
+                let js = cairn_streams::jetstream(client.clone());
+                let consumer: PullConsumer = js
+                    .get_stream_no_info(STREAM)
+                    .await?
+                    .get_consumer(&format!("raw-{node}"))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding a raw consumer: {e}"))?;
+                anyhow::Ok((client, consumer))
+            })
+            .buffered(CONNECTING_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(Self {
+            js,
+            consumers,
+            created_in,
+        })
     }
 
     /// Starts every node's pull; each message's payload carries its send time, and the
@@ -120,6 +147,11 @@ impl RawFleet {
     /// Publishes `total` messages round-robin over the nodes, as fast as the window
     /// allows, and returns how long until every one was received and acked.
     pub async fn throughput(&self, total: u64) -> Result<Duration> {
+        self.throughput_within(total, Duration::from_secs(120)).await
+    }
+
+    /// [`RawFleet::throughput`], giving up after `deadline`.
+    pub async fn throughput_within(&self, total: u64, deadline: Duration) -> Result<Duration> {
         let receiving = self.receive().await?;
         let started = Instant::now();
         let mut pending = futures::stream::FuturesOrdered::new();
@@ -132,7 +164,7 @@ impl RawFleet {
         while let Some(ack) = pending.next().await {
             ack?;
         }
-        receiving.wait(total, Duration::from_secs(120)).await?;
+        receiving.wait(total, deadline).await?;
         Ok(started.elapsed())
     }
 
@@ -157,6 +189,14 @@ impl RawFleet {
         receiving.wait(total, Duration::from_secs(60)).await?;
         let histogram = receiving.latencies.lock().unwrap().clone();
         Ok(histogram)
+    }
+}
+
+impl RawFleet {
+    /// Deletes the raw stream and its consumers, and waits until they are gone.
+    pub async fn close(self) -> Result<()> {
+        self.js.delete_stream(STREAM).await?;
+        Ok(())
     }
 }
 

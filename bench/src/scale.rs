@@ -2,7 +2,9 @@
 //! process and N edges — N-1 simulated ones and one real `cairn edge` process, so one
 //! edge's memory can be read — then the time until all N are registered, the time until a
 //! daemon job runs on all N, and the resident memory of nats-server, the orchestrator and
-//! the real edge. It stops at the first size that fails and says why.
+//! the real edge. Before each size, JetStream's floor for the same fleet: N per-node
+//! consumers created, and one message to each node received and acked. It stops at the
+//! first size that fails and says why.
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use cairn_streams::Publisher;
 
 use crate::fleet::Fleet;
 use crate::lifecycle::{deploy, spec};
+use crate::raw::RawFleet;
 use crate::report::{Figure, Scenario};
 use crate::stack::{OrchestratorProcess, fresh_streams, rss_bytes, spawn_cairn};
 use crate::watch::Watch;
@@ -91,6 +94,25 @@ async fn step(
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
     fresh_streams(&js).await?;
+
+    // JetStream's floor for the same fleet: its consumers, and one message to each node.
+    let raw = RawFleet::start(url, n).await?;
+    figures.push(Figure::value(
+        &format!("{n} edges: raw, {n} per-node consumers created"),
+        raw.created_in.as_secs_f64(),
+        "s",
+    ));
+    let one_each = raw.throughput_within(n as u64, STEP_DEADLINE).await;
+    if let Ok(took) = &one_each {
+        figures.push(Figure::value(
+            &format!("{n} edges: raw, one message to each node received and acked"),
+            took.as_secs_f64(),
+            "s",
+        ));
+    }
+    raw.close().await?;
+    one_each.context("the raw baseline")?;
+
     let orchestrator = OrchestratorProcess::start(url).await?;
     let watch = Watch::start(&js).await?;
 
