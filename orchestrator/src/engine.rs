@@ -497,10 +497,20 @@ fn parse(
 /// Node consumers created concurrently when many nodes register in one round.
 const CONSUMERS_AT_ONCE: usize = 32;
 
-/// Inputs taken together at most: bounds one decision round's size and its latency. A
-/// round of single-event decisions this size fills one atomic batch. The input streams
-/// are pulled in batches of this size too, so a backlog is taken in full rounds.
+/// Inputs a round takes at most while the decider keeps up: each input waits for its whole
+/// round, and on a busy machine larger rounds feed back into longer ones (at 1,000 deploys
+/// a second on two cores, rounds of up to 1,000 put decided → edge at 60–77 ms p50, rounds
+/// of 128 at 20–28 ms).
+const ROUND_INPUTS: usize = 128;
+
+/// Inputs a round takes at most while a backlog waits on the server: then fewer, larger
+/// rounds (one atomic batch of single-event decisions each) drain it sooner, about a third
+/// faster for a burst of 30,000 reports.
 const MAX_INPUTS: usize = cairn_streams::publish::MAX_ATOMIC_BATCH;
+
+/// Inputs waiting on the server beyond which rounds take [`MAX_INPUTS`]: several full
+/// rounds' worth, so a decider that is only briefly behind keeps its short rounds.
+const BACKLOG: usize = 4 * MAX_INPUTS;
 
 /// An input stream's messages, pulled in batches as large as a round.
 async fn pull_inputs(
@@ -514,15 +524,24 @@ async fn pull_inputs(
 }
 
 /// `first`, and whatever else both input streams have already delivered, up to
-/// [`MAX_INPUTS`], each stream in its own order. Never waits.
+/// [`ROUND_INPUTS`], or [`MAX_INPUTS`] when more than [`BACKLOG`] still waits on the
+/// server behind `first`; each stream in its own order. Never waits.
 fn gather(
     first: (StreamKind, jetstream::Message),
     commands: &mut jetstream::consumer::pull::Stream,
     reports: &mut jetstream::consumer::pull::Stream,
 ) -> Vec<(StreamKind, jetstream::Message)> {
-    let mut batch = vec![first];
     let mut open = [true, true];
-    while batch.len() < MAX_INPUTS && open.iter().any(|o| *o) {
+    let backlog = first.1.info().map_or(0, |info| {
+        usize::try_from(info.pending).unwrap_or(usize::MAX)
+    });
+    let limit = if backlog > BACKLOG {
+        MAX_INPUTS
+    } else {
+        ROUND_INPUTS
+    };
+    let mut batch = vec![first];
+    while batch.len() < limit && open.iter().any(|o| *o) {
         for (i, (kind, stream)) in [
             (StreamKind::Commands, &mut *commands),
             (StreamKind::Reports, &mut *reports),
@@ -530,7 +549,7 @@ fn gather(
         .into_iter()
         .enumerate()
         {
-            if !open[i] || batch.len() >= MAX_INPUTS {
+            if !open[i] || batch.len() >= limit {
                 continue;
             }
             // Unconstrained: tokio's cooperative budget would otherwise end a round at 128.
