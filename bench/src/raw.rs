@@ -147,7 +147,8 @@ impl RawFleet {
     /// Publishes `total` messages round-robin over the nodes, as fast as the window
     /// allows, and returns how long until every one was received and acked.
     pub async fn throughput(&self, total: u64) -> Result<Duration> {
-        self.throughput_within(total, Duration::from_secs(120)).await
+        self.throughput_within(total, Duration::from_secs(120))
+            .await
     }
 
     /// [`RawFleet::throughput`], giving up after `deadline`.
