@@ -183,6 +183,8 @@ impl Engine {
                 if decisions.iter().all(|(events, _)| events.is_empty()) {
                     return Ok(());
                 }
+                let decided = deciding.elapsed();
+                let creating = Instant::now();
                 // A node's consumer exists before any work for it does. Many nodes
                 // registering at once get theirs concurrently.
                 let registered: Vec<NodeId> = decisions
@@ -201,7 +203,7 @@ impl Engine {
                     .buffer_unordered(CONSUMERS_AT_ONCE)
                     .try_collect::<Vec<()>>()
                     .await?;
-                let decided = deciding.elapsed();
+                let created = creating.elapsed();
                 let appending = Instant::now();
                 self.last = self.append(&decisions).await?;
                 self.state = draft;
@@ -209,6 +211,7 @@ impl Engine {
                     inputs = steps.len(),
                     events = decisions.iter().map(|(e, _)| e.len()).sum::<usize>(),
                     decided_us = decided.as_micros(),
+                    consumers_us = created.as_micros(),
                     appended_us = appending.elapsed().as_micros(),
                     "recorded"
                 );
