@@ -19,6 +19,7 @@ use cairn_streams::{Outgoing, Pipeline, Publisher, Reader, StreamKind, Topology}
 use serde_json::Value;
 
 mod support;
+use support::stack::eventually;
 use support::{Proc, cairn, json};
 
 /// The live views' answers at one sequence, and a time at which the log held exactly that.
@@ -129,14 +130,6 @@ fn orchestrator(url: &str, dir: &Path) -> Proc {
     Proc::spawn(url, &args, &dir.join("orchestrator"))
 }
 
-async fn eventually(url: &str, what: &str, probe: impl Fn(&str) -> Result<(), String>) {
-    wait_until(what, Duration::from_secs(60), || {
-        let seen = probe(url);
-        async move { seen }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     let server = NatsServer::start();
@@ -149,8 +142,8 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     let mut e2 = edge(&url, dir.path(), "e2");
     let mut moments = Vec::new();
 
-    eventually(&url, "both edges to register", |url| {
-        let nodes = cairn(url, &["node", "list", "-o", "json"]);
+    eventually("both edges to register", 60, || {
+        let nodes = cairn(&url, &["node", "list", "-o", "json"]);
         let nodes: Value = serde_json::from_slice(&nodes.stdout).unwrap_or(Value::Null);
         match nodes.as_array() {
             Some(n) if n.len() == 2 => Ok(()),
@@ -182,8 +175,8 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     let v2 = spec_file(dir.path(), "beat2", &beat("two"));
     let updated = json(&url, &["job", "deploy", &v2, "--wait"]);
     assert_eq!(updated["version"], 2, "{updated}");
-    eventually(&url, "version 1 of beat to stop", |url| {
-        let all = json(url, &["execution", "list", "--job", "beat"]);
+    eventually("version 1 of beat to stop", 60, || {
+        let all = json(&url, &["execution", "list", "--job", "beat"]);
         let stopped = all
             .as_array()
             .unwrap()
@@ -200,8 +193,8 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     moments.push(record(&url, &client, &reader).await);
 
     e2.kill9();
-    eventually(&url, "e2 to be lost", |url| {
-        let nodes = json(url, &["node", "list"]);
+    eventually("e2 to be lost", 60, || {
+        let nodes = json(&url, &["node", "list"]);
         if nodes[1]["state"] == "lost" {
             Ok(())
         } else {
@@ -212,8 +205,11 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     moments.push(record(&url, &client, &reader).await);
 
     json(&url, &["job", "stop", "beat", "--wait"]);
-    eventually(&url, "beat to end on e1", |url| {
-        let all = json(url, &["execution", "list", "--job", "beat", "--node", "e1"]);
+    eventually("beat to end on e1", 60, || {
+        let all = json(
+            &url,
+            &["execution", "list", "--job", "beat", "--node", "e1"],
+        );
         let ended = all
             .as_array()
             .unwrap()
@@ -344,8 +340,8 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
         txn.commit().unwrap();
     }
     let _orch = orchestrator(&url, dir.path());
-    eventually(&url, "the restarted orchestrator to answer", |url| {
-        let out = cairn(url, &["job", "list", "-o", "json"]);
+    eventually("the restarted orchestrator to answer", 60, || {
+        let out = cairn(&url, &["job", "list", "-o", "json"]);
         if out.status.success() {
             Ok(())
         } else {
