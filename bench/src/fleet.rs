@@ -153,7 +153,7 @@ impl SimEdge {
     async fn consumer(&self) -> Result<jetstream::consumer::PullConsumer> {
         let js = cairn_streams::jetstream(self.client.clone());
         let stream = js
-            .get_stream_no_info(StreamKind::Assignments.name())
+            .get_stream_no_info(StreamKind::assignments_of(&self.node).name())
             .await?;
         stream
             .get_consumer(&subjects::node_consumer(&self.node))

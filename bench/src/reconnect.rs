@@ -13,7 +13,7 @@ use cairn_shared::assignment::RunExecution;
 use cairn_shared::codec::Envelope;
 use cairn_shared::spec::{Engine, TaskSpec};
 use cairn_shared::{Assignment, EventId, ExecutionId, JobId, NodeId, Timestamp};
-use cairn_streams::{Outgoing, Pipeline, Publisher, StreamKind, Topology, subjects};
+use cairn_streams::{Outgoing, Pipeline, Publisher, StreamKind, subjects};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ async fn queue(js: &jetstream::Context, node: &NodeId, count: u64, program: &str
 
 async fn consumer(js: &jetstream::Context, node: &NodeId) -> Result<PullConsumer> {
     let stream = js
-        .get_stream_no_info(StreamKind::Assignments.name())
+        .get_stream_no_info(StreamKind::assignments_of(node).name())
         .await?;
     stream
         .get_consumer(&subjects::node_consumer(node))
@@ -152,10 +152,7 @@ fn millis(d: Duration) -> u64 {
 pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<Scenario> {
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
-    for kind in StreamKind::ALL {
-        let _ = js.delete_stream(kind.name()).await;
-    }
-    Topology::default().ensure(&js).await?;
+    crate::stack::fresh_streams(&js).await?;
 
     // Time to first: many returns to a small backlog.
     let mut first_edge = Histogram::<u64>::new(3)?;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use cairn_orchestrator::{ProjectorConfig, ViewStore, replay_until};
 use cairn_shared::Seq;
-use cairn_streams::{Pipeline, Publisher, Reader, StreamKind, Topology};
+use cairn_streams::{Pipeline, Publisher, Reader, StreamKind};
 use futures::StreamExt;
 
 use crate::history;
@@ -17,10 +17,7 @@ use crate::report::{Figure, Scenario};
 pub async fn run(url: &str, events: u64) -> Result<Scenario> {
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
-    for kind in StreamKind::ALL {
-        let _ = js.delete_stream(kind.name()).await;
-    }
-    Topology::default().ensure(&js).await?;
+    crate::stack::fresh_streams(&js).await?;
 
     eprintln!("replay: encoding {events} events");
     let outgoing: Vec<_> = history::events(events).collect();

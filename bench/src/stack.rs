@@ -8,14 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream;
 use cairn_orchestrator::query::{Answer, endpoint};
-use cairn_streams::{StreamKind, Topology, subjects};
+use cairn_streams::{Topology, subjects};
 
 /// Deletes every cairn stream and declares them again, empty.
 pub async fn fresh_streams(js: &jetstream::Context) -> Result<()> {
-    for kind in StreamKind::ALL {
-        let _ = js.delete_stream(kind.name()).await;
-    }
-    Topology::default().ensure(js).await?;
+    cairn_streams::testing::fresh_streams(js, &Topology::default()).await?;
     Ok(())
 }
 

@@ -88,13 +88,14 @@ pub enum StreamName {
 }
 
 impl StreamName {
-    fn kind(self) -> StreamKind {
+    /// The streams it names: assignments are one stream per shard.
+    fn kinds(self) -> Vec<StreamKind> {
         match self {
-            StreamName::Commands => StreamKind::Commands,
-            StreamName::Events => StreamKind::Events,
-            StreamName::Reports => StreamKind::Reports,
-            StreamName::Assignments => StreamKind::Assignments,
-            StreamName::Logs => StreamKind::Logs,
+            StreamName::Commands => vec![StreamKind::Commands],
+            StreamName::Events => vec![StreamKind::Events],
+            StreamName::Reports => vec![StreamKind::Reports],
+            StreamName::Assignments => StreamKind::assignments().collect(),
+            StreamName::Logs => vec![StreamKind::Logs],
         }
     }
 }
@@ -113,15 +114,16 @@ async fn export(global: &Global, args: ExportArgs) -> Result<()> {
     let since = args.since.map(|t| parse_since(&t, now)).transpose()?;
     let until = args.until.map(|t| parse_since(&t, now)).transpose()?;
     let kinds: Vec<StreamKind> = if args.streams.is_empty() {
-        StreamKind::ALL.to_vec()
+        StreamKind::all().collect()
     } else {
-        args.streams.iter().map(|s| s.kind()).collect()
+        args.streams.iter().flat_map(|s| s.kinds()).collect()
     };
     // Ranges are fixed first, so the export is of the log as it stood when it began.
     let mut ranges = Vec::new();
+    let mut missing = Vec::new();
     for kind in kinds {
         if !records::exists(&reader, kind).await? {
-            eprintln!("note: {} does not exist; skipped", kind.name());
+            missing.push(kind.name());
             continue;
         }
         let bounds = reader.bounds(kind).await?;
@@ -149,6 +151,12 @@ async fn export(global: &Global, args: ExportArgs) -> Result<()> {
             to = to.min(reader.last_at(kind, until).await?);
         }
         ranges.push((kind, from, to));
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "note: skipped streams that do not exist: {}",
+            missing.join(", ")
+        );
     }
     let total = ranges
         .iter()
@@ -229,12 +237,12 @@ async fn history(global: &Global, entity: Entity, id: &str) -> Result<()> {
     let reader = replay::reader(global).await?;
     replay::events_bounds(&reader).await?;
     let mut log = Vec::new();
-    for kind in [
+    let kinds = [
         StreamKind::Commands,
         StreamKind::Events,
         StreamKind::Reports,
-        StreamKind::Assignments,
-    ] {
+    ];
+    for kind in kinds.into_iter().chain(StreamKind::assignments()) {
         if records::exists(&reader, kind).await? {
             log.extend(records::read_all(&reader, kind).await?);
         }

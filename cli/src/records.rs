@@ -43,7 +43,7 @@ impl Record {
             StreamKind::Commands => envelope(&raw, Body::Command),
             StreamKind::Events => envelope(&raw, Body::Event),
             StreamKind::Reports => envelope(&raw, Body::Report),
-            StreamKind::Assignments => envelope(&raw, Body::Assignment),
+            StreamKind::Assignments(_) => envelope(&raw, Body::Assignment),
             StreamKind::Logs => LogEntry::decode(raw.headers.as_ref(), raw.payload.clone())
                 .map_or_else(Body::Undecodable, Body::Log),
         };
@@ -172,7 +172,7 @@ pub async fn read_range(
     if to < from || to == Seq::ZERO {
         return Ok(0);
     }
-    if kind == StreamKind::Assignments {
+    if matches!(kind, StreamKind::Assignments(_)) {
         // A work queue refuses readers that do not take its work: get message by message
         // (it holds only work not yet acked, so little).
         let (mut next, mut count) = (from, 0);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cairn_shared::report::ExecutionUpdate;
 use cairn_shared::{Envelope, ExecutionId, ExecutionState, NodeId, Report, ReportId, Timestamp};
 use cairn_streams::testing::wait_until;
-use cairn_streams::{Outgoing, Publisher};
+use cairn_streams::{Outgoing, Publisher, StreamKind};
 use serde_json::Value;
 
 mod support;
@@ -246,7 +246,7 @@ task:
         .parse()
         .unwrap();
 
-    let reports_before = stream_messages(&stack, "CAIRN_REPORT").await;
+    let reports_before = stream_messages(&stack, StreamKind::Reports).await;
     stack.server.kill9();
     std::fs::write(&go, b"").unwrap();
     // Its /proc entry goes only when the edge reaps it, which is when the edge records the end.
@@ -268,7 +268,7 @@ task:
         "the report to be stored",
         Duration::from_secs(60),
         || async {
-            match stream_messages(&stack, "CAIRN_REPORT").await {
+            match stream_messages(&stack, StreamKind::Reports).await {
                 n if n > reports_before => Ok(()),
                 n => Err(n),
             }
@@ -361,8 +361,9 @@ async fn stop_while_away(away: Away) -> Value {
         Away::Crashed => Some(stack.edge("edge-a", "edge", 4)),
     };
     // Delivered: the node's work queue empties once the edge has taken (and acked) the stop.
+    let edge_a = NodeId::new("edge-a").unwrap();
     wait_until("the stop to be taken", Duration::from_secs(30), || async {
-        match stream_messages(&stack, "CAIRN_ASSIGN").await {
+        match stream_messages(&stack, StreamKind::assignments_of(&edge_a)).await {
             0 => Ok(()),
             n => Err(format!("{n} messages waiting")),
         }

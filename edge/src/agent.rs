@@ -729,7 +729,7 @@ async fn bind(
     node: &NodeId,
 ) -> std::result::Result<(PullStream, u64), String> {
     let stream = js
-        .get_stream_no_info(StreamKind::Assignments.name())
+        .get_stream_no_info(StreamKind::assignments_of(node).name())
         .await
         .map_err(|e| e.to_string())?;
     let consumer: jetstream::consumer::PullConsumer = stream

@@ -90,8 +90,9 @@
 //!   error (missed heartbeats after a server restart, consumer deleted) it is dropped and
 //!   bound again with capped backoff. The edge never creates its consumer: until the
 //!   orchestrator has made it (on the hello), binding is retried.
-//! - **Security groundwork.** The edge touches only `cairn.assign.<node>` (through its own
-//!   consumer `node-<node>`: info, pull, ack), `cairn.report.<node>`,
+//! - **Security groundwork.** The edge touches only `cairn.assign.<shard>.<node>` (through
+//!   its own consumer `node-<node>` on `CAIRN_ASSIGN_<shard>`: info, pull, ack; the shard
+//!   is a hash of the node id), `cairn.report.<node>`,
 //!   `cairn.log.<node>.*` and `cairn.hb.<node>`.
 //! - **Storage.** One redb file `edge.redb` in the data directory. All writes go through
 //!   one thread that commits whatever requests are waiting in one transaction (group

@@ -151,7 +151,7 @@ impl Fixture {
     async fn assignments_settled(&self) {
         let stream = self
             .js
-            .get_stream(StreamKind::Assignments.name())
+            .get_stream(StreamKind::assignments_of(&self.node).name())
             .await
             .unwrap();
         let name = subjects::node_consumer(&self.node);
@@ -335,7 +335,7 @@ async fn the_edge_waits_for_the_consumer_the_orchestrator_creates() {
     assert!(!edge.handle.is_bound());
     let stream = fx
         .js
-        .get_stream(StreamKind::Assignments.name())
+        .get_stream(StreamKind::assignments_of(&fx.node).name())
         .await
         .unwrap();
     assert!(

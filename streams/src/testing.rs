@@ -170,3 +170,17 @@ where
         }
     }
 }
+
+/// Deletes every cairn stream (each assignment shard included) and declares them again
+/// with `topology`, empty: for benchmarks and tests that reuse a server.
+pub async fn fresh_streams(
+    js: &async_nats::jetstream::Context,
+    topology: &crate::Topology,
+) -> crate::Result<()> {
+    // One at a time: under load, deleting many at once and creating them again was once
+    // refused with "error creating store for stream" (10049).
+    for kind in crate::StreamKind::all() {
+        let _ = js.delete_stream(kind.name()).await;
+    }
+    topology.ensure(js).await
+}

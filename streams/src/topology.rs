@@ -1,6 +1,7 @@
 //! The streams cairn declares, with their retention, limits and replication, and the
 //! idempotent set-up that creates or updates them at start.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -8,8 +9,10 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::error::{Error, Result};
-use crate::subjects;
+use crate::subjects::{self, Shard};
 
 /// One of cairn's streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -20,49 +23,81 @@ pub enum StreamKind {
     Events,
     /// Reports from edges (registration, execution updates).
     Reports,
-    /// Work addressed to nodes, one subject per node; holds exactly the unacked work.
-    Assignments,
+    /// Work addressed to the nodes of one shard, one subject per node; holds exactly the
+    /// unacked work.
+    Assignments(Shard),
     /// Task output, one subject per execution.
     Logs,
 }
 
-impl StreamKind {
-    pub const ALL: [StreamKind; 5] = [
-        StreamKind::Commands,
-        StreamKind::Events,
-        StreamKind::Reports,
-        StreamKind::Assignments,
-        StreamKind::Logs,
-    ];
+/// The assignment streams' names and subject filters, made once so that every
+/// [`StreamKind`] names itself with a `&'static str`.
+static ASSIGNMENT_STREAMS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    Shard::all()
+        .map(|shard| {
+            (
+                format!("CAIRN_ASSIGN_{shard}"),
+                subjects::assignments_in(shard),
+            )
+        })
+        .collect()
+});
 
-    pub const fn name(self) -> &'static str {
+impl StreamKind {
+    /// Every stream cairn declares: the four singletons and each assignment shard.
+    pub fn all() -> impl Iterator<Item = StreamKind> {
+        [
+            StreamKind::Commands,
+            StreamKind::Events,
+            StreamKind::Reports,
+            StreamKind::Logs,
+        ]
+        .into_iter()
+        .chain(Self::assignments())
+    }
+
+    /// Every assignment stream.
+    pub fn assignments() -> impl Iterator<Item = StreamKind> {
+        Shard::all().map(StreamKind::Assignments)
+    }
+
+    /// The assignment stream holding `node`'s work.
+    pub fn assignments_of(node: &cairn_shared::NodeId) -> StreamKind {
+        StreamKind::Assignments(Shard::of(node))
+    }
+
+    pub fn name(self) -> &'static str {
         match self {
             StreamKind::Commands => "CAIRN_CMD",
             StreamKind::Events => "CAIRN_EVT",
             StreamKind::Reports => "CAIRN_REPORT",
-            StreamKind::Assignments => "CAIRN_ASSIGN",
+            StreamKind::Assignments(shard) => &ASSIGNMENT_STREAMS[shard.index()].0,
             StreamKind::Logs => "CAIRN_LOG",
         }
     }
 
-    pub const fn subjects(self) -> &'static str {
+    pub fn subjects(self) -> &'static str {
         match self {
             StreamKind::Commands => subjects::COMMANDS,
             StreamKind::Events => subjects::EVENTS,
             StreamKind::Reports => subjects::REPORTS,
-            StreamKind::Assignments => subjects::ASSIGNMENTS,
+            StreamKind::Assignments(shard) => &ASSIGNMENT_STREAMS[shard.index()].1,
             StreamKind::Logs => subjects::LOGS,
         }
     }
 }
+
+/// The single assignment stream of earlier versions, before work was sharded.
+pub const UNSHARDED_ASSIGNMENTS: &str = "CAIRN_ASSIGN";
 
 /// The deployment-dependent settings of cairn's streams.
 #[derive(Clone, Debug)]
 pub struct Topology {
     /// 1 for a single server, 3 for a production cluster.
     pub replicas: usize,
-    /// The most per-node consumers the assignment stream accepts: the fleet's size limit.
-    /// nats-server caps streams at 1,000 consumers unless this is set.
+    /// The most per-node consumers one assignment stream accepts (nats-server caps streams
+    /// at 1,000 unless this is set). Nodes hash to one of [`Shard::COUNT`] streams and no
+    /// spread can be promised for arbitrary ids, so each shard may take the whole fleet.
     pub max_nodes: i32,
     /// How long a repeated `Nats-Msg-Id` is recognised as a duplicate.
     pub duplicate_window: Duration,
@@ -122,8 +157,9 @@ impl Topology {
                 config.max_consumers = 100;
                 config.discard = DiscardPolicy::New;
             }
-            StreamKind::Assignments => {
-                config.description = Some("cairn work addressed to nodes".into());
+            StreamKind::Assignments(shard) => {
+                config.description =
+                    Some(format!("cairn work addressed to nodes of shard {shard}"));
                 config.retention = RetentionPolicy::WorkQueue;
                 config.max_consumers = self.max_nodes;
                 config.discard = DiscardPolicy::New;
@@ -140,10 +176,15 @@ impl Topology {
     /// Creates every stream, or updates it where its settings changed. Safe to call from
     /// several processes at once and at every start.
     pub async fn ensure(&self, js: &jetstream::Context) -> Result<()> {
-        for kind in StreamKind::ALL {
-            self.ensure_one(js, kind).await?;
-        }
-        Ok(())
+        retire_unsharded(js).await?;
+        // One request each; 68 of them one after another would add a visible pause to
+        // every start.
+        futures::stream::iter(StreamKind::all())
+            .map(|kind| self.ensure_one(js, kind))
+            .buffer_unordered(ENSURING_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
     }
 
     /// Creates `kind`'s stream only if it does not exist, never touching an existing one:
@@ -183,13 +224,7 @@ impl Topology {
                 }
                 Ok(())
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    jetstream::context::GetStreamErrorKind::JetStream(ref err)
-                        if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-                ) =>
-            {
+            Err(e) if stream_not_found(&e) => {
                 match js.create_stream(wanted.clone()).await {
                     Ok(_) => Ok(()),
                     // Another process created it between our look and our create.
@@ -234,6 +269,56 @@ pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer:
     }
 }
 
+/// Streams created or checked at once by [`Topology::ensure`].
+const ENSURING_AT_ONCE: usize = 16;
+
+/// Whether the server answered that the stream does not exist (rather than not answering).
+fn stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(ref err)
+            if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Deletes the single assignment stream of versions before sharding once it is empty, and
+/// refuses to go on while it still holds work: its nodes' edges now pull from their shard
+/// and would never see that work, so it must be drained first.
+async fn retire_unsharded(js: &jetstream::Context) -> Result<()> {
+    let setup = |reason: String| Error::Setup {
+        stream: UNSHARDED_ASSIGNMENTS.to_owned(),
+        reason,
+    };
+    let mut stream = match js.get_stream(UNSHARDED_ASSIGNMENTS).await {
+        Ok(stream) => stream,
+        Err(e) if stream_not_found(&e) => return Ok(()),
+        Err(e) => return Err(setup(e.to_string())),
+    };
+    let held = stream
+        .info()
+        .await
+        .map_err(|e| setup(e.to_string()))?
+        .state
+        .messages;
+    if held > 0 {
+        return Err(setup(format!(
+            "holds {held} assignments not yet acked, stored by a cairn version that did not \
+             shard assignments; run that version until its edges have taken them, then start \
+             this one"
+        )));
+    }
+    tracing::info!(
+        stream = UNSHARDED_ASSIGNMENTS,
+        "deleting the empty unsharded assignment stream"
+    );
+    match js.delete_stream(UNSHARDED_ASSIGNMENTS).await {
+        Ok(_) => Ok(()),
+        // Another orchestrator deleted it first.
+        Err(_) if js.get_stream(UNSHARDED_ASSIGNMENTS).await.is_err() => Ok(()),
+        Err(e) => Err(setup(e.to_string())),
+    }
+}
+
 /// How long a node has to ack an assignment before it is redelivered. An edge acks only
 /// after recording the assignment locally, which takes milliseconds.
 pub const NODE_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -252,7 +337,7 @@ pub async fn ensure_node_consumer(
         reason,
     };
     let stream = js
-        .get_stream_no_info(StreamKind::Assignments.name())
+        .get_stream_no_info(StreamKind::assignments_of(node).name())
         .await
         .map_err(|e| failed(e.to_string()))?;
     stream

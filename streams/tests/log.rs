@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::RetentionPolicy;
 use cairn_shared::codec::Envelope;
 use cairn_shared::event::{Event, NodeRegistered};
 use cairn_shared::{EventId, NodeId, Seq, Timestamp};
+use cairn_streams::subjects::Shard;
 use cairn_streams::testing::NatsServer;
 use cairn_streams::{
     Error, Expect, Outgoing, Pipeline, Publisher, ReadFrom, Reader, StreamKind, Topology,
+    UNSHARDED_ASSIGNMENTS,
 };
 use futures::StreamExt;
 
@@ -52,7 +55,8 @@ async fn set_up_is_idempotent_and_sets_consumer_limits() {
     a.unwrap();
     b.unwrap();
     topology.ensure(&js).await.unwrap();
-    for kind in StreamKind::ALL {
+    assert_eq!(StreamKind::all().count(), 4 + usize::from(Shard::COUNT));
+    for kind in StreamKind::all() {
         let mut stream = js.get_stream(kind.name()).await.unwrap();
         let config = &stream.info().await.unwrap().config;
         assert!(
@@ -61,8 +65,12 @@ async fn set_up_is_idempotent_and_sets_consumer_limits() {
             kind.name()
         );
     }
-    let mut assign = js.get_stream(StreamKind::Assignments.name()).await.unwrap();
-    assert_eq!(assign.info().await.unwrap().config.max_consumers, 20_000);
+    let shard = StreamKind::Assignments(Shard::all().last().unwrap());
+    let mut assign = js.get_stream(shard.name()).await.unwrap();
+    let config = assign.info().await.unwrap().config.clone();
+    assert_eq!(config.max_consumers, 20_000);
+    assert_eq!(config.retention, RetentionPolicy::WorkQueue);
+    assert_eq!(config.subjects, ["cairn.assign.63.*"]);
 
     // A changed setting is applied to the existing stream on the next start.
     let bigger = Topology {
@@ -74,6 +82,53 @@ async fn set_up_is_idempotent_and_sets_consumer_limits() {
 }
 
 #[tokio::test]
+async fn the_unsharded_assignment_stream_is_retired_only_when_empty() {
+    let server = NatsServer::start();
+    let js = cairn_streams::jetstream(server.connect().await);
+    let legacy = |subjects: &str| async_nats::jetstream::stream::Config {
+        name: UNSHARDED_ASSIGNMENTS.into(),
+        subjects: vec![subjects.into()],
+        retention: RetentionPolicy::WorkQueue,
+        ..Default::default()
+    };
+    js.create_stream(legacy("cairn.assign.*")).await.unwrap();
+    js.publish("cairn.assign.edge-1", "work".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // Work stored by an older version is never stranded: set-up refuses, naming it.
+    let refused = Topology::default().ensure(&js).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Setup { stream, reason }
+            if stream == UNSHARDED_ASSIGNMENTS && reason.contains("holds 1 assignments")),
+        "{refused}"
+    );
+    assert_eq!(
+        js.get_stream(UNSHARDED_ASSIGNMENTS)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages,
+        1,
+        "the refusal touched nothing"
+    );
+
+    // Once its edges took the work, the next start removes it and declares the shards.
+    js.delete_stream(UNSHARDED_ASSIGNMENTS).await.unwrap();
+    js.create_stream(legacy("cairn.assign.*")).await.unwrap();
+    Topology::default().ensure(&js).await.unwrap();
+    assert!(js.get_stream(UNSHARDED_ASSIGNMENTS).await.is_err());
+    for kind in StreamKind::assignments() {
+        js.get_stream(kind.name()).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn create_if_missing_creates_a_missing_stream_and_leaves_an_existing_one_alone() {
     let server = NatsServer::start();
     let js = cairn_streams::jetstream(server.connect().await);
@@ -81,14 +136,12 @@ async fn create_if_missing_creates_a_missing_stream_and_leaves_an_existing_one_a
         max_nodes: 10,
         ..Topology::default()
     };
-    small
-        .create_if_missing(&js, StreamKind::Assignments)
-        .await
-        .unwrap();
-    let mut assign = js.get_stream(StreamKind::Assignments.name()).await.unwrap();
+    let shard = StreamKind::Assignments(Shard::all().next().unwrap());
+    small.create_if_missing(&js, shard).await.unwrap();
+    let mut assign = js.get_stream(shard.name()).await.unwrap();
     assert_eq!(assign.info().await.unwrap().config.max_consumers, 10);
     Topology::default()
-        .create_if_missing(&js, StreamKind::Assignments)
+        .create_if_missing(&js, shard)
         .await
         .unwrap();
     assert_eq!(
@@ -381,11 +434,15 @@ async fn node_consumers_are_created_once_and_never_expire() {
     cairn_streams::ensure_node_consumer(&js, &node)
         .await
         .unwrap();
-    let stream = js.get_stream(StreamKind::Assignments.name()).await.unwrap();
+    assert_eq!(StreamKind::assignments_of(&node).name(), "CAIRN_ASSIGN_14");
+    let stream = js
+        .get_stream(StreamKind::assignments_of(&node).name())
+        .await
+        .unwrap();
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer("node-edge-9").await.unwrap();
     let info = consumer.info().await.unwrap();
-    assert_eq!(info.config.filter_subject, "cairn.assign.edge-9");
+    assert_eq!(info.config.filter_subject, "cairn.assign.14.edge-9");
     assert_eq!(info.config.inactive_threshold, Duration::ZERO);
     assert_eq!(info.config.max_deliver, -1);
     assert_eq!(stream.clone().info().await.unwrap().state.consumer_count, 1);
@@ -481,7 +538,11 @@ async fn the_same_work_derived_twice_is_queued_once() {
             .unwrap();
     }
     assert_eq!(
-        reader.bounds(StreamKind::Assignments).await.unwrap().last,
+        reader
+            .bounds(StreamKind::assignments_of(&node))
+            .await
+            .unwrap()
+            .last,
         Seq(1)
     );
 }
@@ -509,11 +570,11 @@ async fn direct_gets_read_a_work_queue_without_taking_its_work() {
         let mut seen = Vec::new();
         let mut next = Seq(1);
         while let Some(raw) = reader
-            .next_held(StreamKind::Assignments, next)
+            .next_held(StreamKind::assignments_of(&node), next)
             .await
             .unwrap()
         {
-            assert_eq!(raw.subject.as_str(), "cairn.assign.edge-3");
+            assert_eq!(raw.subject.as_str(), "cairn.assign.16.edge-3");
             seen.push(raw.seq);
             next = raw.seq.next();
         }

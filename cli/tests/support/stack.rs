@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_streams::StreamKind;
 use cairn_streams::testing::{NatsServer, wait_until};
 use serde_json::Value;
 
@@ -208,14 +209,15 @@ impl Stack {
     }
 }
 
-/// Messages a stream holds now (0 while the server does not answer).
-pub async fn stream_messages(stack: &Stack, stream: &str) -> u64 {
-    let Ok(client) = cairn_streams::connect(&stack.url(), None, "cairn-test").await else {
-        return 0;
-    };
+/// Messages a stream holds now.
+pub async fn stream_messages(stack: &Stack, stream: StreamKind) -> u64 {
+    let client = cairn_streams::connect(&stack.url(), None, "cairn-test")
+        .await
+        .expect("connecting to count a stream's messages");
     let js = cairn_streams::jetstream(client);
-    match js.get_stream(stream).await {
-        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
-        Err(_) => 0,
-    }
+    let mut stream = js
+        .get_stream(stream.name())
+        .await
+        .unwrap_or_else(|e| panic!("{} should exist: {e}", stream.name()));
+    stream.info().await.map_or(0, |i| i.state.messages)
 }
