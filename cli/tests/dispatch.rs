@@ -307,6 +307,20 @@ task:
         alive(&mut orchestrator),
         "the orchestrator outlives the outage"
     );
+
+    // Work decided after the outage reaches the node too: the restart dropped its
+    // consumer, which lives in the server's memory, and the orchestrator made it again.
+    stack.deploy("after", &batch("after", 1, "{host: edge-a}"), false);
+    eventually("work decided after the outage to complete", 60, || {
+        let all = executions(&url, "after");
+        if count_in(&all, "completed") == 1 {
+            Ok(())
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
+    .await;
+    eprintln!("nats back → later work completed: {:?}", back.elapsed());
 }
 
 /// How a node is away while its job is stopped.

@@ -594,7 +594,13 @@ async fn the_outbox_outlives_a_nats_outage() {
         ("waiting\nfinished\n", "completed")
     );
 
-    // New work reaches the edge once its pull is re-established.
+    // New work reaches the edge once its pull is re-established on its consumer, which
+    // lived in the server's memory: as the orchestrator does after a reconnect, the
+    // fixture creates it again.
+    wait_until("the node's consumer to be recreated", DEADLINE, || {
+        ensure_node_consumer(&fx.js, &fx.node)
+    })
+    .await;
     let after = ExecutionId::generate();
     fx.run(after, sh("true")).await;
     fx.updates_until(after, ExecutionState::Completed).await;

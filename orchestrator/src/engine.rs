@@ -26,7 +26,7 @@ use cairn_shared::{
 use cairn_streams::{
     Error as StreamsError, Expect, Outgoing, Publisher, ReadFrom, Reader, StreamKind, subjects,
 };
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::decider::{self, IdSource, Input, Origin, State};
@@ -79,11 +79,18 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Where appended events go at once, for the dispatcher (see [`Decided`]).
     handoff: Option<Handoff>,
+    /// The client's connection count when node consumers were last known to exist.
+    connects: u64,
+    /// Recreating node consumers after a reconnect, in the background.
+    restoring: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Engine {
     /// Builds the state from the whole event stream.
     pub async fn start(js: jetstream::Context, liveness: LivenessConfig) -> Result<Self> {
+        // The orchestrator ensures every known node's consumer after this start; a
+        // reconnect from now on makes the engine ensure them again.
+        let connects = js_connects(&js);
         let mut engine = Self {
             publisher: Publisher::new(js.clone()),
             reader: Reader::new(js.clone()),
@@ -94,6 +101,8 @@ impl Engine {
             heard: HashMap::new(),
             shutdown: CancellationToken::new(),
             handoff: None,
+            connects,
+            restoring: None,
         };
         engine.catch_up().await?;
         // Every node gets a full grace period from this start before it counts as silent.
@@ -195,14 +204,7 @@ impl Engine {
                         _ => None,
                     })
                     .collect();
-                futures::stream::iter(registered)
-                    .map(|node| {
-                        let js = self.js.clone();
-                        async move { cairn_streams::ensure_node_consumer(&js, &node).await }
-                    })
-                    .buffer_unordered(CONSUMERS_AT_ONCE)
-                    .try_collect::<Vec<()>>()
-                    .await?;
+                cairn_streams::ensure_node_consumers(&self.js, registered).await?;
                 let created = creating.elapsed();
                 let appending = Instant::now();
                 self.last = self.append(&decisions).await?;
@@ -357,6 +359,47 @@ impl Engine {
         Ok(())
     }
 
+    /// Node consumers keep their state in memory, so a server restart drops them: after
+    /// the client reconnected, every known node's consumer is created again, in the
+    /// background and until it succeeds, while decisions go on (a node registering
+    /// meanwhile gets its own in its round). Its edge keeps trying to bind until then; the
+    /// work waits in the work-queue stream.
+    fn restore_consumers_after_reconnect(&mut self) {
+        let connects = js_connects(&self.js);
+        if connects == self.connects {
+            return;
+        }
+        self.connects = connects;
+        if let Some(previous) = self.restoring.take() {
+            previous.abort();
+        }
+        let nodes: Vec<NodeId> = self.state.nodes().map(|n| n.id.clone()).collect();
+        let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
+        tracing::info!(
+            nodes = nodes.len(),
+            "reconnected: recreating node consumers"
+        );
+        self.restoring = Some(tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match cairn_streams::ensure_node_consumers(&js, nodes.iter().cloned()).await {
+                    Ok(()) => {
+                        tracing::info!(nodes = nodes.len(), "node consumers recreated");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "recreating node consumers")
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }));
+    }
+
     /// A heartbeat from `node`: remembered, and a reconnection if the node was away.
     async fn heartbeat(&mut self, node: NodeId) -> Result<()> {
         self.heard.insert(node.clone(), Instant::now());
@@ -443,10 +486,21 @@ impl Engine {
                         self.heartbeat(node).await?;
                     }
                 }
-                _ = tick.tick() => self.check_liveness().await?,
+                _ = tick.tick() => {
+                    self.restore_consumers_after_reconnect();
+                    self.check_liveness().await?;
+                }
             }
         }
     }
+}
+
+/// How many times the client has connected to a server so far.
+fn js_connects(js: &jetstream::Context) -> u64 {
+    js.client()
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One input's part of a recorded batch.
@@ -496,9 +550,6 @@ fn parse(
         },
     }
 }
-
-/// Node consumers created concurrently when many nodes register in one round.
-const CONSUMERS_AT_ONCE: usize = 32;
 
 /// Inputs a round takes at most while the decider keeps up: each input waits for its whole
 /// round, and on a busy machine larger rounds feed back into longer ones (at 1,000 deploys

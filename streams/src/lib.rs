@@ -17,8 +17,8 @@ pub use logs::{LogEntry, OutputStream};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
 pub use topology::{
-    StreamKind, Topology, UNSHARDED_ASSIGNMENTS, ensure_node_consumer, node_consumer_config,
-    orchestrator_consumer,
+    StreamKind, Topology, UNSHARDED_ASSIGNMENTS, ensure_node_consumer, ensure_node_consumers,
+    node_consumer_config, orchestrator_consumer,
 };
 
 /// Connects to NATS, failing at once if no server answers: for commands a person waits on.

@@ -252,6 +252,13 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
 /// The durable pull consumer through which one node receives its work: filtered to the
 /// node's assignment subject, explicit acks, redelivered until acked however often, and
 /// never deleted for inactivity (a node may be away for days).
+///
+/// Its state is kept in memory. The work-queue stream holds exactly the unacked work, so
+/// the consumer holds nothing that matters: a single server forgets it when it restarts,
+/// and the orchestrator creates it again, whereupon it delivers all the unacked work, which edges
+/// deduplicate. A file-backed consumer costs a directory and two files written at
+/// creation and its state written on acks: creating 10,000 took 3.3–3.9 s in memory
+/// against 15–27 s on file on the development machine.
 pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer::pull::Config {
     jetstream::consumer::pull::Config {
         durable_name: Some(subjects::node_consumer(node)),
@@ -264,6 +271,7 @@ pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer:
         // One replica even on a replicated stream: thousands of R3 consumers would each be a
         // Raft group. The work-queue stream keeps the messages; a lost consumer is recreated.
         num_replicas: 1,
+        memory_storage: true,
         inactive_threshold: Duration::ZERO,
         ..Default::default()
     }
@@ -345,6 +353,22 @@ pub async fn ensure_node_consumer(
         .await
         .map(drop)
         .map_err(|e| failed(e.to_string()))
+}
+
+/// Node consumers created at once by [`ensure_node_consumers`].
+const NODE_CONSUMERS_AT_ONCE: usize = 32;
+
+/// [`ensure_node_consumer`] for many nodes, a few dozen requests in flight at a time.
+pub async fn ensure_node_consumers(
+    js: &jetstream::Context,
+    nodes: impl IntoIterator<Item = cairn_shared::NodeId>,
+) -> Result<()> {
+    futures::stream::iter(nodes)
+        .map(|node| async move { ensure_node_consumer(js, &node).await })
+        .buffer_unordered(NODE_CONSUMERS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
 }
 
 /// The durable consumer through which orchestrators take commands or reports, in order.

@@ -444,6 +444,10 @@ async fn node_consumers_are_created_once_and_never_expire() {
     let info = consumer.info().await.unwrap();
     assert_eq!(info.config.filter_subject, "cairn.assign.14.edge-9");
     assert_eq!(info.config.inactive_threshold, Duration::ZERO);
+    assert!(
+        info.config.memory_storage,
+        "the work queue, not the consumer, keeps work"
+    );
     assert_eq!(info.config.max_deliver, -1);
     assert_eq!(stream.clone().info().await.unwrap().state.consumer_count, 1);
 }
