@@ -1,7 +1,8 @@
 //! The raw JetStream baseline for a fleet: the least work a dispatch can cost. Messages
-//! are published to per-node subjects of a work-queue stream and received and acked
-//! through each node's durable pull consumer, with the same client library, server and
-//! number of nodes as the cairn figures they are compared with.
+//! are published to per-node subjects of work-queue streams sharded as cairn shards its
+//! assignments ([`Shard::COUNT`] streams), and received and acked through each node's
+//! durable pull consumer (kept in memory, as cairn keeps them), with the same client library, server and number of nodes as the
+//! cairn figures they are compared with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +15,18 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use cairn_streams::subjects::Shard;
+
 use crate::fleet::now_nanos;
 
-const STREAM: &str = "BENCH_RAW";
+const SHARDS: usize = Shard::COUNT as usize;
+
+fn stream_name(shard: usize) -> String {
+    format!("BENCH_RAW_{shard}")
+}
 
 fn subject(node: usize) -> String {
-    format!("bench.raw.{node}")
+    format!("bench.raw.{}.{node}", node % SHARDS)
 }
 
 /// A raw fleet: one connection and one durable consumer per node.
@@ -39,27 +46,33 @@ impl RawFleet {
     pub async fn start(url: &str, nodes: usize) -> Result<Self> {
         let client = cairn_streams::connect(url, None, "cairn-bench-raw").await?;
         let js = cairn_streams::jetstream(client);
-        let _ = js.delete_stream(STREAM).await;
-        let stream = js
-            .create_stream(stream::Config {
-                name: STREAM.into(),
-                subjects: vec!["bench.raw.>".into()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                max_consumers: i32::try_from(nodes + 10).unwrap_or(i32::MAX),
-                ..Default::default()
-            })
-            .await?;
+        let mut streams = Vec::with_capacity(SHARDS);
+        for shard in 0..SHARDS {
+            let _ = js.delete_stream(stream_name(shard)).await;
+            streams.push(
+                js.create_stream(stream::Config {
+                    name: stream_name(shard),
+                    subjects: vec![format!("bench.raw.{shard}.*")],
+                    retention: stream::RetentionPolicy::WorkQueue,
+                    storage: stream::StorageType::File,
+                    max_consumers: i32::try_from(nodes + 10).unwrap_or(i32::MAX),
+                    ..Default::default()
+                })
+                .await?,
+            );
+        }
         let started = Instant::now();
         futures::stream::iter(0..nodes)
             .map(|node| {
-                let stream = stream.clone();
+                let stream = streams[node % SHARDS].clone();
                 async move {
                     stream
                         .create_consumer(jetstream::consumer::pull::Config {
                             durable_name: Some(format!("raw-{node}")),
                             filter_subject: subject(node),
                             ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                            // In memory, as cairn keeps its node consumers.
+                            memory_storage: true,
                             ..Default::default()
                         })
                         .await
@@ -76,7 +89,7 @@ impl RawFleet {
                 let client = cairn_streams::connect(url, None, "cairn-bench-raw-node").await?;
                 let js = cairn_streams::jetstream(client.clone());
                 let consumer: PullConsumer = js
-                    .get_stream_no_info(STREAM)
+                    .get_stream_no_info(stream_name(node % SHARDS))
                     .await?
                     .get_consumer(&format!("raw-{node}"))
                     .await
@@ -194,9 +207,11 @@ impl RawFleet {
 }
 
 impl RawFleet {
-    /// Deletes the raw stream and its consumers, and waits until they are gone.
+    /// Deletes the raw streams and their consumers, and waits until they are gone.
     pub async fn close(self) -> Result<()> {
-        self.js.delete_stream(STREAM).await?;
+        for shard in 0..SHARDS {
+            self.js.delete_stream(stream_name(shard)).await?;
+        }
         Ok(())
     }
 }
@@ -205,7 +220,9 @@ impl Drop for RawFleet {
     fn drop(&mut self) {
         let js = self.js.clone();
         tokio::spawn(async move {
-            let _ = js.delete_stream(STREAM).await;
+            for shard in 0..SHARDS {
+                let _ = js.delete_stream(stream_name(shard)).await;
+            }
         });
     }
 }
