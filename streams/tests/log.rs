@@ -450,6 +450,23 @@ async fn node_consumers_are_created_once_and_never_expire() {
     );
     assert_eq!(info.config.max_deliver, -1);
     assert_eq!(stream.clone().info().await.unwrap().state.consumer_count, 1);
+
+    // A consumer an earlier version made, with other settings, is kept as it is.
+    let old = NodeId::new("edge-old").unwrap();
+    let older = async_nats::jetstream::consumer::pull::Config {
+        memory_storage: false,
+        ..cairn_streams::node_consumer_config(&old)
+    };
+    let shard = js
+        .get_stream(StreamKind::assignments_of(&old).name())
+        .await
+        .unwrap();
+    shard.create_consumer(older).await.unwrap();
+    cairn_streams::ensure_node_consumer(&js, &old)
+        .await
+        .unwrap();
+    let kept = shard.consumer_info("node-edge-old").await.unwrap();
+    assert!(!kept.config.memory_storage);
 }
 
 #[tokio::test]
