@@ -69,19 +69,24 @@ impl Fleet {
         record_receipts: bool,
     ) -> Result<Self> {
         let mut fleet = Self::connect(url, prefix, count, capacity).await?;
-        let mine: Vec<NodeId> = fleet.nodes.clone();
-        watch
-            .until("every node registered", Duration::from_secs(180), |s| {
-                mine.iter().all(|n| s.registered.contains(n))
-            })
-            .await?;
+        fleet.registered(watch).await?;
         fleet.run(record_receipts).await?;
         Ok(fleet)
     }
 
+    /// Waits until the orchestrator has registered every edge of this fleet.
+    pub async fn registered(&self, watch: &Watch) -> Result<()> {
+        let mine: Vec<NodeId> = self.nodes.clone();
+        watch
+            .until("every node registered", Duration::from_secs(180), |s| {
+                mine.iter().all(|n| s.registered.contains(n))
+            })
+            .await
+    }
+
     /// Connects `count` edges named `<prefix>-<n>` and has each say hello with label
     /// `role=edge` and `capacity`; returns once every hello is stored.
-    async fn connect(url: &str, prefix: &str, count: usize, capacity: u32) -> Result<Self> {
+    pub async fn connect(url: &str, prefix: &str, count: usize, capacity: u32) -> Result<Self> {
         let nodes: Vec<NodeId> = (0..count)
             .map(|i| NodeId::new(format!("{prefix}-{i:05}")))
             .collect::<Result<_, _>>()?;
@@ -120,14 +125,28 @@ impl Fleet {
 
     /// Starts every edge's heartbeat and pull. Their consumers must exist by now (the
     /// orchestrator creates one before it records the node registered).
-    async fn run(&mut self, record_receipts: bool) -> Result<()> {
-        for (node, client) in self.nodes.iter().zip(&self.clients) {
-            let edge = SimEdge {
+    pub async fn run(&mut self, record_receipts: bool) -> Result<()> {
+        let edges: Vec<SimEdge> = self
+            .nodes
+            .iter()
+            .zip(&self.clients)
+            .map(|(node, client)| SimEdge {
                 node: node.clone(),
                 client: client.clone(),
                 receipts: record_receipts.then(|| Arc::clone(&self.receipts)),
-            };
-            let consumer = edge.consumer().await?;
+            })
+            .collect();
+        let bound: Vec<(SimEdge, jetstream::consumer::PullConsumer)> = futures::stream::iter(edges)
+            .map(|edge| async move {
+                let consumer = edge.consumer().await?;
+                anyhow::Ok((edge, consumer))
+            })
+            .buffered(CONNECTING_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        for (edge, consumer) in bound {
             self.tasks.spawn(edge.clone().beat(self.stop.clone()));
             self.tasks.spawn(edge.pull(consumer, self.stop.clone()));
         }

@@ -39,7 +39,7 @@ pub struct RawFleet {
 
 /// Consumers created at once, as the orchestrator creates them for a round of
 /// registrations; connections opened at once, as the simulated fleet opens them.
-const CREATING_AT_ONCE: usize = 32;
+const CREATING_AT_ONCE: usize = cairn_streams::topology::NODE_CONSUMERS_AT_ONCE;
 const CONNECTING_AT_ONCE: usize = 64;
 
 impl RawFleet {
