@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+    stream::{self, ConsumerCreateStrictErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
 };
-
-use async_nats::jetstream::stream::ConsumerCreateStrictErrorKind;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
@@ -256,10 +254,10 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
 ///
 /// Its state is kept in memory. The work-queue stream holds exactly the unacked work, so
 /// the consumer holds nothing that matters: a single server forgets it when it restarts,
-/// and the orchestrator creates it again, whereupon it delivers all the unacked work, which edges
-/// deduplicate. A file-backed consumer costs a directory and two files written at
-/// creation and its state written on acks: creating 10,000 took 3.3–3.9 s in memory
-/// against 15–27 s on file on the development machine.
+/// the orchestrator creates it again, and the new one delivers all the unacked work,
+/// which edges deduplicate. A file-backed consumer costs a directory and two files at
+/// creation and a state write on acks: creating 10,000 took 3.3–3.9 s in memory against
+/// 15–27 s on file on the development machine.
 pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer::pull::Config {
     jetstream::consumer::pull::Config {
         durable_name: Some(subjects::node_consumer(node)),
