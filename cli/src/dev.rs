@@ -293,7 +293,24 @@ async fn stop_edges(
 }
 
 fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    let parent = nix::unistd::getpid();
+    // If this process is killed outright (SIGKILL), nothing here runs to stop the server:
+    // the kernel sends it SIGTERM instead when the thread that started it ends, which for
+    // `dev` is the main thread.
+    // SAFETY: the closure runs between fork and exec; it makes two system calls (prctl,
+    // getppid), both async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            if nix::unistd::getppid() != parent {
+                // This process died before the request was in place.
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+    command
         .args([
             "-js",
             "-a",
@@ -311,7 +328,7 @@ fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
         // Its own process group: a Ctrl-C in the terminal reaches only cairn, which then
         // stops the server in order (after the orchestrator).
         .process_group(0)
-        // If this process dies without stopping it, do not leave the server behind.
+        // If this process returns without stopping it, do not leave the server behind.
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))

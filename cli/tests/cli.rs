@@ -150,14 +150,12 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-#[tokio::test]
-async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("nats://127.0.0.1:{port}");
+/// Starts `cairn dev` on `url` with its data in `data`; returns it once it has printed
+/// its first line (the URL to use), with that line.
+fn start_dev(url: &str, data: &std::path::Path) -> (std::process::Child, String) {
     let mut child = cairn()
-        .args(["--nats", &url, "dev", "--data"])
-        .arg(data.path())
+        .args(["--nats", url, "dev", "--data"])
+        .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -172,6 +170,15 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     let banner = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("cairn dev prints its URL");
+    (child, banner)
+}
+
+#[tokio::test]
+async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let (mut child, banner) = start_dev(&url, data.path());
     assert!(banner.contains(&url), "{banner}");
 
     // The orchestrator set up cairn's streams on the local server.
@@ -250,6 +257,31 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
         Duration::from_secs(10),
         || async {
             let left = processes_mentioning(&data.path().display().to_string());
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dev_killed_outright_leaves_no_server_behind() {
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let (mut child, _banner) = start_dev(&url, data.path());
+    let store = data.path().join("nats").display().to_string();
+    assert!(
+        !processes_mentioning(&store).is_empty(),
+        "the dev nats-server runs on {store}"
+    );
+
+    // SIGKILL: cairn gets no chance to stop the server itself.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(
+        "the dev nats-server to stop with its parent",
+        Duration::from_secs(10),
+        || async {
+            let left = processes_mentioning(&store);
             if left.is_empty() { Ok(()) } else { Err(left) }
         },
     )
