@@ -52,19 +52,42 @@ pub async fn deploy(publisher: &Publisher, spec: JobSpec) -> Result<CommandId> {
     Ok(envelope.id)
 }
 
-/// Waits until the orchestrator's views have applied event `seq`.
+/// Waits until the orchestrator's views have applied event `seq`. Each question waits a
+/// short time for its answer, and any that went unanswered are reported, so that a slow
+/// figure says whether the views or the answers were late.
 pub async fn projected(client: &async_nats::Client, command: CommandId, seq: Seq) -> Result<()> {
     let started = Instant::now();
     let payload = serde_json::to_vec(&OutcomeQuery { command })?;
+    let mut unanswered = 0_u32;
     loop {
         let reply = client
-            .request(subjects::query(endpoint::OUTCOME), payload.clone().into())
+            .send_request(
+                subjects::query(endpoint::OUTCOME),
+                async_nats::Request::new()
+                    .payload(payload.clone().into())
+                    .timeout(Some(Duration::from_millis(500))),
+            )
             .await;
-        if let Ok(reply) = reply
-            && let Ok(answer) = serde_json::from_slice::<Answer<serde_json::Value>>(&reply.payload)
-            && answer.applied_seq >= seq
-        {
-            return Ok(());
+        match &reply {
+            Ok(reply) => {
+                if let Ok(answer) =
+                    serde_json::from_slice::<Answer<serde_json::Value>>(&reply.payload)
+                    && answer.applied_seq >= seq
+                {
+                    if unanswered > 0 {
+                        eprintln!(
+                            "note: {unanswered} outcome queries went unanswered within 500 ms"
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                unanswered += 1;
+                if unanswered == 1 {
+                    eprintln!("note: an outcome query went unanswered: {e}");
+                }
+            }
         }
         ensure!(
             started.elapsed() < Duration::from_secs(120),
