@@ -75,7 +75,7 @@ impl Fleet {
     }
 
     /// Waits until the orchestrator has registered every edge of this fleet.
-    pub async fn registered(&self, watch: &Watch) -> Result<()> {
+    async fn registered(&self, watch: &Watch) -> Result<()> {
         let mine: Vec<NodeId> = self.nodes.clone();
         watch
             .until("every node registered", Duration::from_secs(180), |s| {
