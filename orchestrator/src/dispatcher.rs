@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::decider::State;
 use crate::error::Result;
+use crate::retry::pause;
 
 /// A batch of events the decider has just stored, `first` being the sequence of the
 /// first: the dispatcher can queue their work without reading them back.
@@ -199,15 +200,6 @@ impl Sender {
             }
         }
         true
-    }
-}
-
-async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
-    let delay = *backoff;
-    *backoff = (*backoff * 2).min(Duration::from_secs(2));
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
     }
 }
 

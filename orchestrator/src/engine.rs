@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decider::{self, IdSource, Input, Origin, State};
 use crate::dispatcher::{Decided, Handoff};
 use crate::error::{Error, Result};
+use crate::retry::pause;
 
 /// Liveness thresholds (`cairn orchestrator --heartbeat-interval --disconnect-after --lost-after`).
 #[derive(Clone, Debug)]
@@ -225,11 +226,8 @@ impl Engine {
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "recording a decision failed; retrying");
                     behind = true;
-                    let delay = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Ok(false),
-                        _ = tokio::time::sleep(delay) => {}
+                    if !pause(&self.shutdown, &mut backoff).await {
+                        return Ok(false);
                     }
                 }
                 Err(e) => return Err(e),
@@ -391,11 +389,9 @@ impl Engine {
                         tracing::warn!(error = %e, retry_in = ?backoff, "recreating node consumers")
                     }
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !pause(&shutdown, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }));
     }

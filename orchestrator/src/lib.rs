@@ -10,6 +10,7 @@ mod error;
 pub mod projection;
 pub mod projector;
 pub mod query;
+mod retry;
 pub mod service;
 pub mod store;
 pub mod views;

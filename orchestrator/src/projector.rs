@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::projection::Applied;
+use crate::retry::pause;
 use crate::store::{Incoming, ViewStore};
 
 #[derive(Clone, Debug)]
@@ -166,16 +167,6 @@ async fn read_loop(
         if !pause(shutdown, &mut backoff).await {
             return Ok(());
         }
-    }
-}
-
-/// Sleeps for the backoff (doubling it up to 2 s); false if shutdown came first.
-async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
-    let delay = *backoff;
-    *backoff = (*backoff * 2).min(Duration::from_secs(2));
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
     }
 }
 
