@@ -1,7 +1,8 @@
 //! The dispatch-latency scenario: work offered at a fixed rate (one single-execution batch
 //! job per deploy), timed from the moment its `ExecutionAssigned` was stored (decided) to
 //! the moment a simulated edge has the assignment — beside raw messages offered at the
-//! same rate to the same number of per-node consumers, publish → receive.
+//! same rate to the same number of per-node consumers, publish → receive, and beside the
+//! raw round trip of the atomic batch that records a decision ([`crate::appends`]).
 
 use std::time::Duration;
 
@@ -18,7 +19,13 @@ use crate::report::{Figure, Scenario};
 use crate::stack::{OrchestratorProcess, fresh_streams};
 use crate::watch::Watch;
 
-pub async fn run(url: &str, nodes: usize, rate: u64, duration: Duration) -> Result<Scenario> {
+pub async fn run(
+    url: &str,
+    nodes: usize,
+    rate: u64,
+    duration: Duration,
+    append_samples: usize,
+) -> Result<Scenario> {
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client.clone());
     fresh_streams(&js).await?;
@@ -28,6 +35,8 @@ pub async fn run(url: &str, nodes: usize, rate: u64, duration: Duration) -> Resu
     let raw = RawFleet::start(url, nodes).await?;
     let raw_latency = raw.latency(rate, duration).await?;
     drop(raw);
+    eprintln!("dispatch: raw appends, {append_samples} atomic batches and single messages");
+    let appends = crate::appends::measure(&js, append_samples).await?;
 
     eprintln!("dispatch: orchestrator and {nodes} simulated edges; {rate} deploys/s");
     let _orchestrator = OrchestratorProcess::start(url).await?;
@@ -93,6 +102,23 @@ pub async fn run(url: &str, nodes: usize, rate: u64, duration: Duration) -> Resu
         "  of which queued → edge has it",
         &delivery,
         Some(&raw_latency),
+    ));
+    // The floor under decided → queued: a decision's work can be queued only after its
+    // batch is acknowledged.
+    figures.extend(quantiles(
+        &format!("raw atomic batch of {} → acked", crate::appends::EVENTS),
+        &appends.batch,
+        None,
+    ));
+    figures.extend(quantiles(
+        "  of which batch stored → ack received",
+        &appends.stored_to_ack,
+        None,
+    ));
+    figures.extend(quantiles(
+        "raw single append → acked",
+        &appends.single,
+        None,
     ));
     figures.push(Figure::rate("offered", rate as f64, None));
     Ok(Scenario {

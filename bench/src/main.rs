@@ -1,6 +1,7 @@
 //! `cairn-bench`: cairn's throughput measured beside raw JetStream in the same run, on the
 //! same server and client, so every figure is reported as a ratio to its baseline.
 
+mod appends;
 mod dispatch;
 mod fleet;
 mod history;
@@ -122,6 +123,7 @@ async fn main() -> Result<()> {
     let nodes = |n: Option<usize>| n.unwrap_or(if quick { 10 } else { 100 });
     let executions = |e: Option<u32>| e.unwrap_or(if quick { 500 } else { 10_000 });
     let rate = |r: Option<u64>| r.unwrap_or(if quick { 200 } else { 1_000 });
+    let appends = if quick { 20 } else { 300 };
     let duration = |d: Option<std::time::Duration>| {
         d.unwrap_or(std::time::Duration::from_secs(if quick { 1 } else { 10 }))
     };
@@ -146,7 +148,7 @@ async fn main() -> Result<()> {
             nodes: n,
             rate: r,
             duration: d,
-        } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d)).await?],
+        } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d), appends).await?],
         Command::Scale { sizes: s } => vec![scale::run(&url, &sizes(s), server_pid).await?],
         Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
         Command::Reconnect {
@@ -156,7 +158,7 @@ async fn main() -> Result<()> {
         } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
         Command::All => vec![
             lifecycle::run(&url, nodes(None), executions(None)).await?,
-            dispatch::run(&url, nodes(None), rate(None), duration(None)).await?,
+            dispatch::run(&url, nodes(None), rate(None), duration(None), appends).await?,
             reconnect::run(&url, backlog(None), trials(None), "true").await?,
             // Before replay, whose million events would stay in both processes' memory.
             scale::run(&url, &sizes(None), server_pid).await?,
