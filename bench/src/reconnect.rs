@@ -1,7 +1,8 @@
 //! The reconnect scenario: a node comes back to work that waited for it. Measures, for a
 //! real edge agent, the time from its start to the first waiting assignment received, and
 //! the rate at which it drains a backlog (received, recorded durably, acked) — beside the
-//! same backlog drained by a bare pull consumer that only acks, in the same run.
+//! same backlog drained by a bare pull consumer that only acks, and beside starting the
+//! backlog's processes alone (no NATS, no store), in the same run.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -143,6 +144,41 @@ async fn edge_drain(
     Ok((first, drain))
 }
 
+/// Processes started at once by the process baseline: the fastest of 16, 64, 256 and
+/// 1,024 on the development machine.
+const STARTING_AT_ONCE: usize = 64;
+
+/// Starts `program` `count` times, as the edge starts a task (no stdin, output piped and
+/// read to its end, a process group of its own), [`STARTING_AT_ONCE`] at a time, and
+/// waits for each: the floor of a drain that starts a process per assignment. A program
+/// that cannot start fails each time, as it does on the edge.
+async fn raw_starts(program: &str, count: u64) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|_| async move {
+            let child = tokio::process::Command::new(program)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn();
+            let Ok(mut child) = child else { return };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            if let Some(stdout) = child.stdout.as_mut() {
+                let _ = stdout.read_to_end(&mut out).await;
+            }
+            if let Some(stderr) = child.stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut err).await;
+            }
+            let _ = child.wait().await;
+        })
+        .buffer_unordered(STARTING_AT_ONCE)
+        .collect::<()>()
+        .await;
+    started.elapsed()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -177,6 +213,8 @@ pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<
     queue(&js, &node, backlog, program).await?;
     eprintln!("reconnect: an edge returns to its backlog (it runs `{program}` for each)");
     let (_, edge_time) = edge_drain(url, &js, &node, backlog).await?;
+    eprintln!("reconnect: starting `{program}` {backlog} times without an edge");
+    let starts_time = raw_starts(program, backlog).await;
 
     let rate = |d: Duration| backlog as f64 / d.as_secs_f64();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -211,6 +249,17 @@ pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<
                 "edge drain (record durably, confirmed ack)",
                 rate(edge_time),
                 Some(rate(raw_time)),
+            ),
+            Figure::rate_of(
+                "starts/s",
+                &format!("raw process starts (`{program}`, {STARTING_AT_ONCE} at once)"),
+                rate(starts_time),
+                None,
+            ),
+            Figure::rate(
+                "edge drain, against the process starts alone",
+                rate(edge_time),
+                Some(rate(starts_time)),
             ),
         ],
     })
