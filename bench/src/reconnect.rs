@@ -153,7 +153,6 @@ const STARTING_AT_ONCE: usize = 64;
 /// waits for each: the floor of a drain that starts a process per assignment. A program
 /// that cannot start fails each time, as it does on the edge.
 async fn raw_starts(program: &str, count: u64) -> Duration {
-    use tokio::io::AsyncReadExt;
     let started = Instant::now();
     futures::stream::iter(0..count)
         .map(|_| async move {
@@ -164,19 +163,23 @@ async fn raw_starts(program: &str, count: u64) -> Duration {
                 .process_group(0)
                 .spawn();
             let Ok(mut child) = child else { return };
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            if let Some(stdout) = child.stdout.as_mut() {
-                let _ = stdout.read_to_end(&mut out).await;
-            }
-            if let Some(stderr) = child.stderr.as_mut() {
-                let _ = stderr.read_to_end(&mut err).await;
-            }
+            // Both at once, as the edge pumps them: a task filling one pipe while the
+            // other is read would otherwise never end.
+            tokio::join!(read_all(child.stdout.take()), read_all(child.stderr.take()));
             let _ = child.wait().await;
         })
         .buffer_unordered(STARTING_AT_ONCE)
         .collect::<()>()
         .await;
     started.elapsed()
+}
+
+/// Reads `pipe` to its end, discarding what it says.
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) {
+    use tokio::io::AsyncReadExt;
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(&mut Vec::new()).await;
+    }
 }
 
 fn millis(d: Duration) -> u64 {
