@@ -97,6 +97,22 @@ enum Command {
     All,
 }
 
+/// The first SIGINT or SIGTERM, by name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+            _ = interrupt.recv() => "interrupted",
+            _ = terminate.recv() => "terminated",
+        },
+        // Without handlers the signals keep their default action.
+        _ => std::future::pending().await,
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -139,31 +155,48 @@ async fn main() -> Result<()> {
     let server_pid = server
         .as_ref()
         .and_then(cairn_streams::testing::NatsServer::pid);
-    let scenarios = match cli.command {
-        Command::Lifecycle {
-            nodes: n,
-            executions: e,
-        } => vec![lifecycle::run(&url, nodes(n), executions(e)).await?],
-        Command::Dispatch {
-            nodes: n,
-            rate: r,
-            duration: d,
-        } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d), appends).await?],
-        Command::Scale { sizes: s } => vec![scale::run(&url, &sizes(s), server_pid).await?],
-        Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
-        Command::Reconnect {
-            backlog: b,
-            trials: t,
-            task,
-        } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
-        Command::All => vec![
-            lifecycle::run(&url, nodes(None), executions(None)).await?,
-            dispatch::run(&url, nodes(None), rate(None), duration(None), appends).await?,
-            reconnect::run(&url, backlog(None), trials(None), "true").await?,
-            // Before replay, whose million events would stay in both processes' memory.
-            scale::run(&url, &sizes(None), server_pid).await?,
-            replay::run(&url, replay_events(None)).await?,
-        ],
+    let run = async {
+        anyhow::Ok(match cli.command {
+            Command::Lifecycle {
+                nodes: n,
+                executions: e,
+            } => vec![lifecycle::run(&url, nodes(n), executions(e)).await?],
+            Command::Dispatch {
+                nodes: n,
+                rate: r,
+                duration: d,
+            } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d), appends).await?],
+            Command::Scale { sizes: s } => vec![scale::run(&url, &sizes(s), server_pid).await?],
+            Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
+            Command::Reconnect {
+                backlog: b,
+                trials: t,
+                task,
+            } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
+            Command::All => vec![
+                lifecycle::run(&url, nodes(None), executions(None)).await?,
+                dispatch::run(&url, nodes(None), rate(None), duration(None), appends).await?,
+                reconnect::run(&url, backlog(None), trials(None), "true").await?,
+                // Before replay, whose million events would stay in both processes' memory.
+                scale::run(&url, &sizes(None), server_pid).await?,
+                replay::run(&url, replay_events(None)).await?,
+            ],
+        })
+    };
+    // Interrupted, the run is dropped (stopping the orchestrator and edge processes it
+    // started) and then the private server: a signal's default action would leave them
+    // running.
+    let scenarios = tokio::select! {
+        scenarios = run => Some(scenarios?),
+        signal = interrupted() => {
+            eprintln!("cairn-bench: {signal}; stopping every process it started");
+            None
+        }
+    };
+    let Some(scenarios) = scenarios else {
+        drop(server);
+        // The conventional status of a process ended by a signal.
+        std::process::exit(130);
     };
     let report = report::Report::new(&url, cli.quick, scenarios).await?;
     print!("{}", report.table());
