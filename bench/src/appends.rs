@@ -13,6 +13,7 @@ use cairn_streams::{Expect, Outgoing, Publisher, StreamKind, Topology};
 use hdrhistogram::Histogram;
 
 use crate::fleet::now_nanos;
+use crate::lifecycle::micros;
 
 const STREAM: &str = "BENCH_RAW_LOG";
 
@@ -87,8 +88,4 @@ pub async fn measure(js: &jetstream::Context, samples: usize) -> Result<Appends>
     }
     js.delete_stream(STREAM).await?;
     Ok(appends)
-}
-
-fn micros(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }

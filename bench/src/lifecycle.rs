@@ -97,6 +97,11 @@ pub async fn projected(client: &async_nats::Client, command: CommandId, seq: Seq
     }
 }
 
+/// A duration as the microseconds the latency histograms record.
+pub fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
+
 pub fn millis(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }

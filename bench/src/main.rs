@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -97,22 +98,6 @@ enum Command {
     All,
 }
 
-/// The first SIGINT or SIGTERM, by name.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
-            _ = interrupt.recv() => "interrupted",
-            _ = terminate.recv() => "terminated",
-        },
-        // Without handlers the signals keep their default action.
-        _ => std::future::pending().await,
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -121,6 +106,10 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Caught from the start, before anything is started: a signal's default action would
+    // end the run without stopping the server and processes it runs.
+    let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let cli = Cli::parse();
     let server = match &cli.nats {
         Some(_) => None,
@@ -186,17 +175,19 @@ async fn main() -> Result<()> {
     // Interrupted, the run is dropped (stopping the orchestrator and edge processes it
     // started) and then the private server: a signal's default action would leave them
     // running.
+    // The status is the one a process ended by the signal has: 128 + its number.
     let scenarios = tokio::select! {
-        scenarios = run => Some(scenarios?),
-        signal = interrupted() => {
-            eprintln!("cairn-bench: {signal}; stopping every process it started");
-            None
-        }
+        scenarios = run => Ok(scenarios?),
+        _ = interrupt.recv() => Err(("interrupted", 130)),
+        _ = terminate.recv() => Err(("terminated", 143)),
     };
-    let Some(scenarios) = scenarios else {
-        drop(server);
-        // The conventional status of a process ended by a signal.
-        std::process::exit(130);
+    let scenarios = match scenarios {
+        Ok(scenarios) => scenarios,
+        Err((signal, status)) => {
+            eprintln!("cairn-bench: {signal}; stopping every process it started");
+            drop(server);
+            std::process::exit(status);
+        }
     };
     let report = report::Report::new(&url, cli.quick, scenarios).await?;
     print!("{}", report.table());

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycle::micros;
 use crate::report::{Figure, Scenario};
 
 fn work(node: &NodeId, program: &str) -> Outgoing {
@@ -182,10 +183,6 @@ async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// `program` is what every assignment runs (`true` by default; a path that does not exist
 /// measures the edge without process start-up).
 pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<Scenario> {
@@ -200,11 +197,11 @@ pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<
         let node = NodeId::new(format!("first-{trial}"))?;
         queue(&js, &node, 20, program).await?;
         let (first, _) = edge_drain(url, &js, &node, 20).await?;
-        first_edge.record(millis(first))?;
+        first_edge.record(micros(first))?;
         let raw = NodeId::new(format!("first-raw-{trial}"))?;
         queue(&js, &raw, 20, program).await?;
         let (first, _) = raw_drain(&js, &raw, 20).await?;
-        first_raw.record(millis(first))?;
+        first_raw.record(micros(first))?;
     }
 
     // Drain: one return to a large backlog.
