@@ -1,8 +1,8 @@
 //! The raw JetStream baseline for a fleet: the least work a dispatch can cost. Messages
 //! are published to per-node subjects of work-queue streams sharded as cairn shards its
 //! assignments ([`Shard::COUNT`] streams), and received and acked through each node's
-//! durable pull consumer (kept in memory, as cairn keeps them), with the same client library, server and number of nodes as the
-//! cairn figures they are compared with.
+//! durable pull consumer (kept in memory, as cairn keeps them), with the same client
+//! library, server and number of nodes as the cairn figures they are compared with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

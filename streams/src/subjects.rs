@@ -13,7 +13,7 @@
 //! | `cairn.evt.cmd.<command>`            | CAIRN_EVT     | orchestrator |
 //! | `cairn.evt.input`                    | CAIRN_EVT     | orchestrator |
 //! | `cairn.report.<node>`                | CAIRN_REPORT  | that edge    |
-//! | `cairn.assign.<shard>.<node>`        | CAIRN_ASSIGN_<shard> | orchestrator |
+//! | `cairn.assign.<shard>.<node>`        | `CAIRN_ASSIGN_<shard>` | orchestrator |
 //! | `cairn.log.<node>.<execution>`       | CAIRN_LOG     | that edge    |
 //! | `cairn.hb.<node>` (core NATS)        | none          | that edge    |
 //!

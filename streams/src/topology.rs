@@ -364,7 +364,8 @@ pub async fn ensure_node_consumer(
 /// 10,000 nodes took 9.0 s with 32 in flight and 7.2–7.4 s with 128.
 pub const NODE_CONSUMERS_AT_ONCE: usize = 128;
 
-/// [`ensure_node_consumer`] for many nodes, a few dozen requests in flight at a time.
+/// [`ensure_node_consumer`] for many nodes, [`NODE_CONSUMERS_AT_ONCE`] requests in flight
+/// at a time.
 pub async fn ensure_node_consumers(
     js: &jetstream::Context,
     nodes: impl IntoIterator<Item = cairn_shared::NodeId>,
