@@ -25,6 +25,17 @@ fn stream_name(shard: usize) -> String {
     format!("BENCH_RAW_{shard}")
 }
 
+/// Deletes every raw stream (and with it its consumers), trying each; the first failure.
+async fn delete_streams(js: &jetstream::Context) -> Result<()> {
+    let mut first_error = None;
+    for shard in 0..SHARDS {
+        if let Err(e) = js.delete_stream(stream_name(shard)).await {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), |e| Err(e.into()))
+}
+
 fn subject(node: usize) -> String {
     format!("bench.raw.{}.{node}", node % SHARDS)
 }
@@ -46,9 +57,10 @@ impl RawFleet {
     pub async fn start(url: &str, nodes: usize) -> Result<Self> {
         let client = cairn_streams::connect(url, None, "cairn-bench-raw").await?;
         let js = cairn_streams::jetstream(client);
+        // Left by an earlier run, if any.
+        let _ = delete_streams(&js).await;
         let mut streams = Vec::with_capacity(SHARDS);
         for shard in 0..SHARDS {
-            let _ = js.delete_stream(stream_name(shard)).await;
             streams.push(
                 js.create_stream(stream::Config {
                     name: stream_name(shard),
@@ -209,10 +221,7 @@ impl RawFleet {
 impl RawFleet {
     /// Deletes the raw streams and their consumers, and waits until they are gone.
     pub async fn close(self) -> Result<()> {
-        for shard in 0..SHARDS {
-            self.js.delete_stream(stream_name(shard)).await?;
-        }
-        Ok(())
+        delete_streams(&self.js).await
     }
 }
 
@@ -220,9 +229,7 @@ impl Drop for RawFleet {
     fn drop(&mut self) {
         let js = self.js.clone();
         tokio::spawn(async move {
-            for shard in 0..SHARDS {
-                let _ = js.delete_stream(stream_name(shard)).await;
-            }
+            let _ = delete_streams(&js).await;
         });
     }
 }
