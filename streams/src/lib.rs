@@ -65,6 +65,35 @@ async fn connect_with(
         .map_err(|e| Error::Connect(format!("cannot reach NATS at {urls}: {e}")))
 }
 
+/// Waits until JetStream answers an account request: a fresh cluster answers only once it
+/// has elected its meta leader, and a server that is still starting, or a cluster whose
+/// leader is moving, refuses or times out meanwhile. Never gives up; says once, at `info`,
+/// that it is waiting and why, and once that it stopped.
+pub async fn wait_for_jetstream(js: &async_nats::jetstream::Context) {
+    let mut delay = std::time::Duration::from_millis(50);
+    let mut waited = false;
+    loop {
+        match js.query_account().await {
+            Ok(_) => {
+                if waited {
+                    tracing::info!("JetStream answers");
+                }
+                return;
+            }
+            Err(e) => {
+                if !waited {
+                    tracing::info!(reason = %e, "waiting for JetStream (a cluster still electing its leader, or a server not up yet)");
+                    waited = true;
+                } else {
+                    tracing::debug!(reason = %e, "JetStream not answering yet");
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+    }
+}
+
 /// A JetStream context with cairn's publish settings: bounded acks in flight, waiting (not
 /// failing) when the bound is reached.
 pub fn jetstream(client: async_nats::Client) -> async_nats::jetstream::Context {

@@ -1,6 +1,7 @@
 //! Test support (feature `test-util`): a real `nats-server` with JetStream on a free port
 //! and a temporary store, killed on drop, that fault tests can SIGKILL and restart on the
-//! same store and port; and a helper that waits for a condition with a deadline.
+//! same store and port; three of them clustered on loopback ([`NatsCluster`]); and a helper
+//! that waits for a condition with a deadline.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -24,25 +25,50 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// Its place in a cluster, if it is one of a [`NatsCluster`].
+    seat: Option<Seat>,
     /// The server's recent output, shown when it fails to start.
     log: Arc<Mutex<Vec<String>>>,
+}
+
+/// What makes a server one of a cluster: its name and the route ports of all members.
+#[derive(Clone, Debug)]
+struct Seat {
+    name: String,
+    cluster_port: u16,
+    routes: Vec<u16>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port with a fresh store directory.
     pub fn start() -> Self {
+        let mut server = Self::unstarted(None);
+        server.spawn();
+        server
+    }
+
+    fn unstarted(seat: Option<Seat>) -> Self {
         let store = tempfile::Builder::new()
             .prefix("cairn-nats-")
             .tempdir()
             .expect("creating a store directory");
-        let mut server = Self {
+        Self {
             child: None,
             port: 0,
             store,
+            seat,
             log: Arc::default(),
-        };
-        server.spawn();
-        server
+        }
+    }
+
+    /// The server's name (`cairn-N` in a cluster), as JetStream reports leaders.
+    pub fn name(&self) -> Option<&str> {
+        self.seat.as_ref().map(|s| s.name.as_str())
+    }
+
+    /// Whether the process is running (not killed or stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn url(&self) -> String {
@@ -90,9 +116,25 @@ impl NatsServer {
         } else {
             self.port.to_string()
         };
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if let Some(seat) = &self.seat {
+            let routes = seat
+                .routes
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            command
+                .args(["--name", &seat.name, "--cluster_name", "cairn-test"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", seat.cluster_port))
+                .arg("--routes")
+                .arg(routes);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -149,6 +191,96 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Three `nats-server`s clustered on loopback, each with its own store, killed on drop. A
+/// member can be SIGKILLed and restarted on its store and ports like a lone [`NatsServer`].
+/// JetStream answers only once the cluster has elected its meta leader:
+/// [`NatsCluster::start`] waits for that.
+pub struct NatsCluster {
+    servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub const SIZE: usize = 3;
+
+    /// Starts the three members and waits until JetStream answers through them.
+    pub async fn start() -> Self {
+        let cluster = Self::start_unready();
+        let client = cluster.connect().await;
+        let js = crate::jetstream(client);
+        tokio::time::timeout(READY_TIMEOUT, crate::wait_for_jetstream(&js))
+            .await
+            .expect("the cluster elected no JetStream meta leader in time");
+        cluster
+    }
+
+    /// Starts the three members without waiting for JetStream: for tests of the parts that
+    /// must wait for a forming cluster themselves.
+    pub fn start_unready() -> Self {
+        let routes: Vec<u16> = (0..Self::SIZE).map(|_| free_port()).collect();
+        let mut servers: Vec<NatsServer> = (0..Self::SIZE)
+            .map(|i| {
+                NatsServer::unstarted(Some(Seat {
+                    name: format!("cairn-{i}"),
+                    cluster_port: routes[i],
+                    routes: routes.clone(),
+                }))
+            })
+            .collect();
+        for server in &mut servers {
+            server.spawn();
+        }
+        Self { servers }
+    }
+
+    /// Every member's client URL, comma-separated (what `--nats` takes).
+    pub fn url(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn server(&self, i: usize) -> &NatsServer {
+        &self.servers[i]
+    }
+
+    pub fn server_mut(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.servers[i]
+    }
+
+    /// The member named `name` (as JetStream names a leader).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s.name() == Some(name))
+    }
+
+    /// Connects a client that may use any member.
+    pub async fn connect(&self) -> async_nats::Client {
+        crate::connect(&self.url(), None, "cairn-test")
+            .await
+            .expect("connecting to the test cluster")
+    }
+
+    /// The member leading `stream`'s Raft group, as the cluster reports it now.
+    pub async fn stream_leader(
+        &self,
+        js: &async_nats::jetstream::Context,
+        stream: &str,
+    ) -> Option<usize> {
+        let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+        self.index_of(info.cluster?.leader?.as_str())
+    }
+}
+
+/// A TCP port that was free a moment ago (bound, then released): for cluster routes, which
+/// every member must know before any starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
 }
 
 /// Polls `probe` until it returns `Ok`, or panics after `deadline` with what it last saw.
