@@ -5,6 +5,7 @@ mod appends;
 mod dispatch;
 mod fleet;
 mod history;
+mod layout;
 mod lifecycle;
 mod raw;
 mod reconnect;
@@ -94,6 +95,17 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         sizes: Option<Vec<usize>>,
     },
+    /// Per-node consumer layouts on a fresh 3-server loopback cluster each (this
+    /// scenario starts its own clusters and ignores --nats): consumer creation, server
+    /// memory and CPU, one message to each node, and a server's SIGKILL and restart.
+    Layout {
+        /// Fleet sizes, in order (default 1000,10000; 100 with --quick).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Option<Vec<usize>>,
+        /// Only these candidates (A, B, C, D; default all).
+        #[arg(long, value_delimiter = ',')]
+        candidates: Option<Vec<String>>,
+    },
     /// Every scenario in turn.
     All,
 }
@@ -162,6 +174,19 @@ async fn main() -> Result<()> {
                 trials: t,
                 task,
             } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
+            Command::Layout {
+                nodes: n,
+                candidates,
+            } => {
+                let sizes = n.unwrap_or_else(|| {
+                    if quick {
+                        vec![100]
+                    } else {
+                        vec![1_000, 10_000]
+                    }
+                });
+                vec![layout::run(&sizes, candidates.as_deref(), quick).await?]
+            }
             Command::All => vec![
                 lifecycle::run(&url, nodes(None), executions(None)).await?,
                 dispatch::run(&url, nodes(None), rate(None), duration(None), appends).await?,
