@@ -26,7 +26,8 @@
 //!
 //! - **Redelivery is harmless.** A command id already decided yields no events. A report
 //!   repeating an execution's current state yields no events either (an edge's outbox may
-//!   resend after JetStream's duplicate window); going backwards is refused.
+//!   resend after JetStream's duplicate window), and neither does one older than what is
+//!   recorded: edges report in order, so it is an earlier report delivered again.
 //! - **Identical redeploy is a no-op.** Deploying the spec the current version already has,
 //!   while the job is not terminal, is accepted with no other event (like `kubectl apply`).
 //!   On a terminal job it creates a new version, which runs again.
@@ -196,7 +197,6 @@ pub enum RejectionKind {
     WrongNode,
     WrongAttempt,
     NotReportable,
-    ImpossibleTransition,
     TerminalExecution,
 }
 

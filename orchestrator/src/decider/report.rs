@@ -91,20 +91,21 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
         ));
     }
     let from = execution.state;
-    if from.is_terminal() {
-        return Err(Rejection::new(
-            RejectionKind::TerminalExecution,
-            format!("execution {id} already ended ({from}); it cannot become {to}"),
-        ));
-    }
     if from == to {
         // A resent report: the fact is already recorded.
         return Ok(());
     }
-    if progress(to) < progress(from) {
+    // Edges report in order, so one behind what the edge itself reported before is an
+    // older report delivered again. (An end the orchestrator decided, `lost` or
+    // `cancelled`, is no report of the edge's: what the edge says after it is news.)
+    let decided_end = matches!(from, ExecutionState::Lost | ExecutionState::Cancelled);
+    if !decided_end && progress(to) < progress(from) {
+        return Ok(());
+    }
+    if from.is_terminal() {
         return Err(Rejection::new(
-            RejectionKind::ImpossibleTransition,
-            format!("execution {id} cannot go back from {from} to {to}"),
+            RejectionKind::TerminalExecution,
+            format!("execution {id} already ended ({from}); it cannot become {to}"),
         ));
     }
     draft.emit(ExecutionStateChanged {
