@@ -83,8 +83,7 @@ fn yaml_error(error: &serde_saphyr::Error, field: Option<&str>) -> String {
 
 /// Stores a command; returns once JetStream has it.
 async fn submit(global: &Global, command: Command) -> Result<(CommandId, Reader)> {
-    let client = global.connect("cairn-cli").await?;
-    let js = cairn_streams::jetstream(client);
+    let js = global.jetstream("cairn-cli").await?;
     // Storing a command must not need an orchestrator to have run first, nor change the
     // settings of streams an operator set up.
     Topology::default()

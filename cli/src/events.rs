@@ -49,8 +49,7 @@ pub async fn run(global: &Global, args: EventsArgs) -> Result<()> {
         (None, Some(since)) => ReadFrom::Time(parse_since(since, Timestamp::now())?),
         (None, None) => ReadFrom::Start,
     };
-    let client = global.connect("cairn-events").await?;
-    let reader = Reader::new(cairn_streams::jetstream(client));
+    let reader = Reader::new(global.jetstream("cairn-events").await?);
     let bounds = tokio::time::timeout(Duration::from_secs(10), reader.bounds(StreamKind::Events))
         .await
         .with_context(|| format!("no answer from NATS at {}", global.nats))?

@@ -22,8 +22,7 @@ pub async fn run(global: &Global, execution: String, follow: bool) -> Result<()>
     let answer: Answer<ExecutionView> =
         crate::query::ask(global, endpoint::EXECUTION, &ExecutionIdQuery { execution }).await?;
     let execution = answer.result;
-    let client = global.connect("cairn-logs").await?;
-    let reader = Reader::new(cairn_streams::jetstream(client));
+    let reader = Reader::new(global.jetstream("cairn-logs").await?);
     let lines = reader
         .read(
             StreamKind::Logs,

@@ -225,6 +225,9 @@ enum ExecutionCommand {
     },
 }
 
+/// How long a command waits for JetStream to answer before giving up.
+const JETSTREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Connection settings every command shares.
 pub struct Global {
     pub nats: String,
@@ -236,6 +239,37 @@ impl Global {
     /// Connects for a command: fails at once when no server answers.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
         Ok(cairn_streams::connect(&self.nats, self.creds.as_deref(), name).await?)
+    }
+
+    /// Connects for a command that uses JetStream itself, and waits for JetStream to
+    /// answer: a cluster that is still electing its meta leader answers within seconds.
+    /// Says on stderr that it waits when that takes over a second, and gives up after
+    /// [`JETSTREAM_WAIT`] with a sentence naming the server.
+    pub async fn jetstream(&self, name: &str) -> Result<async_nats::jetstream::Context> {
+        let js = cairn_streams::jetstream(self.connect(name).await?);
+        let probe = js.clone();
+        let ready = cairn_streams::wait_for_jetstream(&probe);
+        tokio::pin!(ready);
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut ready)
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "waiting for JetStream at {} (a cluster still electing its leader?)",
+                self.nats
+            );
+            tokio::time::timeout(JETSTREAM_WAIT - std::time::Duration::from_secs(1), ready)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "JetStream at {} did not answer within {}s: is JetStream enabled, and \
+                         does the cluster have a quorum?",
+                        self.nats,
+                        JETSTREAM_WAIT.as_secs()
+                    )
+                })?;
+        }
+        Ok(js)
     }
 
     /// Connects for a long-running part: keeps trying until a server answers.

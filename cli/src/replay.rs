@@ -58,8 +58,7 @@ pub async fn ask<Q: Serialize, T: DeserializeOwned>(
 
 /// A reader on the server the global flags name.
 pub async fn reader(global: &Global) -> Result<Reader> {
-    let client = global.connect("cairn-replay").await?;
-    Ok(Reader::new(cairn_streams::jetstream(client)))
+    Ok(Reader::new(global.jetstream("cairn-replay").await?))
 }
 
 /// The event sequence an `--at-seq` or `--at` names, checked against what the log holds.

@@ -12,7 +12,7 @@ use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
 use cairn_shared::spec::Labels;
 use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
-use cairn_streams::{Publisher, StreamKind, subjects};
+use cairn_streams::{Binding, Intake, Publisher, Pulled, StreamKind, subjects};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
@@ -20,7 +20,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::exec::{self, Attempt, StopCause};
 use crate::heartbeat::Beater;
@@ -169,9 +168,6 @@ const PULL_BATCH: usize = 256;
 const MAX_BATCH: usize = 256;
 /// Batches being recorded at once; beyond this the pull waits for the store.
 const MAX_RECORDING: usize = 4;
-/// The server's idle heartbeat on the pull: a silent pull (server restarted, consumer gone)
-/// is noticed within two of these and re-established.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl Edge {
     /// Opens the data directory: creates it on first start, refuses one that belongs to
@@ -303,88 +299,64 @@ struct Recorded {
     fatal: Option<Error>,
 }
 
-type PullStream = jetstream::consumer::pull::Stream;
-
 impl Agent {
-    /// Binds to the node's consumer and handles its messages until `shutdown`, binding
-    /// again whenever the pull breaks.
+    /// Binds to the node's consumer and handles its messages until `shutdown`; the intake
+    /// binds again whenever the pull breaks.
     async fn consume(
         &mut self,
         js: &jetstream::Context,
         shutdown: &CancellationToken,
     ) -> Result<()> {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        // Never creates the consumer: an edge may only pull from the one the orchestrator
+        // made for it when it handled the node's hello.
+        let mut intake = Intake::new(
+            js.clone(),
+            StreamKind::assignments_of(&self.node),
+            subjects::node_consumer(&self.node),
+            Binding::Existing,
+            PULL_BATCH,
+        );
         let started = Instant::now();
-        let mut first_bind = true;
+        let mut binds = 0u64;
         loop {
-            let mut messages = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    self.finished(done);
-                    continue;
-                }
-                bound = bind(js, &self.node) => match bound {
-                    Ok((messages, pending)) => {
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
+                Some(recorded) = self.recording.next(), if !self.recording.is_empty() => self.recorded(recorded)?,
+                pulled = intake.next(), if self.recording.len() < MAX_RECORDING => match pulled {
+                    Pulled::Message(message) => {
+                        // Take whatever else has already arrived, so a backlog is recorded
+                        // in a few transactions rather than one per message.
+                        let mut batch = vec![message];
+                        while batch.len() < MAX_BATCH {
+                            match intake.ready() {
+                                Some(message) => batch.push(message),
+                                None => break,
+                            }
+                        }
+                        self.on_batch(batch).await?;
+                    }
+                    Pulled::Bound { pending } => {
+                        self.stats.bound.store(true, Ordering::Relaxed);
+                        binds += 1;
+                        if binds == 1 {
+                            tracing::info!(node = %self.node, after = ?started.elapsed(), "bound to the node's consumer");
+                        } else {
+                            tracing::info!(node = %self.node, "bound to the node's consumer again");
+                        }
                         if pending == 0 {
                             self.report_interrupted().await?;
                         }
-                        messages
                     }
-                    Err(reason) => {
-                        let delay = backoff.next_delay();
-                        tracing::debug!(%reason, retry_in = ?delay, "cannot bind to the node's consumer yet");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(delay) => continue,
+                    Pulled::Unbound { reason, lost } => {
+                        self.stats.bound.store(false, Ordering::Relaxed);
+                        if lost {
+                            tracing::warn!(%reason, "lost the pull on the node's consumer; binding again");
+                        } else {
+                            tracing::debug!(%reason, "cannot bind to the node's consumer yet");
                         }
                     }
                 },
-            };
-            backoff.reset();
-            self.stats.bound.store(true, Ordering::Relaxed);
-            if first_bind {
-                first_bind = false;
-                tracing::info!(node = %self.node, after = ?started.elapsed(), "bound to the node's consumer");
-            } else {
-                tracing::info!(node = %self.node, "bound to the node's consumer again");
-            }
-            let ended = loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break None,
-                    Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
-                    Some(recorded) = self.recording.next(), if !self.recording.is_empty() => self.recorded(recorded)?,
-                    next = messages.next(), if self.recording.len() < MAX_RECORDING => match next {
-                        Some(Ok(message)) => {
-                            // Take whatever else has already arrived, so a backlog is
-                            // recorded in a few transactions rather than one per message.
-                            let mut batch = vec![message];
-                            let mut failed = None;
-                            while batch.len() < MAX_BATCH {
-                                match messages.next().now_or_never() {
-                                    Some(Some(Ok(message))) => batch.push(message),
-                                    Some(Some(Err(e))) => {
-                                        failed = Some(e.to_string());
-                                        break;
-                                    }
-                                    Some(None) | None => break,
-                                }
-                            }
-                            self.on_batch(batch).await?;
-                            if let Some(reason) = failed {
-                                break Some(reason);
-                            }
-                        }
-                        Some(Err(e)) => break Some(e.to_string()),
-                        None => break Some("the pull ended".to_owned()),
-                    },
-                }
-            };
-            self.stats.bound.store(false, Ordering::Relaxed);
-            match ended {
-                None => return Ok(()),
-                Some(reason) => {
-                    tracing::warn!(%reason, "lost the pull on the node's consumer; binding again");
-                }
             }
         }
     }
@@ -719,30 +691,4 @@ async fn ack(message: &jetstream::Message, key: AttemptKey) {
     if let Err(e) = message.double_ack().await {
         tracing::warn!(attempt = %key, error = %e, "ack not confirmed; a redelivery will be deduped");
     }
-}
-
-/// Binds to the node's durable consumer, which the orchestrator creates when it handles
-/// the node's hello. Never creates it: an edge may only pull from its own consumer.
-/// Also answers how many messages waited on the consumer when it was bound.
-async fn bind(
-    js: &jetstream::Context,
-    node: &NodeId,
-) -> std::result::Result<(PullStream, u64), String> {
-    let stream = js
-        .get_stream_no_info(StreamKind::assignments_of(node).name())
-        .await
-        .map_err(|e| e.to_string())?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_consumer(&subjects::node_consumer(node))
-        .await
-        .map_err(|e| e.to_string())?;
-    let pending = consumer.cached_info().num_pending;
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(PULL_BATCH)
-        .heartbeat(PULL_HEARTBEAT)
-        .messages()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((messages, pending))
 }

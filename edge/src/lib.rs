@@ -99,7 +99,6 @@
 //!   commit); reads run on the blocking pool.
 
 mod agent;
-mod backoff;
 mod error;
 mod exec;
 mod heartbeat;

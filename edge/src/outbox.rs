@@ -20,9 +20,9 @@ use cairn_streams::logs::header_map;
 use cairn_streams::{Expect, LogEntry, Outgoing, Pipeline, Publisher, subjects};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::store::{AttemptKey, OutboxEntry, Store};
+use cairn_streams::backoff::Backoff;
 
 /// Entries read from the store per round.
 const BATCH: usize = 256;

@@ -24,9 +24,10 @@ use cairn_shared::{
     Timestamp,
 };
 use cairn_streams::{
-    Error as StreamsError, Expect, Outgoing, Publisher, ReadFrom, Reader, StreamKind, subjects,
+    Binding, Error as StreamsError, Expect, Intake, Outgoing, Publisher, Pulled, ReadFrom, Reader,
+    StreamKind, subjects,
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::decider::{self, IdSource, Input, Origin, State};
@@ -84,6 +85,16 @@ pub struct Engine {
     connects: u64,
     /// Recreating node consumers after a reconnect, in the background.
     restoring: Option<tokio::task::JoinHandle<()>>,
+    /// Recreating single node consumers that were deleted; aborted when the engine stops.
+    recreating: tokio::task::JoinSet<()>,
+    /// Per input stream, the sequence after the last input this engine recorded: where a
+    /// consumer it must create again (someone deleted it) starts, so that inputs already
+    /// decided are not all delivered again.
+    recorded: HashMap<StreamKind, Seq>,
+    /// Whether the connection was seen down since liveness last judged.
+    deaf: bool,
+    /// The client's connection count when the heartbeat clocks last restarted.
+    hearing_since_connects: u64,
 }
 
 impl Engine {
@@ -104,6 +115,10 @@ impl Engine {
             handoff: None,
             connects,
             restoring: None,
+            recreating: tokio::task::JoinSet::new(),
+            recorded: HashMap::new(),
+            deaf: false,
+            hearing_since_connects: connects,
         };
         engine.catch_up().await?;
         // Every node gets a full grace period from this start before it counts as silent.
@@ -301,6 +316,7 @@ impl Engine {
     async fn take(&mut self, messages: Vec<(StreamKind, jetstream::Message)>) -> Result<()> {
         let mut taken = Vec::with_capacity(messages.len());
         let mut inputs = Vec::with_capacity(messages.len());
+        let mut recorded: Vec<(StreamKind, Seq)> = Vec::with_capacity(messages.len());
         for (kind, message) in messages {
             let seq = match message.info() {
                 Ok(info) => Seq(info.stream_sequence),
@@ -309,6 +325,7 @@ impl Engine {
                     continue;
                 }
             };
+            recorded.push((kind, seq));
             let origin = Origin {
                 stream: kind.name().to_owned(),
                 seq,
@@ -344,6 +361,10 @@ impl Engine {
             .collect();
         if !self.record(&steps).await? {
             return Ok(()); // shutting down: the inputs stay unacked and come back
+        }
+        for (kind, seq) in &recorded {
+            let next = self.recorded.entry(*kind).or_insert(Seq::ZERO);
+            *next = (*next).max(seq.next());
         }
         for (message, parsed) in taken.iter().zip(&inputs) {
             let acked = match parsed {
@@ -396,6 +417,25 @@ impl Engine {
         }));
     }
 
+    /// Creates a known node's consumer again after its deletion, in the background and
+    /// until it succeeds; the node's work waits in its stream meanwhile.
+    fn recreate_consumer(&mut self, node: NodeId) {
+        if self.state.node(&node).is_none() {
+            return;
+        }
+        tracing::warn!(%node, "node consumer deleted; creating it again");
+        let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
+        self.recreating.spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = cairn_streams::ensure_node_consumer(&js, &node).await {
+                tracing::warn!(%node, error = %e, "recreating a node consumer");
+                if !pause(&shutdown, &mut backoff).await {
+                    return;
+                }
+            }
+        });
+    }
+
     /// A heartbeat from `node`: remembered, and a reconnection if the node was away.
     async fn heartbeat(&mut self, node: NodeId) -> Result<()> {
         self.heard.insert(node.clone(), Instant::now());
@@ -443,51 +483,136 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs until shutdown: inputs in order, heartbeats, liveness checks.
+    /// Runs until shutdown: inputs in order, heartbeats, liveness checks. The input pulls
+    /// bind again whenever they break (see [`Intake`]), so no input waits undecided
+    /// because its consumer was deleted or its leader moved.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
-        let commands = cairn_streams::orchestrator_consumer(&self.js, StreamKind::Commands).await?;
-        let reports = cairn_streams::orchestrator_consumer(&self.js, StreamKind::Reports).await?;
-        let stream_error = |e: &dyn std::fmt::Display| Error::Stopped(format!("input stream: {e}"));
-        let mut commands = pull_inputs(&commands).await.map_err(|e| stream_error(&e))?;
-        let mut reports = pull_inputs(&reports).await.map_err(|e| stream_error(&e))?;
+        let input = |kind| {
+            Intake::new(
+                self.js.clone(),
+                kind,
+                cairn_streams::topology::ORCHESTRATOR_CONSUMER,
+                Binding::Create(Box::new(
+                    cairn_streams::topology::orchestrator_consumer_config(),
+                )),
+                MAX_INPUTS,
+            )
+        };
+        let mut commands = input(StreamKind::Commands);
+        let mut reports = input(StreamKind::Reports);
         let mut heartbeats = self
             .js
             .client()
             .subscribe(subjects::HEARTBEATS)
             .await
             .map_err(|e| Error::Stopped(format!("subscribing to heartbeats: {e}")))?;
+        // A node consumer someone deleted is made again at once: its edge can only bind.
+        let mut deletions = self
+            .js
+            .client()
+            .subscribe(subjects::CONSUMER_DELETIONS)
+            .await
+            .map_err(|e| Error::Stopped(format!("subscribing to consumer advisories: {e}")))?;
         let mut tick =
             tokio::time::interval(self.liveness.heartbeat_interval.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                Some(message) = commands.next() => match message {
-                    Ok(message) => {
-                        let batch = gather((StreamKind::Commands, message), &mut commands, &mut reports);
-                        self.take(batch).await?;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "command stream hiccup"),
-                },
-                Some(message) = reports.next() => match message {
-                    Ok(message) => {
-                        let batch = gather((StreamKind::Reports, message), &mut commands, &mut reports);
-                        self.take(batch).await?;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "report stream hiccup"),
-                },
+                pulled = commands.next() => {
+                    self.pulled(StreamKind::Commands, pulled, &mut commands, &mut reports).await?;
+                }
+                pulled = reports.next() => {
+                    self.pulled(StreamKind::Reports, pulled, &mut commands, &mut reports).await?;
+                }
                 Some(beat) = heartbeats.next() => {
                     if let Some(node) = subjects::node_of_heartbeat(&beat.subject) {
                         self.heartbeat(node).await?;
                     }
                 }
+                Some(advisory) = deletions.next() => {
+                    if let Some(node) = subjects::node_of_deleted_consumer(&advisory.subject) {
+                        self.recreate_consumer(node);
+                    }
+                }
+                Some(_) = self.recreating.join_next(), if !self.recreating.is_empty() => {}
                 _ = tick.tick() => {
                     self.restore_consumers_after_reconnect();
-                    self.check_liveness().await?;
+                    if self.hearing() {
+                        self.check_liveness().await?;
+                    }
                 }
             }
         }
+    }
+
+    /// Handles what one input pull brought: a message is decided with whatever else both
+    /// inputs have already delivered; a pull that broke or came back is said.
+    async fn pulled(
+        &mut self,
+        kind: StreamKind,
+        pulled: Pulled,
+        commands: &mut Intake,
+        reports: &mut Intake,
+    ) -> Result<()> {
+        match pulled {
+            Pulled::Message(message) => {
+                let batch = gather((kind, message), commands, reports);
+                self.take(batch).await
+            }
+            Pulled::Bound { pending } => {
+                tracing::info!(stream = kind.name(), pending, "taking inputs");
+                Ok(())
+            }
+            Pulled::Unbound { reason, lost: true } => {
+                tracing::warn!(stream = kind.name(), %reason, "input pull broke; binding again");
+                if let Some(next) = self.recorded.get(&kind) {
+                    let intake = match kind {
+                        StreamKind::Commands => commands,
+                        _ => reports,
+                    };
+                    intake.recreate_from(next.0);
+                }
+                Ok(())
+            }
+            Pulled::Unbound {
+                reason,
+                lost: false,
+            } => {
+                tracing::warn!(stream = kind.name(), %reason, "cannot bind the input consumer yet; retrying");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether silence can count against nodes now. Not while this orchestrator's own
+    /// connection is down, and not before every node has had a full grace period since it
+    /// came back: nobody could have been heard meanwhile. So the heartbeat clocks restart
+    /// whenever the connection does, as they start afresh when the orchestrator starts.
+    fn hearing(&mut self) -> bool {
+        let connected = matches!(
+            self.js.client().connection_state(),
+            async_nats::connection::State::Connected
+        );
+        if !connected {
+            self.deaf = true;
+            return false;
+        }
+        let connects = js_connects(&self.js);
+        if self.deaf || connects != self.hearing_since_connects {
+            self.deaf = false;
+            self.hearing_since_connects = connects;
+            let now = Instant::now();
+            for heard in self.heard.values_mut() {
+                *heard = now;
+            }
+            tracing::info!(
+                nodes = self.heard.len(),
+                "connected to NATS again: nodes' silence counts from now"
+            );
+        }
+        true
     }
 }
 
@@ -562,24 +687,13 @@ const MAX_INPUTS: usize = cairn_streams::publish::MAX_ATOMIC_BATCH;
 /// rounds' worth, so a decider that is only briefly behind keeps its short rounds.
 const BACKLOG: usize = 4 * MAX_INPUTS;
 
-/// An input stream's messages, pulled in batches as large as a round.
-async fn pull_inputs(
-    consumer: &jetstream::consumer::PullConsumer,
-) -> std::result::Result<jetstream::consumer::pull::Stream, jetstream::consumer::StreamError> {
-    consumer
-        .stream()
-        .max_messages_per_batch(MAX_INPUTS)
-        .messages()
-        .await
-}
-
-/// `first`, and whatever else both input streams have already delivered, up to
-/// [`ROUND_INPUTS`], or [`MAX_INPUTS`] when more than [`BACKLOG`] still waits on the
-/// server behind `first`; each stream in its own order. Never waits.
+/// `first`, and whatever else both inputs have already delivered, up to [`ROUND_INPUTS`],
+/// or [`MAX_INPUTS`] when more than [`BACKLOG`] still waits on the server behind `first`;
+/// each stream in its own order. Never waits.
 fn gather(
     first: (StreamKind, jetstream::Message),
-    commands: &mut jetstream::consumer::pull::Stream,
-    reports: &mut jetstream::consumer::pull::Stream,
+    commands: &mut Intake,
+    reports: &mut Intake,
 ) -> Vec<(StreamKind, jetstream::Message)> {
     let mut open = [true, true];
     let backlog = first.1.info().map_or(0, |info| {
@@ -592,7 +706,7 @@ fn gather(
     };
     let mut batch = vec![first];
     while batch.len() < limit && open.iter().any(|o| *o) {
-        for (i, (kind, stream)) in [
+        for (i, (kind, intake)) in [
             (StreamKind::Commands, &mut *commands),
             (StreamKind::Reports, &mut *reports),
         ]
@@ -602,14 +716,9 @@ fn gather(
             if !open[i] || batch.len() >= limit {
                 continue;
             }
-            // Unconstrained: tokio's cooperative budget would otherwise end a round at 128.
-            match tokio::task::unconstrained(stream.next()).now_or_never() {
-                Some(Some(Ok(message))) => batch.push((kind, message)),
-                Some(Some(Err(e))) => {
-                    tracing::warn!(error = %e, stream = kind.name(), "input stream hiccup");
-                    open[i] = false;
-                }
-                Some(None) | None => open[i] = false,
+            match intake.ready() {
+                Some(message) => batch.push((kind, message)),
+                None => open[i] = false,
             }
         }
     }

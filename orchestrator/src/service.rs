@@ -57,7 +57,7 @@ impl Orchestrator {
         shutdown: CancellationToken,
     ) -> Result<Self> {
         let js = cairn_streams::jetstream(client);
-        config.topology.ensure(&js).await?;
+        set_up_streams(&js, &config.topology).await?;
         let path = config.views_path();
         let store = Arc::new(
             tokio::task::spawn_blocking(move || ViewStore::open(path))
@@ -139,6 +139,29 @@ impl Orchestrator {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Waits for JetStream, then creates or checks every stream, trying again for as long as the
+/// answer is "not now" (a cluster still forming or electing a leader): started together
+/// with its servers, the orchestrator waits for them rather than exit. Settings the server
+/// refuses outright end the start with the reason.
+async fn set_up_streams(js: &async_nats::jetstream::Context, topology: &Topology) -> Result<()> {
+    cairn_streams::wait_for_jetstream(js).await;
+    let mut backoff = cairn_streams::backoff::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    );
+    loop {
+        match topology.ensure(js).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.next_delay();
+                tracing::info!(reason = %e, retry_in = ?delay, "streams not ready yet");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -22,8 +22,15 @@ pub enum Error {
     #[error("connecting to NATS: {0}")]
     Connect(String),
 
+    /// Creating, checking or updating a stream failed. `retryable` when the server did not
+    /// answer or said "not now" (a cluster electing its leader, or short of peers while it
+    /// forms); a refusal of the settings themselves is final.
     #[error("setting up stream {stream}: {reason}")]
-    Setup { stream: String, reason: String },
+    Setup {
+        stream: String,
+        reason: String,
+        retryable: bool,
+    },
 
     /// Creating or binding a consumer failed. Retried: the usual causes (the server is
     /// unreachable or electing a leader) pass, and the operation is idempotent.
@@ -50,11 +57,79 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Conflict { .. } => true,
-            Error::Publish { retryable, .. } => *retryable,
+            Error::Publish { retryable, .. } | Error::Setup { retryable, .. } => *retryable,
             Error::Connect(_) | Error::Read { .. } | Error::Consumer { .. } => true,
-            Error::Codec(_) | Error::Setup { .. } | Error::Trimmed { .. } => false,
+            Error::Codec(_) | Error::Trimmed { .. } => false,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a failed JetStream API request may succeed later, unchanged: the server did not
+/// answer in time, nobody answered, or it said "not now".
+pub(crate) trait Transient {
+    fn transient(&self) -> bool;
+}
+
+/// The JetStream error codes that mean "not now" rather than "no": a cluster without a
+/// leader, or one whose peers have not all joined yet (an R3 stream asked of a forming
+/// cluster is refused for want of resources until the third server is known).
+pub(crate) fn transient_code(code: ErrorCode) -> bool {
+    [
+        ErrorCode::CLUSTER_NOT_AVAILABLE,
+        ErrorCode::CLUSTER_NOT_LEADER,
+        ErrorCode::CLUSTER_INCOMPLETE,
+        ErrorCode::CLUSTER_NO_PEERS,
+        ErrorCode::CLUSTER_NOT_ASSIGNED,
+        ErrorCode::INSUFFICIENT_RESOURCES,
+        ErrorCode::RAFT_GENERAL,
+    ]
+    .contains(&code)
+}
+
+use async_nats::jetstream::{self, ErrorCode, context, stream};
+
+impl Transient for context::GetStreamError {
+    fn transient(&self) -> bool {
+        match self.kind() {
+            context::GetStreamErrorKind::Request => true,
+            context::GetStreamErrorKind::JetStream(e) => transient_code(e.error_code()),
+            _ => false,
+        }
+    }
+}
+
+impl Transient for context::CreateStreamError {
+    fn transient(&self) -> bool {
+        match self.kind() {
+            context::CreateStreamErrorKind::JetStreamUnavailable
+            | context::CreateStreamErrorKind::TimedOut
+            | context::CreateStreamErrorKind::Response => true,
+            context::CreateStreamErrorKind::JetStream(e) => transient_code(e.error_code()),
+            _ => false,
+        }
+    }
+}
+
+impl Transient for context::RequestError {
+    fn transient(&self) -> bool {
+        !matches!(self.kind(), context::RequestErrorKind::InvalidSubject)
+    }
+}
+
+impl Transient for stream::ConsumerError {
+    fn transient(&self) -> bool {
+        match self.kind() {
+            stream::ConsumerErrorKind::TimedOut | stream::ConsumerErrorKind::Request => true,
+            stream::ConsumerErrorKind::JetStream(e) => transient_code(e.error_code()),
+            _ => false,
+        }
+    }
+}
+
+impl Transient for jetstream::Error {
+    fn transient(&self) -> bool {
+        transient_code(self.error_code())
+    }
+}

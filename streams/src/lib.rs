@@ -2,7 +2,9 @@
 //! append API (message-id de-duplication, optimistic concurrency, pipelined acks) and the
 //! replay reader. No other crate builds a subject string or a stream config.
 
+pub mod backoff;
 mod error;
+pub mod intake;
 pub mod logs;
 pub mod publish;
 pub mod read;
@@ -13,12 +15,13 @@ pub mod topology;
 pub mod testing;
 
 pub use error::{Error, Result};
+pub use intake::{Binding, Intake, Pulled};
 pub use logs::{LogEntry, OutputStream};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
 pub use topology::{
     StreamKind, Topology, UNSHARDED_ASSIGNMENTS, ensure_node_consumer, ensure_node_consumers,
-    node_consumer_config, orchestrator_consumer,
+    node_consumer_config,
 };
 
 /// Connects to NATS, failing at once if no server answers: for commands a person waits on.

@@ -153,7 +153,8 @@ impl Reader {
     /// order, following new messages as they arrive. The stream never ends by itself;
     /// callers stop at the sequence they want (see [`Reader::bounds`]).
     ///
-    /// It survives the server going away: when the client reconnects, the read resumes
+    /// It survives the server going away, and its consumer ending: when the client
+    /// reconnects, or the consumer's messages end, the read resumes
     /// from the message after the last one it yielded, on a fresh ordered consumer, within
     /// [`RECONNECT_CHECK`]. (Left to itself, the client would notice its vanished consumer
     /// only after two missed idle heartbeats, 15 to 30 s.) While the server cannot be
@@ -312,10 +313,21 @@ impl Follow {
             tokio::select! {
                 biased;
                 item = inner.next() => {
-                    if let Some(Ok(raw)) = &item {
-                        self.next = Some(raw.seq.next());
+                    match item {
+                        Some(item) => {
+                            if let Ok(raw) = &item {
+                                self.next = Some(raw.seq.next());
+                            }
+                            return Some((item, self));
+                        }
+                        None => {
+                            // The ordered consumer gave up (deleted, or its stream went
+                            // away for a while): a read follows forever, so open another.
+                            tracing::debug!(stream = self.kind.name(), "read ended; reopening");
+                            self.inner = None;
+                            tokio::time::sleep(REOPEN_PAUSE).await;
+                        }
                     }
-                    return item.map(|item| (item, self));
                 }
                 _ = self.tick.tick() => {}
             }

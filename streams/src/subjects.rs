@@ -138,6 +138,18 @@ pub fn node_consumer(node: &NodeId) -> String {
     format!("node-{node}")
 }
 
+/// JetStream's advisories of deleted consumers, on every stream.
+pub const CONSUMER_DELETIONS: &str = "$JS.EVENT.ADVISORY.CONSUMER.DELETED.*.*";
+
+/// The node whose consumer a deletion advisory names, if it names one of an assignment
+/// stream (the node's own shard).
+pub fn node_of_deleted_consumer(subject: &str) -> Option<NodeId> {
+    let rest = subject.strip_prefix("$JS.EVENT.ADVISORY.CONSUMER.DELETED.CAIRN_ASSIGN_")?;
+    let (shard, consumer) = rest.split_once('.')?;
+    let node = NodeId::new(consumer.strip_prefix("node-")?).ok()?;
+    (Shard::of(&node).to_string() == shard).then_some(node)
+}
+
 pub fn log(node: &NodeId, execution: ExecutionId) -> Subject {
     format!("cairn.log.{node}.{execution}").into()
 }
@@ -195,6 +207,17 @@ mod tests {
             Some(node.clone())
         );
         assert_eq!(node_of_assignment("cairn.assign.29.edge-7"), None);
+        let deleted = |stream: &str, consumer: &str| {
+            node_of_deleted_consumer(&format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.DELETED.{stream}.{consumer}"
+            ))
+        };
+        assert_eq!(
+            deleted("CAIRN_ASSIGN_28", "node-edge-7"),
+            Some(node.clone())
+        );
+        assert_eq!(deleted("CAIRN_ASSIGN_29", "node-edge-7"), None);
+        assert_eq!(deleted("CAIRN_CMD", "cairn-orchestrator"), None);
         assert_eq!(node_of_assignment("cairn.assign.edge-7"), None);
         assert_eq!(node_consumer(&node), "node-edge-7");
         let exec = ExecutionId::generate();

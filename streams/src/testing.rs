@@ -47,6 +47,20 @@ impl NatsServer {
         server
     }
 
+    /// Starts a server on `port`, for tests where a client was told the address before any
+    /// server listened there.
+    pub fn start_on(port: u16) -> Self {
+        let mut server = Self::unstarted(None);
+        server.port = port;
+        server.spawn();
+        server
+    }
+
+    /// A port no server listens on yet: where [`NatsServer::start_on`] can start one later.
+    pub fn free_port() -> u16 {
+        free_port()
+    }
+
     fn unstarted(seat: Option<Seat>) -> Self {
         let store = tempfile::Builder::new()
             .prefix("cairn-nats-")

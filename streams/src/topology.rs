@@ -10,7 +10,7 @@ use async_nats::jetstream::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Transient};
 use crate::subjects::{self, Shard};
 
 /// One of cairn's streams.
@@ -202,24 +202,29 @@ impl Topology {
             Err(e) => Err(Error::Setup {
                 stream: kind.name().to_owned(),
                 reason: e.to_string(),
+                retryable: e.transient(),
             }),
         }
     }
 
     async fn ensure_one(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
         let wanted = self.config(kind);
-        let setup = |reason: String| Error::Setup {
+        let setup = |e: &dyn Transient, reason: String| Error::Setup {
             stream: kind.name().to_owned(),
             reason,
+            retryable: e.transient(),
         };
         match js.get_stream(kind.name()).await {
             Ok(mut existing) => {
-                let info = existing.info().await.map_err(|e| setup(e.to_string()))?;
+                let info = existing
+                    .info()
+                    .await
+                    .map_err(|e| setup(&e, e.to_string()))?;
                 if !same_settings(&info.config, &wanted) {
                     tracing::info!(stream = kind.name(), "updating stream settings");
                     js.update_stream(wanted)
                         .await
-                        .map_err(|e| setup(format!("update refused: {e}")))?;
+                        .map_err(|e| setup(&e, format!("update refused: {e}")))?;
                 }
                 Ok(())
             }
@@ -228,10 +233,10 @@ impl Topology {
                     Ok(_) => Ok(()),
                     // Another process created it between our look and our create.
                     Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
-                    Err(e) => Err(setup(e.to_string())),
+                    Err(e) => Err(setup(&e, e.to_string())),
                 }
             }
-            Err(e) => Err(setup(e.to_string())),
+            Err(e) => Err(setup(&e, e.to_string())),
         }
     }
 }
@@ -267,9 +272,11 @@ pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer:
         ack_wait: NODE_ACK_WAIT,
         max_deliver: -1,
         max_ack_pending: NODE_MAX_ACK_PENDING,
-        // One replica even on a replicated stream: thousands of R3 consumers would each be a
-        // Raft group. The work-queue stream keeps the messages; a lost consumer is recreated.
-        num_replicas: 1,
+        // As many replicas as the stream: a replicated work queue refuses a consumer with
+        // fewer (error 10134). On one server that is one, on a 3-server cluster three, and
+        // each is then a Raft group of its own (see ARCHITECTURE.md, "node consumers", for
+        // what that costs and the layout measured to replace it).
+        num_replicas: 0,
         memory_storage: true,
         inactive_threshold: Duration::ZERO,
         ..Default::default()
@@ -292,27 +299,31 @@ fn stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
 /// refuses to go on while it still holds work: its nodes' edges now pull from their shard
 /// and would never see that work, so it must be drained first.
 async fn retire_unsharded(js: &jetstream::Context) -> Result<()> {
-    let setup = |reason: String| Error::Setup {
+    let setup = |retryable: bool, reason: String| Error::Setup {
         stream: UNSHARDED_ASSIGNMENTS.to_owned(),
         reason,
+        retryable,
     };
     let mut stream = match js.get_stream(UNSHARDED_ASSIGNMENTS).await {
         Ok(stream) => stream,
         Err(e) if stream_not_found(&e) => return Ok(()),
-        Err(e) => return Err(setup(e.to_string())),
+        Err(e) => return Err(setup(e.transient(), e.to_string())),
     };
     let held = stream
         .info()
         .await
-        .map_err(|e| setup(e.to_string()))?
+        .map_err(|e| setup(e.transient(), e.to_string()))?
         .state
         .messages;
     if held > 0 {
-        return Err(setup(format!(
-            "holds {held} assignments not yet acked, stored by a cairn version that did not \
+        return Err(setup(
+            false,
+            format!(
+                "holds {held} assignments not yet acked, stored by a cairn version that did not \
              shard assignments; run that version until its edges have taken them, then start \
              this one"
-        )));
+            ),
+        ));
     }
     tracing::info!(
         stream = UNSHARDED_ASSIGNMENTS,
@@ -322,7 +333,7 @@ async fn retire_unsharded(js: &jetstream::Context) -> Result<()> {
         Ok(_) => Ok(()),
         // Another orchestrator deleted it first.
         Err(_) if js.get_stream(UNSHARDED_ASSIGNMENTS).await.is_err() => Ok(()),
-        Err(e) => Err(setup(e.to_string())),
+        Err(e) => Err(setup(e.transient(), e.to_string())),
     }
 }
 
@@ -397,20 +408,3 @@ pub fn orchestrator_consumer_config() -> jetstream::consumer::pull::Config {
 }
 
 pub const ORCHESTRATOR_CONSUMER: &str = "cairn-orchestrator";
-
-/// Binds (creating if needed) the orchestrators' consumer on an input stream.
-pub async fn orchestrator_consumer(
-    js: &jetstream::Context,
-    kind: StreamKind,
-) -> Result<jetstream::consumer::PullConsumer> {
-    let setup = |reason: String| Error::Setup {
-        stream: kind.name().to_owned(),
-        reason: format!("orchestrator consumer: {reason}"),
-    };
-    js.get_stream_no_info(kind.name())
-        .await
-        .map_err(|e| setup(e.to_string()))?
-        .get_or_create_consumer(ORCHESTRATOR_CONSUMER, orchestrator_consumer_config())
-        .await
-        .map_err(|e| setup(e.to_string()))
-}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_streams::StreamKind;
-use cairn_streams::testing::{NatsServer, wait_until};
+use cairn_streams::testing::{NatsCluster, NatsServer, wait_until};
 use serde_json::Value;
 
 use super::{Proc, cairn, json};
@@ -81,31 +81,69 @@ pub const SLOW_LIVENESS: &[&str] = &[
     "60s",
 ];
 
-/// A real nats-server and a temporary directory; orchestrators and edges are started on
-/// demand as `cairn` processes whose data lives under that directory.
+/// What a stack's parts connect to: one server, or three clustered.
+pub enum Nats {
+    Server(NatsServer),
+    Cluster(NatsCluster),
+}
+
+/// Real NATS and a temporary directory; orchestrators and edges are started on demand as
+/// `cairn` processes whose data lives under that directory.
 pub struct Stack {
-    pub server: NatsServer,
+    pub nats: Nats,
     pub dir: tempfile::TempDir,
     liveness: &'static [&'static str],
 }
 
 impl Stack {
     pub fn new(liveness: &'static [&'static str]) -> Self {
+        Self::on(Nats::Server(NatsServer::start()), liveness)
+    }
+
+    /// A stack on a 3-server cluster that is still forming: its parts must wait for it.
+    pub fn clustered(liveness: &'static [&'static str]) -> Self {
+        Self::on(Nats::Cluster(NatsCluster::start_unready()), liveness)
+    }
+
+    pub fn on(nats: Nats, liveness: &'static [&'static str]) -> Self {
         Self {
-            server: NatsServer::start(),
+            nats,
             dir: tempfile::tempdir().unwrap(),
             liveness,
         }
     }
 
     pub fn url(&self) -> String {
-        self.server.url()
+        match &self.nats {
+            Nats::Server(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.url(),
+        }
     }
 
-    /// An orchestrator whose views live in `<tmp>/<name>`: the same name is the same data dir.
+    /// The single server; panics on a clustered stack.
+    pub fn server(&mut self) -> &mut NatsServer {
+        match &mut self.nats {
+            Nats::Server(server) => server,
+            Nats::Cluster(_) => panic!("a clustered stack has three servers"),
+        }
+    }
+
+    /// The cluster; panics on a single-server stack.
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        match &mut self.nats {
+            Nats::Cluster(cluster) => cluster,
+            Nats::Server(_) => panic!("this stack runs on one server"),
+        }
+    }
+
+    /// An orchestrator whose views live in `<tmp>/<name>`: the same name is the same data
+    /// dir. On a cluster its streams get three replicas.
     pub fn orchestrator(&self, name: &str) -> Proc {
         let mut args = vec!["orchestrator"];
         args.extend(self.liveness);
+        if matches!(self.nats, Nats::Cluster(_)) {
+            args.extend(["--replicas", "3"]);
+        }
         Proc::spawn(&self.url(), &args, &self.dir.path().join(name))
     }
 

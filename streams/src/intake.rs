@@ -1,0 +1,215 @@
+//! One intake layer for every long-lived pull on a durable consumer: the orchestrator's
+//! command and report inputs and each edge's own work. It binds (creating the durable where
+//! the puller owns it), holds one pull with an idle heartbeat, gathers what has already
+//! arrived, and binds again, after a pause that resets once a bind succeeds, whenever the
+//! pull breaks: the consumer deleted, its leader lost, the server restarted, the heartbeat
+//! missed. A pull that ends is an event ([`Pulled::Unbound`]) the caller sees, never a
+//! stream that silently stops yielding.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, PullConsumer, pull},
+};
+use futures::{FutureExt, StreamExt};
+
+use crate::backoff::Backoff;
+use crate::topology::StreamKind;
+
+/// How an intake finds its consumer.
+#[derive(Clone, Debug)]
+pub enum Binding {
+    /// Binds to an existing consumer, never creating it: an edge pulls only from the
+    /// consumer the orchestrator made for it.
+    Existing,
+    /// Creates the consumer with this configuration when it is missing: the orchestrator's
+    /// own input consumers.
+    Create(Box<pull::Config>),
+}
+
+/// What a call to [`Intake::next`] brought.
+// Nearly every call brings a message: boxing it would allocate per message for the sake of
+// the rare variants.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Pulled {
+    /// The pull is (again) established; `pending` messages waited on the consumer then.
+    Bound { pending: u64 },
+    /// A message.
+    Message(jetstream::Message),
+    /// No pull, for `reason`; the next call binds again. `lost` when an established pull
+    /// broke, false when a bind failed (the next call pauses first).
+    Unbound { reason: String, lost: bool },
+}
+
+/// A durable pull that rebinds itself.
+pub struct Intake {
+    js: jetstream::Context,
+    kind: StreamKind,
+    consumer: String,
+    binding: Binding,
+    batch: usize,
+    heartbeat: Duration,
+    messages: Option<pull::Stream>,
+    /// Why the pull broke while gathering, to report on the next call.
+    broken: Option<String>,
+    /// Whether the last bind failed, so the next one waits first.
+    failed: bool,
+    /// Where a consumer this intake creates starts, if set (see [`Intake::recreate_from`]).
+    start: Option<u64>,
+    backoff: Backoff,
+}
+
+impl Intake {
+    /// The first pause after a failed bind, doubling up to [`Intake::MAX_PAUSE`].
+    pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
+    pub const MAX_PAUSE: Duration = Duration::from_secs(2);
+    /// The server's idle heartbeat on the pull: a silent pull is noticed within two.
+    pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+    /// An intake on `consumer` of `kind`'s stream, pulling up to `batch` messages at once.
+    /// Nothing is requested before the first [`Intake::next`].
+    pub fn new(
+        js: jetstream::Context,
+        kind: StreamKind,
+        consumer: impl Into<String>,
+        binding: Binding,
+        batch: usize,
+    ) -> Self {
+        Self {
+            js,
+            kind,
+            consumer: consumer.into(),
+            binding,
+            batch,
+            heartbeat: Self::HEARTBEAT,
+            messages: None,
+            broken: None,
+            failed: false,
+            start: None,
+            backoff: Backoff::new(Self::FIRST_PAUSE, Self::MAX_PAUSE),
+        }
+    }
+
+    /// A shorter or longer idle heartbeat than [`Intake::HEARTBEAT`].
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// A consumer this intake has to create from now on starts at stream sequence `seq`,
+    /// not at the stream's first message: the caller has taken everything before it. A
+    /// consumer that still exists is bound as it is.
+    pub fn recreate_from(&mut self, seq: u64) {
+        self.start = Some(seq);
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.messages.is_some() && self.broken.is_none()
+    }
+
+    /// The next thing that happened: a message, the pull established, or the pull broken.
+    /// Never ends. Cancel-safe: dropping the future loses nothing (a bind is idempotent and
+    /// a message not yet yielded stays with the pull).
+    pub async fn next(&mut self) -> Pulled {
+        if let Some(reason) = self.broken.take() {
+            self.messages = None;
+            return Pulled::Unbound { reason, lost: true };
+        }
+        let Some(messages) = self.messages.as_mut() else {
+            if self.failed {
+                tokio::time::sleep(self.backoff.next_delay()).await;
+            }
+            return match self.bind().await {
+                Ok((messages, pending)) => {
+                    self.failed = false;
+                    self.backoff.reset();
+                    self.messages = Some(messages);
+                    Pulled::Bound { pending }
+                }
+                Err(reason) => {
+                    self.failed = true;
+                    Pulled::Unbound {
+                        reason,
+                        lost: false,
+                    }
+                }
+            };
+        };
+        match messages.next().await {
+            Some(Ok(message)) => Pulled::Message(message),
+            Some(Err(e)) => {
+                self.messages = None;
+                Pulled::Unbound {
+                    reason: e.to_string(),
+                    lost: true,
+                }
+            }
+            None => {
+                self.messages = None;
+                Pulled::Unbound {
+                    reason: "the pull ended".to_owned(),
+                    lost: true,
+                }
+            }
+        }
+    }
+
+    /// A message that has already arrived, if any; never waits. A broken pull is
+    /// remembered and reported by the next [`Intake::next`].
+    pub fn ready(&mut self) -> Option<jetstream::Message> {
+        if self.broken.is_some() {
+            return None;
+        }
+        let messages = self.messages.as_mut()?;
+        // Unconstrained: tokio's cooperative budget would otherwise cut a gathering short.
+        match tokio::task::unconstrained(messages.next()).now_or_never() {
+            Some(Some(Ok(message))) => Some(message),
+            Some(Some(Err(e))) => {
+                self.broken = Some(e.to_string());
+                None
+            }
+            Some(None) => {
+                self.broken = Some("the pull ended".to_owned());
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Binds the consumer and opens one long-lived pull on it.
+    async fn bind(&self) -> Result<(pull::Stream, u64), String> {
+        let stream = self
+            .js
+            .get_stream_no_info(self.kind.name())
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.kind.name()))?;
+        let unbound = |e: &dyn std::fmt::Display| format!("consumer {}: {e}", self.consumer);
+        let consumer: PullConsumer = match &self.binding {
+            Binding::Existing => stream
+                .get_consumer(&self.consumer)
+                .await
+                .map_err(|e| unbound(&e))?,
+            Binding::Create(config) => {
+                let mut config = (**config).clone();
+                if let Some(start_sequence) = self.start {
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
+                }
+                stream
+                    .get_or_create_consumer(&self.consumer, config)
+                    .await
+                    .map_err(|e| unbound(&e))?
+            }
+        };
+        let pending = consumer.cached_info().num_pending;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.batch)
+            .heartbeat(self.heartbeat)
+            .messages()
+            .await
+            .map_err(|e| format!("pulling from {}: {e}", self.consumer))?;
+        Ok((messages, pending))
+    }
+}
