@@ -92,12 +92,23 @@ async fn submit(global: &Global, command: Command) -> Result<(CommandId, Reader)
     let id = CommandId::generate();
     let envelope = Envelope::new(id, None, Timestamp::now(), command);
     let publisher = Publisher::new(js.clone());
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        publisher.append(Outgoing::command(&envelope)?),
-    )
-    .await
-    .context("JetStream did not store the command within 10s")??;
+    let outgoing = Outgoing::command(&envelope)?;
+    // Retried while the answer is "not now" (a stream just created on a cluster has no
+    // leader for a moment); the command id makes a second store of it a no-op.
+    let store = async {
+        loop {
+            match publisher.append(outgoing.clone()).await {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(error = %e, "storing the command; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), store)
+        .await
+        .context("JetStream did not store the command within 10s")??;
     Ok((id, Reader::new(js)))
 }
 

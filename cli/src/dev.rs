@@ -45,6 +45,11 @@ pub struct DevArgs {
     /// Edges to run (dev-edge-1 … dev-edge-N, label role=edge).
     #[arg(long, default_value_t = 2)]
     edges: u32,
+    /// nats-servers to run: 1, or 3 clustered on loopback (client ports PORT, PORT+1,
+    /// PORT+2, or those `--nats` lists; route ports 2000 above each), every stream then
+    /// with three replicas.
+    #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
+    servers: usize,
 }
 
 #[derive(Args)]
@@ -203,29 +208,61 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
              (or set CAIRN_NATS_SERVER to its path)"
         );
     };
-    let port = port_of(&global.nats)?;
-    let store = args.data.join("nats");
-    std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
-    let mut server = start_server(&nats_server, port, &store)?;
-    let url = format!("nats://127.0.0.1:{port}");
-    let client = match wait_for_server(&url, &mut server).await {
+    let ports = client_ports(&global.nats, args.servers)?;
+    let mut servers = Vec::with_capacity(ports.len());
+    let mut stores = Vec::with_capacity(ports.len());
+    for (i, port) in ports.iter().enumerate() {
+        // One server keeps the store where earlier versions had it.
+        let store = if args.servers == 1 {
+            args.data.join("nats")
+        } else {
+            args.data.join(format!("nats-{i}"))
+        };
+        std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
+        let seat = (args.servers > 1).then(|| Seat {
+            name: format!("cairn-dev-{i}"),
+            cluster_port: port + CLUSTER_PORT_OFFSET,
+            routes: ports.iter().map(|p| p + CLUSTER_PORT_OFFSET).collect(),
+        });
+        match start_server(&nats_server, *port, &store, seat.as_ref()) {
+            Ok(server) => servers.push(server),
+            Err(e) => {
+                stop_servers(&mut servers).await;
+                return Err(e);
+            }
+        }
+        stores.push(store);
+    }
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|port| format!("nats://127.0.0.1:{port}"))
+        .collect();
+    let url = urls.join(",");
+    for (one, server) in urls.iter().zip(servers.iter_mut()) {
+        if let Err(e) = wait_for_server(one, server).await {
+            stop_servers(&mut servers).await;
+            return Err(e);
+        }
+    }
+    let client = match cairn_streams::connect(&url, None, "cairn-orchestrator").await {
         Ok(client) => client,
         Err(e) => {
-            stop_server(&mut server).await;
-            return Err(e);
+            stop_servers(&mut servers).await;
+            return Err(e.into());
         }
     };
     let edges = match start_edges(&args, &url).await {
         Ok(edges) => edges,
         Err(e) => {
-            stop_server(&mut server).await;
+            stop_servers(&mut servers).await;
             return Err(e);
         }
     };
     let names: Vec<String> = (1..=args.edges).map(|i| format!("dev-edge-{i}")).collect();
+    let stores: Vec<String> = stores.iter().map(|s| s.display().to_string()).collect();
     println!(
         "cairn dev: NATS with JetStream at {url} (store {})",
-        store.display()
+        stores.join(", ")
     );
     println!(
         "edges: {}",
@@ -241,13 +278,15 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     println!("  cairn execution list --job hello");
     println!("  cairn events --follow");
     println!("Stop with Ctrl-C.");
-    let config = OrchestratorConfig::new(args.data.join("orchestrator"));
+    let mut config = OrchestratorConfig::new(args.data.join("orchestrator"));
+    config.topology.replicas = args.servers;
+    let exited = futures::future::select_all(servers.iter_mut().map(|s| Box::pin(s.wait())));
     let result = tokio::select! {
         result = run_until_terminated(config, client, &mut termination) => result,
-        status = server.wait() => Err(anyhow::anyhow!("nats-server exited unexpectedly ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
+        (status, _, _) = exited => Err(anyhow::anyhow!("a nats-server exited unexpectedly ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string()))),
     };
     stop_edges(edges).await;
-    stop_server(&mut server).await;
+    stop_servers(&mut servers).await;
     result
 }
 
@@ -292,7 +331,37 @@ async fn stop_edges(
     }
 }
 
-fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
+/// How far above a dev server's client port its cluster route listens (4222 → 6222, as
+/// nats-server's own defaults).
+const CLUSTER_PORT_OFFSET: u16 = 2000;
+
+/// What makes a dev server one of a cluster.
+struct Seat {
+    name: String,
+    cluster_port: u16,
+    routes: Vec<u16>,
+}
+
+/// The client ports of `servers` local servers: those `--nats` lists when it lists as many,
+/// else its first port and the ones after it.
+fn client_ports(nats: &str, servers: usize) -> Result<Vec<u16>> {
+    let listed = nats.split(',').map(port_of).collect::<Result<Vec<u16>>>()?;
+    if listed.len() == servers {
+        return Ok(listed);
+    }
+    let first = listed[0];
+    (0..servers)
+        .map(|i| {
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| first.checked_add(i))
+                .and_then(|p| p.checked_add(CLUSTER_PORT_OFFSET).map(|_| p))
+                .with_context(|| format!("no room for {servers} servers' ports above {first}"))
+        })
+        .collect()
+}
+
+fn start_server(binary: &Path, port: u16, store: &Path, seat: Option<&Seat>) -> Result<Child> {
     let mut command = Command::new(binary);
     let parent = nix::unistd::getpid();
     // If this process is killed outright (SIGKILL), nothing here runs to stop the server:
@@ -310,6 +379,7 @@ fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
             Ok(())
         });
     }
+    let name = seat.map_or("cairn-dev", |s| s.name.as_str());
     command
         .args([
             "-js",
@@ -318,10 +388,23 @@ fn start_server(binary: &Path, port: u16, store: &Path) -> Result<Child> {
             "-p",
             &port.to_string(),
             "--server_name",
-            "cairn-dev",
+            name,
             "-sd",
         ])
-        .arg(store)
+        .arg(store);
+    if let Some(seat) = seat {
+        let routes: Vec<String> = seat
+            .routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        command
+            .args(["--cluster_name", "cairn-dev", "--cluster"])
+            .arg(format!("nats://127.0.0.1:{}", seat.cluster_port))
+            .arg("--routes")
+            .arg(routes.join(","));
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -351,6 +434,11 @@ async fn wait_for_server(url: &str, server: &mut Child) -> Result<async_nats::Cl
             Err(e) => bail!("nats-server did not accept connections at {url}: {e}"),
         }
     }
+}
+
+/// Stops every server, each as [`stop_server`] does, all at once.
+async fn stop_servers(servers: &mut [Child]) {
+    futures::future::join_all(servers.iter_mut().map(stop_server)).await;
 }
 
 /// Asks the server to stop (SIGTERM), then kills it if it has not within a few seconds.

@@ -153,9 +153,19 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 /// Starts `cairn dev` on `url` with its data in `data`; returns it once it has printed
 /// its first line (the URL to use), with that line.
 fn start_dev(url: &str, data: &std::path::Path) -> (std::process::Child, String) {
+    start_dev_with(url, data, &[])
+}
+
+/// [`start_dev`] with more `cairn dev` arguments.
+fn start_dev_with(
+    url: &str,
+    data: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, String) {
     let mut child = cairn()
         .args(["--nats", url, "dev", "--data"])
         .arg(data)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -340,4 +350,70 @@ fn completions_cover_the_commands() {
         Some(2),
         "an unknown shell is a usage error"
     );
+}
+
+#[tokio::test]
+async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
+    let data = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let url = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (mut child, banner) = start_dev_with(&url, data.path(), &["--servers", "3"]);
+    assert!(
+        banner.contains(&url),
+        "the banner lists all three: {banner}"
+    );
+
+    // The sample job completes, and its record is replicated three times.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
+    let out = cairn()
+        .args([
+            "--nats",
+            &url,
+            "job",
+            "deploy",
+            example,
+            "--wait",
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deployed["state"], "completed", "{deployed}");
+    let js = cairn_streams::jetstream(cairn_streams::connect(&url, None, "test").await.unwrap());
+    let mut events = js.get_stream(StreamKind::Events.name()).await.unwrap();
+    assert_eq!(events.info().await.unwrap().config.num_replicas, 3);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (exited, status) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait()));
+    let status = status
+        .recv_timeout(Duration::from_secs(30))
+        .expect("cairn dev stops within 30 s of SIGINT")
+        .unwrap();
+    assert!(status.success(), "cairn dev exited with {status}");
+    wait_until(
+        "no process of the stack to remain",
+        Duration::from_secs(10),
+        || async {
+            let left = processes_mentioning(&data.path().display().to_string());
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
 }

@@ -51,6 +51,9 @@ fn every_compose_command_is_a_real_cairn_command() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 3, "the orchestrator and both edges were checked");
+    assert_eq!(
+        checked, 5,
+        "both orchestrators and the three edges (single server and cluster) were checked"
+    );
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile")).exists());
 }

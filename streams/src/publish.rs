@@ -295,11 +295,14 @@ fn publish_error(subject: &Subject, expect: Expect, e: PublishError) -> Error {
             subject: subject.to_string(),
             reason: e.to_string(),
             // Safe to retry: the message id makes a second store of the same message a no-op.
+            // "No stream" is what nobody answering means (503), and on a cluster that is a
+            // stream without a leader for a moment (just created, or its leader lost).
             retryable: matches!(
                 kind,
                 PublishErrorKind::TimedOut
                     | PublishErrorKind::BrokenPipe
                     | PublishErrorKind::MaxAckPending
+                    | PublishErrorKind::StreamNotFound
             ),
         },
     }
