@@ -119,6 +119,42 @@ async fn fault_a_nats_outage_longer_than_lost_after_convicts_no_edge() {
     assert!(alive(&mut orchestrator));
 }
 
+// Acceptance 4 — an edge really gone (SIGKILL) for longer than `--lost-after` while the
+// orchestrator hears everyone else is still lost, and its work replaced, as before.
+#[tokio::test]
+async fn fault_an_edge_really_gone_is_still_lost_and_its_work_replaced() {
+    let stack = Stack::new(OUTAGE_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let mut edge_a = stack.edge("edge-a", "edge", 4);
+    stack.nodes_in(&["edge-a"], "connected").await;
+    stack.deploy(
+        "long",
+        "name: long\ntype: batch\ncount: 1\nselector: {role: edge}\ntask: {engine: exec, \
+         command: [\"sh\", \"-c\", \"sleep 2\"]}\n",
+        false,
+    );
+    stack.executions_in("long", "running", 1).await;
+    let _edge_b = stack.edge("edge-b", "edge", 4);
+    stack.nodes_in(&["edge-b"], "connected").await;
+    edge_a.kill9();
+    stack.nodes_in(&["edge-a"], "lost").await;
+    let all = eventually("the slot replaced on edge-b and completed", 60, || {
+        let all = executions(&url, "long");
+        let replaced = all
+            .iter()
+            .any(|e| e["node_id"] == "edge-b" && e["attempt"] == 2 && e["state"] == "completed");
+        if replaced {
+            Ok(all)
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
+    .await;
+    assert_eq!(count_in(&all, "lost"), 1, "{all:?}");
+    assert_eq!(of_type(&events(&url), "NodeLost").len(), 1);
+}
+
 /// Deletes the orchestrators' durable consumer on `kind`'s stream.
 async fn delete_input_consumer(url: &str, kind: StreamKind) {
     let js = cairn_streams::jetstream(
@@ -229,6 +265,62 @@ async fn fault_parts_started_before_nats_wait_and_serve_once_it_is_up() {
     stack.nodes_in(&["early"], "connected").await;
     stack.deploy("first", &batch("first", 2), false);
     completed(&stack, "first", 2, 30).await;
+}
+
+// Acceptance 2 — on a cluster, the server leading a node's consumer is SIGKILLed while work
+// waits for the node: the work is delivered once the node is bound again.
+#[tokio::test]
+async fn fault_cluster_work_waiting_for_a_node_survives_its_consumers_server() {
+    let mut stack = Stack::clustered(SLOW_LIVENESS);
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let mut edge = stack.edge("edge-a", "edge", 8);
+    stack.nodes_in(&["edge-a"], "connected").await;
+    edge.kill9();
+    stack.deploy("waiting", &batch("waiting", 5), false);
+    let node = cairn_shared::NodeId::new("edge-a").unwrap();
+    let shard = StreamKind::assignments_of(&node).name();
+    let js = cairn_streams::jetstream(stack.cluster().connect().await);
+    let held = wait_until(
+        "the work to wait in the node's stream",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            async move {
+                let mut stream = js.get_stream(shard).await.map_err(|e| e.to_string())?;
+                match stream
+                    .info()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .state
+                    .messages
+                {
+                    5 => Ok(5),
+                    n => Err(format!("{n} held")),
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(held, 5);
+    let leader = {
+        let stream = js.get_stream(shard).await.unwrap();
+        let info = stream
+            .consumer_info(cairn_streams::subjects::node_consumer(&node))
+            .await
+            .unwrap();
+        let name = info
+            .cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("a leader");
+        stack.cluster().index_of(&name).expect("a member leads it")
+    };
+    stack.cluster().server_mut(leader).kill9();
+    let _edge = stack.edge("edge-a", "edge", 8);
+    for execution in completed(&stack, "waiting", 5, 90).await {
+        assert_eq!(execution["attempt"], 1, "ran once: {execution}");
+    }
+    stack.cluster().server_mut(leader).restart();
 }
 
 // Acceptance 1 — a cluster and its orchestrator started together; a batch completes; the
