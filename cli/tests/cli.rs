@@ -183,12 +183,38 @@ fn start_dev_with(
     (child, banner)
 }
 
+/// Sends `cairn dev` SIGINT and checks that it exits 0 within `within` and leaves no
+/// process of its stack (each mentions its data directory) behind.
+async fn interrupt_dev(mut child: std::process::Child, data: &std::path::Path, within: Duration) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (exited, status) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait()));
+    let status = status
+        .recv_timeout(within)
+        .unwrap_or_else(|_| panic!("cairn dev stops within {within:?} of SIGINT"))
+        .unwrap();
+    assert!(status.success(), "cairn dev exited with {status}");
+    wait_until(
+        "no process of the stack to remain",
+        Duration::from_secs(10),
+        || async {
+            let left = processes_mentioning(&data.display().to_string());
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let (mut child, banner) = start_dev(&url, data.path());
+    let (child, banner) = start_dev(&url, data.path());
     assert!(banner.contains(&url), "{banner}");
 
     // The orchestrator set up cairn's streams on the local server.
@@ -250,27 +276,7 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
         "{nodes:?}"
     );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let (exited, status) = std::sync::mpsc::channel();
-    std::thread::spawn(move || exited.send(child.wait()));
-    let status = status
-        .recv_timeout(Duration::from_secs(20))
-        .expect("cairn dev stops within 20 s of SIGINT")
-        .unwrap();
-    assert!(status.success(), "cairn dev exited with {status}");
-    wait_until(
-        "no process of the stack to remain",
-        Duration::from_secs(10),
-        || async {
-            let left = processes_mentioning(&data.path().display().to_string());
-            if left.is_empty() { Ok(()) } else { Err(left) }
-        },
-    )
-    .await;
+    interrupt_dev(child, data.path(), Duration::from_secs(20)).await;
 }
 
 #[tokio::test]
@@ -361,7 +367,7 @@ async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
         .map(|p| format!("nats://127.0.0.1:{p}"))
         .collect::<Vec<_>>()
         .join(",");
-    let (mut child, banner) = start_dev_with(&url, data.path(), &["--servers", "3"]);
+    let (child, banner) = start_dev_with(&url, data.path(), &["--servers", "3"]);
     assert!(
         banner.contains(&url),
         "the banner lists all three: {banner}"
@@ -395,25 +401,5 @@ async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
     let mut events = js.get_stream(StreamKind::Events.name()).await.unwrap();
     assert_eq!(events.info().await.unwrap().config.num_replicas, 3);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let (exited, status) = std::sync::mpsc::channel();
-    std::thread::spawn(move || exited.send(child.wait()));
-    let status = status
-        .recv_timeout(Duration::from_secs(30))
-        .expect("cairn dev stops within 30 s of SIGINT")
-        .unwrap();
-    assert!(status.success(), "cairn dev exited with {status}");
-    wait_until(
-        "no process of the stack to remain",
-        Duration::from_secs(10),
-        || async {
-            let left = processes_mentioning(&data.path().display().to_string());
-            if left.is_empty() { Ok(()) } else { Err(left) }
-        },
-    )
-    .await;
+    interrupt_dev(child, data.path(), Duration::from_secs(30)).await;
 }
