@@ -152,16 +152,31 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Starts `cairn dev` on `url` with its data in `data`; returns it once it has printed
 /// its first line (the URL to use), with that line.
-fn start_dev(url: &str, data: &std::path::Path) -> (std::process::Child, String) {
+fn start_dev(url: &str, data: &std::path::Path) -> (Dev, String) {
     start_dev_with(url, data, &[])
 }
 
+/// A running `cairn dev`, SIGKILLed if a test ends (or fails) without stopping it; its
+/// servers then go with it.
+struct Dev(Option<std::process::Child>);
+
+impl Dev {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("cairn dev still owned")
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// [`start_dev`] with more `cairn dev` arguments.
-fn start_dev_with(
-    url: &str,
-    data: &std::path::Path,
-    args: &[&str],
-) -> (std::process::Child, String) {
+fn start_dev_with(url: &str, data: &std::path::Path, args: &[&str]) -> (Dev, String) {
     let mut child = cairn()
         .args(["--nats", url, "dev", "--data"])
         .arg(data)
@@ -180,12 +195,13 @@ fn start_dev_with(
     let banner = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("cairn dev prints its URL");
-    (child, banner)
+    (Dev(Some(child)), banner)
 }
 
 /// Sends `cairn dev` SIGINT and checks that it exits 0 within `within` and leaves no
 /// process of its stack (each mentions its data directory) behind.
-async fn interrupt_dev(mut child: std::process::Child, data: &std::path::Path, within: Duration) {
+async fn interrupt_dev(mut dev: Dev, data: &std::path::Path, within: Duration) {
+    let mut child = dev.0.take().expect("cairn dev still owned");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -283,7 +299,7 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
 async fn dev_killed_outright_leaves_no_server_behind() {
     let data = tempfile::tempdir().unwrap();
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let (mut child, _banner) = start_dev(&url, data.path());
+    let (mut dev, _banner) = start_dev(&url, data.path());
     let store = data.path().join("nats").display().to_string();
     assert!(
         !processes_mentioning(&store).is_empty(),
@@ -291,8 +307,8 @@ async fn dev_killed_outright_leaves_no_server_behind() {
     );
 
     // SIGKILL: cairn gets no chance to stop the server itself.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    dev.child().kill().unwrap();
+    dev.child().wait().unwrap();
     wait_until(
         "the dev nats-server to stop with its parent",
         Duration::from_secs(10),
