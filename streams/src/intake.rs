@@ -12,6 +12,7 @@ use async_nats::jetstream::{
     self,
     consumer::{DeliverPolicy, PullConsumer, pull},
 };
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
 use crate::backoff::Backoff;
@@ -54,8 +55,12 @@ pub struct Intake {
     messages: Option<pull::Stream>,
     /// Why the pull broke while gathering, to report on the next call.
     broken: Option<String>,
-    /// Whether the last bind failed, so the next one waits first.
-    failed: bool,
+    /// When the next bind may start, after one failed: a deadline, not a sleep, so a
+    /// caller that drops `next` (another `select!` branch won) does not restart the pause.
+    retry_at: Option<tokio::time::Instant>,
+    /// A bind under way, kept across dropped calls so it finishes however often the
+    /// caller's `select!` is woken by something else.
+    binding_now: Option<BoxFuture<'static, Result<(pull::Stream, u64), String>>>,
     /// Where a consumer this intake creates starts, if set (see [`Intake::recreate_from`]).
     start: Option<u64>,
     backoff: Backoff,
@@ -86,7 +91,8 @@ impl Intake {
             heartbeat: Self::HEARTBEAT,
             messages: None,
             broken: None,
-            failed: false,
+            retry_at: None,
+            binding_now: None,
             start: None,
             backoff: Backoff::new(Self::FIRST_PAUSE, Self::MAX_PAUSE),
         }
@@ -110,26 +116,40 @@ impl Intake {
     }
 
     /// The next thing that happened: a message, the pull established, or the pull broken.
-    /// Never ends. Cancel-safe: dropping the future loses nothing (a bind is idempotent and
-    /// a message not yet yielded stays with the pull).
+    /// Never ends. Cancel-safe, as a `select!` branch must be: a bind under way and the
+    /// pause before one go on from where they were, and a message not yet yielded stays
+    /// with the pull.
     pub async fn next(&mut self) -> Pulled {
         if let Some(reason) = self.broken.take() {
             self.messages = None;
             return Pulled::Unbound { reason, lost: true };
         }
         let Some(messages) = self.messages.as_mut() else {
-            if self.failed {
-                tokio::time::sleep(self.backoff.next_delay()).await;
+            if let Some(at) = self.retry_at {
+                tokio::time::sleep_until(at).await;
             }
-            return match self.bind().await {
+            let bind = self.binding_now.get_or_insert_with(|| {
+                Box::pin(bind(
+                    self.js.clone(),
+                    self.kind,
+                    self.consumer.clone(),
+                    self.binding.clone(),
+                    self.start,
+                    self.batch,
+                    self.heartbeat,
+                ))
+            });
+            let bound = bind.await;
+            self.binding_now = None;
+            return match bound {
                 Ok((messages, pending)) => {
-                    self.failed = false;
+                    self.retry_at = None;
                     self.backoff.reset();
                     self.messages = Some(messages);
                     Pulled::Bound { pending }
                 }
                 Err(reason) => {
-                    self.failed = true;
+                    self.retry_at = Some(tokio::time::Instant::now() + self.backoff.next_delay());
                     Pulled::Unbound {
                         reason,
                         lost: false,
@@ -177,39 +197,48 @@ impl Intake {
             None => None,
         }
     }
+}
 
-    /// Binds the consumer and opens one long-lived pull on it.
-    async fn bind(&self) -> Result<(pull::Stream, u64), String> {
-        let stream = self
-            .js
-            .get_stream_no_info(self.kind.name())
+/// Binds `consumer` on `kind`'s stream (creating it as `binding` says, starting at `start`
+/// if set) and opens one long-lived pull on it. Owns what it needs, so a bind under way
+/// outlives the call that started it.
+async fn bind(
+    js: jetstream::Context,
+    kind: StreamKind,
+    consumer: String,
+    binding: Binding,
+    start: Option<u64>,
+    batch: usize,
+    heartbeat: Duration,
+) -> Result<(pull::Stream, u64), String> {
+    let stream = js
+        .get_stream_no_info(kind.name())
+        .await
+        .map_err(|e| format!("stream {}: {e}", kind.name()))?;
+    let unbound = |e: &dyn std::fmt::Display| format!("consumer {consumer}: {e}");
+    let pull: PullConsumer = match binding {
+        Binding::Existing => stream
+            .get_consumer(&consumer)
             .await
-            .map_err(|e| format!("stream {}: {e}", self.kind.name()))?;
-        let unbound = |e: &dyn std::fmt::Display| format!("consumer {}: {e}", self.consumer);
-        let consumer: PullConsumer = match &self.binding {
-            Binding::Existing => stream
-                .get_consumer(&self.consumer)
-                .await
-                .map_err(|e| unbound(&e))?,
-            Binding::Create(config) => {
-                let mut config = (**config).clone();
-                if let Some(start_sequence) = self.start {
-                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
-                }
-                stream
-                    .get_or_create_consumer(&self.consumer, config)
-                    .await
-                    .map_err(|e| unbound(&e))?
+            .map_err(|e| unbound(&e))?,
+        Binding::Create(config) => {
+            let mut config = *config;
+            if let Some(start_sequence) = start {
+                config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence };
             }
-        };
-        let pending = consumer.cached_info().num_pending;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(self.batch)
-            .heartbeat(self.heartbeat)
-            .messages()
-            .await
-            .map_err(|e| format!("pulling from {}: {e}", self.consumer))?;
-        Ok((messages, pending))
-    }
+            stream
+                .get_or_create_consumer(&consumer, config)
+                .await
+                .map_err(|e| unbound(&e))?
+        }
+    };
+    let pending = pull.cached_info().num_pending;
+    let messages = pull
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(heartbeat)
+        .messages()
+        .await
+        .map_err(|e| format!("pulling from {consumer}: {e}"))?;
+    Ok((messages, pending))
 }
