@@ -198,6 +198,26 @@ fn start_dev_with(url: &str, data: &std::path::Path, args: &[&str]) -> (Dev, Str
     (Dev(Some(child)), banner)
 }
 
+/// Deploys the README's sample job with `--wait` (and `extra` flags) and checks that it
+/// completed.
+fn deploy_hello(url: &str, extra: &[&str]) {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
+    let out = cairn()
+        .args([
+            "--nats", url, "job", "deploy", example, "--wait", "-o", "json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deployed["state"], "completed", "{deployed}");
+}
+
 /// Sends `cairn dev` SIGINT and checks that it exits 0 within `within` and leaves no
 /// process of its stack (each mentions its data directory) behind.
 async fn interrupt_dev(mut dev: Dev, data: &std::path::Path, within: Duration) {
@@ -253,20 +273,7 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     assert!(!processes_mentioning(&data.path().display().to_string()).is_empty());
 
     // The sample job runs to completion on the dev edges, as the README promises.
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
-    let out = cairn()
-        .args([
-            "--nats", &url, "job", "deploy", example, "--wait", "-o", "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(deployed["state"], "completed", "{deployed}");
+    deploy_hello(&url, &[]);
     let out = cairn()
         .args([
             "--nats",
@@ -390,29 +397,7 @@ async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
     );
 
     // The sample job completes, and its record is replicated three times.
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
-    let out = cairn()
-        .args([
-            "--nats",
-            &url,
-            "job",
-            "deploy",
-            example,
-            "--wait",
-            "--timeout",
-            "90s",
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(deployed["state"], "completed", "{deployed}");
+    deploy_hello(&url, &["--timeout", "90s"]);
     let js = cairn_streams::jetstream(cairn_streams::connect(&url, None, "test").await.unwrap());
     let mut events = js.get_stream(StreamKind::Events.name()).await.unwrap();
     assert_eq!(events.info().await.unwrap().config.num_replicas, 3);
