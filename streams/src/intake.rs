@@ -51,7 +51,6 @@ pub struct Intake {
     consumer: String,
     binding: Binding,
     batch: usize,
-    heartbeat: Duration,
     messages: Option<pull::Stream>,
     /// Why the pull broke while gathering, to report on the next call.
     broken: Option<String>,
@@ -88,7 +87,6 @@ impl Intake {
             consumer: consumer.into(),
             binding,
             batch,
-            heartbeat: Self::HEARTBEAT,
             messages: None,
             broken: None,
             retry_at: None,
@@ -96,12 +94,6 @@ impl Intake {
             start: None,
             backoff: Backoff::new(Self::FIRST_PAUSE, Self::MAX_PAUSE),
         }
-    }
-
-    /// A shorter or longer idle heartbeat than [`Intake::HEARTBEAT`].
-    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
-        self.heartbeat = heartbeat;
-        self
     }
 
     /// A consumer this intake has to create from now on starts at stream sequence `seq`,
@@ -136,7 +128,7 @@ impl Intake {
                     self.binding.clone(),
                     self.start,
                     self.batch,
-                    self.heartbeat,
+                    Self::HEARTBEAT,
                 ))
             });
             let bound = bind.await;
