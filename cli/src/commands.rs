@@ -84,32 +84,42 @@ fn yaml_error(error: &serde_saphyr::Error, field: Option<&str>) -> String {
 /// Stores a command; returns once JetStream has it.
 async fn submit(global: &Global, command: Command) -> Result<(CommandId, Reader)> {
     let js = global.jetstream("cairn-cli").await?;
-    // Storing a command must not need an orchestrator to have run first, nor change the
-    // settings of streams an operator set up.
-    Topology::default()
-        .create_if_missing(&js, StreamKind::Commands)
-        .await?;
     let id = CommandId::generate();
     let envelope = Envelope::new(id, None, Timestamp::now(), command);
     let publisher = Publisher::new(js.clone());
     let outgoing = Outgoing::command(&envelope)?;
-    // Retried while the answer is "not now" (a stream just created on a cluster has no
-    // leader for a moment); the command id makes a second store of it a no-op.
-    let store = async {
-        loop {
-            match publisher.append(outgoing.clone()).await {
-                Err(e) if e.is_retryable() => {
-                    tracing::debug!(error = %e, "storing the command; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                done => return done,
-            }
-        }
-    };
+    // Retried while the answer is "not now" (a cluster electing a stream's leader); the
+    // command id makes a second store of it a no-op.
+    let store = retrying(|| async {
+        // Storing a command must not need an orchestrator to have run first, nor change
+        // the settings of streams an operator set up.
+        Topology::default()
+            .create_if_missing(&js, StreamKind::Commands)
+            .await?;
+        publisher.append(outgoing.clone()).await
+    });
     tokio::time::timeout(Duration::from_secs(10), store)
         .await
         .context("JetStream did not store the command within 10s")??;
     Ok((id, Reader::new(js)))
+}
+
+/// Runs `attempt` until it succeeds or fails for good: a JetStream that answers "not now"
+/// (a cluster electing a leader) is asked again. The caller bounds the time.
+async fn retrying<T, F, Fut>(mut attempt: F) -> cairn_streams::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = cairn_streams::Result<T>>,
+{
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "JetStream is not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// The decision on a command: the job it concerns, and where the decision sits in the log.
@@ -133,9 +143,11 @@ async fn decided_job(
 
 /// Follows the event stream until the command's outcome appears.
 async fn outcome(reader: &Reader, command: CommandId, deadline: Instant) -> Result<Outcome> {
-    Topology::default()
-        .create_if_missing(reader.context(), StreamKind::Events)
-        .await?;
+    let topology = Topology::default();
+    let created = retrying(|| topology.create_if_missing(reader.context(), StreamKind::Events));
+    tokio::time::timeout_at(deadline.into(), created)
+        .await
+        .context("JetStream did not answer for the event stream in time")??;
     let events = reader
         .read(
             StreamKind::Events,

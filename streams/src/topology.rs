@@ -190,20 +190,27 @@ impl Topology {
     /// for clients (the CLI) that must not impose their idea of replicas or limits on a
     /// deployment, yet may store a command before any orchestrator ever ran.
     pub async fn create_if_missing(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
+        let setup = |e: &dyn Transient, reason: String| Error::Setup {
+            stream: kind.name().to_owned(),
+            reason,
+            retryable: e.transient(),
+        };
         // `get_stream` asks the server; `get_stream_no_info` only makes a handle, so it
-        // would say "exists" for a stream that never was.
-        if js.get_stream(kind.name()).await.is_ok() {
-            return Ok(());
+        // would say "exists" for a stream that never was. Only a clear "not found" leads
+        // to a create: a look that got no answer (a stream whose leader is still being
+        // elected) says nothing about whether the stream exists.
+        match js.get_stream(kind.name()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if stream_not_found(&e) => {}
+            Err(e) => return Err(setup(&e, e.to_string())),
         }
         match js.create_stream(self.config(kind)).await {
             Ok(_) => Ok(()),
-            // Someone else created it first.
+            // Someone else created it first, with settings of their own, which are theirs
+            // to choose.
+            Err(e) if stream_name_taken(&e) => Ok(()),
             Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
-            Err(e) => Err(Error::Setup {
-                stream: kind.name().to_owned(),
-                reason: e.to_string(),
-                retryable: e.transient(),
-            }),
+            Err(e) => Err(setup(&e, e.to_string())),
         }
     }
 
@@ -292,6 +299,15 @@ fn stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
         e.kind(),
         jetstream::context::GetStreamErrorKind::JetStream(ref err)
             if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Whether a create was refused because a stream of that name exists already.
+fn stream_name_taken(e: &jetstream::context::CreateStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::CreateStreamErrorKind::JetStream(ref err)
+            if err.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST
     )
 }
 
