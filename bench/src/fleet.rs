@@ -193,6 +193,7 @@ impl SimEdge {
                 running: 0,
                 capacity: 0,
                 outbox: 0,
+                executions: Vec::new(),
             }
             .into();
             if let Ok(payload) =

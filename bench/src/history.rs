@@ -69,6 +69,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<Event> {
                 count: Some(EXECUTIONS_PER_JOB as u32),
                 selector: BTreeMap::new(),
                 task: task.clone(),
+                disconnect: None,
             },
         }
         .into(),

@@ -37,6 +37,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>, program: &[&str])
             working_dir: None,
             timeout: None,
         },
+        disconnect: None,
     }
 }
 

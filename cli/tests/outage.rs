@@ -1,9 +1,10 @@
 //! The production shape through the built binary: a NATS outage longer than `--lost-after`
-//! convicts no edge, the orchestrator's input consumers and an edge's own consumer deleted
-//! under load are bound again,
-//! parts started before any server wait for it, and a 3-server cluster started together
-//! with its orchestrator runs work and survives the loss of a stream's leader. Every
-//! process is real (nats-servers, `cairn orchestrator`, `cairn edge`).
+//! convicts no edge, a lost node that returns is believed (its late reports recorded and
+//! reconciled by the job's `disconnect` policy), the orchestrator's input consumers and an
+//! edge's own consumer deleted under load are bound again, parts started before any server
+//! wait for it, and a 3-server cluster started together with its orchestrator runs work and
+//! survives the loss of a stream's leader. Every process is real (nats-servers,
+//! `cairn orchestrator`, `cairn edge`).
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use serde_json::Value;
 
 mod support;
 use support::stack::{
-    Nats, SLOW_LIVENESS, Stack, alive, count_in, events, eventually, executions, of_type,
+    FAST_LIVENESS, Nats, SLOW_LIVENESS, Stack, alive, count_in, events, eventually, executions,
+    of_type,
 };
 use support::{Proc, cairn};
 
@@ -376,4 +378,188 @@ async fn fault_cluster_started_with_its_orchestrator_survives_the_event_leader()
         },
     )
     .await;
+}
+
+/// Waits for `job` to be in `state`, as `job list` says.
+async fn job_in(url: &str, job: &str, state: &str) {
+    eventually(&format!("{job} {state}"), 30, || {
+        let out = cairn(url, &["job", "list", "-o", "json"]);
+        let jobs: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let found = jobs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|j| j["name"] == job && j["state"] == state);
+        if found { Ok(()) } else { Err(jobs.to_string()) }
+    })
+    .await;
+}
+
+/// Events whose JSON mentions `text` (a reason, an id).
+fn mentioning<'e>(log: &'e [Value], kind: &str, text: &str) -> Vec<&'e Value> {
+    of_type(log, kind)
+        .into_iter()
+        .filter(|e| e.to_string().contains(text))
+        .collect()
+}
+
+// Acceptance 5 — a lost node returns with its attempts already completed: the late reports
+// are recorded; a batch slot whose job replaces lost work keeps the original's completion
+// and stops its replacement; one that does not (`replace: false`) was never replaced.
+#[tokio::test]
+async fn fault_a_lost_node_returning_with_completed_work_is_believed() {
+    let stack = Stack::new(FAST_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let edge_a = stack.edge("edge-a", "edge", 4);
+    stack.nodes_in(&["edge-a"], "connected").await;
+
+    // The first attempt finishes when told to; any later one runs until stopped.
+    let go = stack.dir.path().join("go");
+    let task = |name: &str, disconnect: &str| {
+        format!(
+            "name: {name}\ntype: batch\ncount: 1\nselector: {{role: edge}}\n{disconnect}\
+             task: {{engine: exec, command: [\"sh\", \"-c\", \"if [ $CAIRN_ATTEMPT = 1 ]; then \
+             while [ ! -e {go} ]; do sleep 0.1; done; else sleep 600; fi\"]}}\n",
+            go = go.display()
+        )
+    };
+    stack.deploy("moved", &task("moved", ""), false);
+    stack.deploy(
+        "waits",
+        &task("waits", "disconnect: {replace: false}\n"),
+        false,
+    );
+    stack.executions_in("moved", "running", 1).await;
+    stack.executions_in("waits", "running", 1).await;
+    let _edge_b = stack.edge("edge-b", "edge", 4);
+    stack.nodes_in(&["edge-b"], "connected").await;
+
+    edge_a.freeze();
+    stack.nodes_in(&["edge-a"], "lost").await;
+    let replacement = stack.executions_in("moved", "running", 1).await;
+    assert_eq!(replacement[0]["node_id"], "edge-b");
+    assert_eq!(replacement[0]["attempt"], 2);
+    // The first attempts finish while their edge is frozen, and it reports them on return.
+    std::fs::write(&go, b"").unwrap();
+    edge_a.thaw();
+
+    for job in ["moved", "waits"] {
+        job_in(&url, job, "completed").await;
+    }
+    let moved = executions(&url, "moved");
+    let completed: Vec<&Value> = moved.iter().filter(|e| e["state"] == "completed").collect();
+    assert_eq!(completed.len(), 1, "one completed attempt: {moved:?}");
+    assert_eq!(completed[0]["attempt"], 1, "{moved:?}");
+    let stopped = eventually("the replacement stopped", 30, || {
+        let all = executions(&url, "moved");
+        match all.iter().find(|e| e["attempt"] == 2) {
+            Some(e) if e["state"] == "stopped" => Ok(e.clone()),
+            _ => Err(format!("{all:?}")),
+        }
+    })
+    .await;
+    assert_eq!(stopped["node_id"], "edge-b");
+    let waits = executions(&url, "waits");
+    assert_eq!(waits.len(), 1, "replace: false never replaced: {waits:?}");
+    assert_eq!(waits[0]["state"], "completed");
+
+    // The log tells the story: the late report, recorded, and the stop it led to.
+    let log = events(&url);
+    let late = mentioning(
+        &log,
+        "ExecutionStateChanged",
+        "reported after its node was declared lost",
+    );
+    assert_eq!(late.len(), 2, "both late completions recorded: {late:?}");
+    let attempt_two = stopped["id"].as_str().unwrap();
+    let reconciled = mentioning(&log, "ExecutionStopRequested", attempt_two);
+    assert_eq!(reconciled.len(), 1, "{reconciled:?}");
+    assert!(
+        reconciled[0].to_string().contains("keeps the slot"),
+        "{reconciled:?}"
+    );
+    assert!(
+        of_type(&log, "InputRejected").is_empty(),
+        "no report was refused: {:?}",
+        of_type(&log, "InputRejected")
+    );
+}
+
+// Acceptance 5 — a lost node returns with its long-running work still running: the
+// service replica and the daemon are the same executions as before, and the replica's
+// replacement is stopped.
+#[tokio::test]
+async fn fault_a_lost_node_returning_with_running_work_keeps_it() {
+    let stack = Stack::new(FAST_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let edge_a = stack.edge("edge-a", "edge", 4);
+    stack.nodes_in(&["edge-a"], "connected").await;
+    let forever = "task: {engine: exec, command: [\"sleep\", \"600\"]}\n";
+    stack.deploy(
+        "web",
+        &format!("name: web\ntype: service\ncount: 1\nselector: {{role: edge}}\n{forever}"),
+        false,
+    );
+    stack.deploy(
+        "agent",
+        &format!("name: agent\ntype: daemon\nselector: {{host: edge-a}}\n{forever}"),
+        false,
+    );
+    let replica = stack.executions_in("web", "running", 1).await;
+    let daemon = stack.executions_in("agent", "running", 1).await;
+    let _edge_b = stack.edge("edge-b", "edge", 4);
+    stack.nodes_in(&["edge-b"], "connected").await;
+
+    edge_a.freeze();
+    stack.nodes_in(&["edge-a"], "lost").await;
+    let replacement = stack.executions_in("web", "running", 1).await;
+    assert_eq!(replacement[0]["node_id"], "edge-b");
+    edge_a.thaw();
+    stack.nodes_in(&["edge-a"], "connected").await;
+
+    let replacement_id = replacement[0]["id"].clone();
+    let web = eventually(
+        "the returning replica kept, its replacement stopped",
+        30,
+        || {
+            let all = executions(&url, "web");
+            let running: Vec<&Value> = all.iter().filter(|e| e["state"] == "running").collect();
+            let replaced_stopped = all
+                .iter()
+                .any(|e| e["id"] == replacement_id && e["state"] == "stopped");
+            if running.len() == 1 && running[0]["id"] == replica[0]["id"] && replaced_stopped {
+                Ok(all)
+            } else {
+                Err(format!("{all:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(web.len(), 2, "no third replica: {web:?}");
+    let agent = stack.executions_in("agent", "running", 1).await;
+    assert_eq!(
+        agent[0]["id"], daemon[0]["id"],
+        "the daemon is the same execution"
+    );
+    assert_eq!(
+        executions(&url, "agent").len(),
+        1,
+        "no second daemon execution"
+    );
+    let log = events(&url);
+    let replica_id = replica[0]["id"].as_str().unwrap();
+    assert!(
+        !mentioning(
+            &log,
+            "ExecutionStateChanged",
+            "still running when its node was heard again"
+        )
+        .iter()
+        .filter(|e| e.to_string().contains(replica_id))
+        .collect::<Vec<_>>()
+        .is_empty(),
+        "the return is in the log"
+    );
 }

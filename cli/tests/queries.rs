@@ -52,6 +52,7 @@ fn spec(name: &str, count: u32) -> JobSpec {
         count: Some(count),
         selector: BTreeMap::from([("role".into(), "edge".into())]),
         task: task(),
+        disconnect: None,
     }
 }
 

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
 use cairn_shared::spec::Labels;
-use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, Timestamp};
+use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, RunningAttempt, Timestamp};
 use cairn_streams::{Binding, Intake, Publisher, Pulled, StreamKind, subjects};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
@@ -83,7 +83,8 @@ impl EdgeConfig {
 /// Counters shared by the agent, its heartbeat and its handle.
 #[derive(Debug, Default)]
 pub struct Stats {
-    running: AtomicU32,
+    /// The attempts with a task of their own, as of the agent's last start or end of one.
+    running: std::sync::Mutex<Vec<RunningAttempt>>,
     bound: AtomicBool,
     received: AtomicU64,
     rejected: AtomicU64,
@@ -91,7 +92,28 @@ pub struct Stats {
 
 impl Stats {
     pub fn running(&self) -> u32 {
-        self.running.load(Ordering::Relaxed)
+        u32::try_from(self.running_attempts().len()).unwrap_or(u32::MAX)
+    }
+
+    /// The attempts running now, for the heartbeat.
+    pub fn running_attempts(&self) -> Vec<RunningAttempt> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_running<'a>(&self, keys: impl Iterator<Item = &'a AttemptKey>) {
+        let attempts = keys
+            .map(|k| RunningAttempt {
+                execution: k.execution,
+                attempt: k.attempt,
+            })
+            .collect();
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = attempts;
     }
 }
 
@@ -373,10 +395,7 @@ impl Agent {
                 self.running.retain(|_, tx| tx.receiver_count() > 0);
             }
         }
-        self.stats.running.store(
-            u32::try_from(self.running.len()).unwrap_or(u32::MAX),
-            Ordering::Relaxed,
-        );
+        self.stats.set_running(self.running.keys());
     }
 
     /// Handles messages in arrival order. Consecutive runs are recorded together (one
@@ -517,10 +536,7 @@ impl Agent {
     fn start(&mut self, key: AttemptKey, run: RunExecution) {
         let (tx, rx) = watch::channel(None);
         self.running.insert(key, tx);
-        self.stats.running.store(
-            u32::try_from(self.running.len()).unwrap_or(u32::MAX),
-            Ordering::Relaxed,
-        );
+        self.stats.set_running(self.running.keys());
         let attempt = Attempt {
             node: self.node.clone(),
             store: self.store.clone(),

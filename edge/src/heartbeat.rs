@@ -37,11 +37,13 @@ impl Beater {
                 // stale by then.
                 continue;
             }
+            let executions = self.stats.running_attempts();
             let beat: Liveness = Heartbeat {
                 node: self.node.clone(),
-                running: self.stats.running(),
+                running: u32::try_from(executions.len()).unwrap_or(u32::MAX),
                 capacity: self.capacity,
                 outbox: self.store.outbox_len(),
+                executions,
             }
             .into();
             let payload =

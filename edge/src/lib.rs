@@ -85,7 +85,9 @@
 //!   is flushed for up to `shutdown_flush_timeout`; the rest waits for the next start.
 //! - **Heartbeats** are core NATS messages (an `Envelope<Liveness>`) on `cairn.hb.<node>`
 //!   every `heartbeat_interval`, skipped while disconnected; they carry the node id, the
-//!   running count, the capacity and the outbox length.
+//!   attempts running (and their count), the capacity and the outbox length. The attempts
+//!   are how an orchestrator that declared this node lost learns, on its return, which of
+//!   its executions still run.
 //! - **The pull.** One long-lived `messages()` stream with a server idle heartbeat; on any
 //!   error (missed heartbeats after a server restart, consumer deleted) it is dropped and
 //!   bound again with capped backoff. The edge never creates its consumer: until the

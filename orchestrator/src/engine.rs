@@ -20,8 +20,8 @@ use async_nats::jetstream::{self, AckKind};
 use cairn_shared::codec::Envelope;
 use cairn_shared::event::InputRejected;
 use cairn_shared::{
-    Command, CommandId, Event, EventId, ExecutionId, JobId, NodeId, NodeState, Report, Seq,
-    Timestamp,
+    Command, CommandId, Event, EventId, ExecutionId, ExecutionState, JobId, Liveness, NodeId,
+    NodeState, Report, RunningAttempt, Seq, Timestamp,
 };
 use cairn_streams::{
     Binding, Error as StreamsError, Expect, Intake, Outgoing, Publisher, Pulled, ReadFrom, Reader,
@@ -30,7 +30,7 @@ use cairn_streams::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::decider::{self, IdSource, Input, Origin, State};
+use crate::decider::{self, IdSource, Input, Origin, State, lost_due};
 use crate::dispatcher::{Decided, Handoff};
 use crate::error::{Error, Result};
 use crate::retry::pause;
@@ -436,21 +436,33 @@ impl Engine {
         });
     }
 
-    /// A heartbeat from `node`: remembered, and a reconnection if the node was away.
-    async fn heartbeat(&mut self, node: NodeId) -> Result<()> {
+    /// A heartbeat from `node`: remembered, and decided on when the node was away or
+    /// names an attempt the state has as lost (its node came back with it running).
+    async fn heartbeat(&mut self, node: NodeId, running: Vec<RunningAttempt>) -> Result<()> {
         self.heard.insert(node.clone(), Instant::now());
-        match self.state.node(&node).map(|n| n.state) {
-            Some(NodeState::Disconnected | NodeState::Lost) => self
-                .decide(&Input::Heartbeat { node }, None)
+        let away = self
+            .state
+            .node(&node)
+            .is_some_and(|n| matches!(n.state, NodeState::Disconnected | NodeState::Lost));
+        let returned = running.iter().any(|a| {
+            self.state
+                .execution(a.execution)
+                .is_some_and(|e| e.state == ExecutionState::Lost && e.node == node)
+        });
+        if away || returned {
+            self.decide(&Input::Heartbeat { node, running }, None)
                 .await
-                .map(drop),
-            _ => Ok(()),
+                .map(drop)
+        } else {
+            Ok(())
         }
     }
 
-    /// Turns silence past the thresholds into liveness inputs.
+    /// Turns silence past the thresholds into liveness inputs: the node's own, and its
+    /// executions' (a job's `disconnect.lost_after`).
     async fn check_liveness(&mut self) -> Result<()> {
         let now = Instant::now();
+        let lost_after = self.liveness.lost_after;
         let mut due = Vec::new();
         for node in self.state.nodes() {
             let heard = *self.heard.entry(node.id.clone()).or_insert(now);
@@ -467,10 +479,15 @@ impl Engine {
                         since,
                     });
                 }
-                NodeState::Disconnected if silent >= self.liveness.lost_after => {
+                NodeState::Disconnected | NodeState::Lost
+                    if lost_due(&self.state, &node.id, lost_after)
+                        .is_some_and(|due| silent >= due) =>
+                {
                     due.push(Input::NodeSilentTooLong {
                         node: node.id.clone(),
                         since,
+                        silent,
+                        lost_after,
                     });
                 }
                 _ => {}
@@ -528,7 +545,8 @@ impl Engine {
                 }
                 Some(beat) = heartbeats.next() => {
                     if let Some(node) = subjects::node_of_heartbeat(&beat.subject) {
-                        self.heartbeat(node).await?;
+                        let running = running_of(&node, &beat.payload);
+                        self.heartbeat(node, running).await?;
                     }
                 }
                 Some(advisory) = deletions.next() => {
@@ -723,4 +741,21 @@ fn gather(
         }
     }
     batch
+}
+
+/// The attempts a heartbeat says its node runs. The subject already proved which node sent
+/// it (only that node may publish there); a beat that does not decode, or names another
+/// node, still counts as the node being heard, with nothing said about its attempts.
+fn running_of(node: &NodeId, payload: &[u8]) -> Vec<RunningAttempt> {
+    match Envelope::<Liveness>::decode(payload) {
+        Ok(Envelope {
+            body: Liveness::Heartbeat(beat),
+            ..
+        }) if &beat.node == node => beat.executions,
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::debug!(%node, error = %e, "undecodable heartbeat");
+            Vec::new()
+        }
+    }
 }

@@ -171,6 +171,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
                 count: Some(count),
                 selector: BTreeMap::new(),
                 task: task(),
+                disconnect: None,
             },
         }
         .into(),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
-use crate::ids::{NodeId, ReportId};
+use crate::ids::{ExecutionId, NodeId, ReportId};
 
 /// One beat. Cheap to send every few seconds from every node; a lost beat is harmless
 /// because the next one carries the same facts.
@@ -19,6 +19,18 @@ pub struct Heartbeat {
     /// growing number means the edge cannot publish.
     #[serde(default)]
     pub outbox: u64,
+    /// The attempts whose process runs here now: after an absence long enough for the
+    /// orchestrator to have declared them lost, this is how it learns that they were not.
+    /// Empty in beats from edges before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executions: Vec<RunningAttempt>,
+}
+
+/// One attempt an edge is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunningAttempt {
+    pub execution: ExecutionId,
+    pub attempt: u32,
 }
 
 messages! {

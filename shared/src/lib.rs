@@ -19,7 +19,7 @@ pub use assignment::Assignment;
 pub use codec::{Envelope, Error, Message, Result};
 pub use command::Command;
 pub use event::Event;
-pub use heartbeat::{Heartbeat, Liveness};
+pub use heartbeat::{Heartbeat, Liveness, RunningAttempt};
 pub use ids::{CommandId, EventId, ExecutionId, JobId, NodeId, ReportId, Seq};
 pub use report::Report;
 pub use spec::{JobSpec, JobType, TaskSpec};

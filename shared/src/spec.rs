@@ -60,6 +60,49 @@ pub struct JobSpec {
     #[serde(default)]
     pub selector: Labels,
     pub task: TaskSpec,
+    /// What happens to the job's executions while their node is silent; absent means the
+    /// orchestrator's `--lost-after`, replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect: Option<Disconnect>,
+}
+
+/// The job's answer to a node that went silent (Nomad's `disconnect` block).
+///
+/// An execution on a silent node is declared `lost` once the node has been silent for
+/// `lost_after`. With `replace` (the default) its slot is then filled again elsewhere;
+/// without it the slot waits for that node, so the work never runs twice, at the price of
+/// not running while the node is away. Either way a node that comes back is heard: what
+/// its edge reports about a lost execution is recorded, and an execution still running
+/// (or a batch execution that completed) takes its slot back from the replacement, which
+/// is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disconnect {
+    /// Silence after which the job's executions on the node are lost; absent means the
+    /// orchestrator's `--lost-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_after: Option<HumanDuration>,
+    /// Whether a lost execution is replaced (true) or waits for its node (false).
+    #[serde(default = "replaces")]
+    pub replace: bool,
+}
+
+fn replaces() -> bool {
+    true
+}
+
+impl JobSpec {
+    /// Whether a lost execution of this job is replaced, or its slot waits for its node.
+    pub fn replaces_lost(&self) -> bool {
+        self.disconnect.is_none_or(|d| d.replace)
+    }
+
+    /// How long the job's executions may stay on a silent node before they are lost;
+    /// `default` (the orchestrator's) unless the job says.
+    pub fn lost_after(&self, default: Duration) -> Duration {
+        self.disconnect
+            .and_then(|d| d.lost_after)
+            .map_or(default, |HumanDuration(d)| d)
+    }
 }
 
 /// Which engine runs the task. Only `exec` exists today.
@@ -213,6 +256,17 @@ impl JobSpec {
         {
             return Err(SpecError::new("task.timeout", "must be longer than zero"));
         }
+        if let Some(Disconnect {
+            lost_after: Some(HumanDuration(t)),
+            ..
+        }) = self.disconnect
+            && t.is_zero()
+        {
+            return Err(SpecError::new(
+                "disconnect.lost_after",
+                "must be longer than zero",
+            ));
+        }
         Ok(())
     }
 }
@@ -235,6 +289,7 @@ mod tests {
                 working_dir: None,
                 timeout: Some(HumanDuration(Duration::from_secs(30))),
             },
+            disconnect: None,
         }
     }
 
@@ -264,6 +319,31 @@ mod tests {
         let mut s = spec();
         s.task.timeout = Some(HumanDuration(Duration::ZERO));
         assert_eq!(s.validate().unwrap_err().field, "task.timeout");
+
+        let mut s = spec();
+        s.disconnect = Some(Disconnect {
+            lost_after: Some(HumanDuration(Duration::ZERO)),
+            replace: true,
+        });
+        assert_eq!(s.validate().unwrap_err().field, "disconnect.lost_after");
+    }
+
+    #[test]
+    fn disconnect_defaults_to_the_orchestrators_threshold_and_replacing() {
+        let default = Duration::from_secs(300);
+        assert_eq!(spec().lost_after(default), default);
+        assert!(spec().replaces_lost());
+
+        let mut json = serde_json::to_value(spec()).unwrap();
+        json["disconnect"] = serde_json::json!({"lost_after": "2m"});
+        let s: JobSpec = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(s.lost_after(default), Duration::from_secs(120));
+        assert!(s.replaces_lost(), "replace defaults to true");
+
+        json["disconnect"] = serde_json::json!({"replace": false});
+        let s: JobSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(s.lost_after(default), default);
+        assert!(!s.replaces_lost());
     }
 
     #[test]

@@ -32,6 +32,32 @@ fn every_sample_round_trips() {
     }
 }
 
+/// Fields newer than the golden fixtures, which hold them empty.
+#[test]
+fn newer_fields_round_trip() {
+    let mut beat = samples::heartbeats().remove(0);
+    let Liveness::Heartbeat(ref mut body) = beat.body;
+    body.executions = vec![cairn_shared::RunningAttempt {
+        execution: cairn_shared::ExecutionId::generate(),
+        attempt: 2,
+    }];
+    let bytes = beat.encode().unwrap();
+    assert_eq!(Envelope::<Liveness>::decode(&bytes).unwrap(), beat);
+
+    let mut spec = samples::spec();
+    spec.disconnect = Some(cairn_shared::spec::Disconnect {
+        lost_after: Some(cairn_shared::spec::HumanDuration(
+            std::time::Duration::from_secs(90),
+        )),
+        replace: false,
+    });
+    let bytes = rmp_serde::to_vec_named(&spec).unwrap();
+    assert_eq!(
+        rmp_serde::from_slice::<cairn_shared::JobSpec>(&bytes).unwrap(),
+        spec
+    );
+}
+
 #[test]
 fn the_samples_cover_every_type() {
     let mut seen: Vec<&str> = samples::events().iter().map(|e| e.type_name()).collect();

@@ -78,6 +78,21 @@ impl Proc {
         )
     }
 
+    /// SIGSTOP: frozen, its connections open, its children running on; peers hear nothing.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Proc::freeze`].
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).expect("a pid"));
+        nix::sys::signal::kill(pid, signal).expect("signalling a part");
+    }
+
     /// SIGKILL: no clean-up, no goodbye.
     pub fn kill9(&mut self) {
         let _ = self.0.kill();

@@ -38,9 +38,20 @@
 //!   marks the job stopped; executions end when their edge says so, because the node may
 //!   already be running them. Stopping an already terminal job is accepted and changes
 //!   nothing. The only executions ended by decision are those on a lost node.
-//! - **A lost node's executions are lost, and also asked to stop**, so a partitioned edge that
-//!   comes back does not keep running work that was replaced elsewhere. Its later reports on
-//!   those executions are refused (they are terminal) and recorded as `InputRejected`.
+//! - **Silence is judged twice.** A node silent for the orchestrator's lost-after is
+//!   `lost`; each of its executions is `lost` once the node has been silent for its job's
+//!   `disconnect.lost_after` (the same by default), before or after the node. A lost
+//!   execution is *not* asked to stop, because the node may only be cut off; only work it
+//!   never took (`pending`) is withdrawn when its job replaces it. With `replace: false`
+//!   the slot waits for the node instead of being filled elsewhere.
+//! - **Late truth is recorded, then reconciled.** What an edge reports about an execution
+//!   declared lost (in a report, or as running in a heartbeat) is recorded as it arrives,
+//!   never refused. The execution takes its slot back when it still runs, or completed a
+//!   batch slot its replacement has not: the replacement is asked to stop. Otherwise, if it
+//!   still runs, it is asked to stop itself (its slot was completed, its job stopped or
+//!   moved to a new version). A slot thus never has two executions meant to run; a batch
+//!   slot can still end with two completed attempts when both ran while the node was cut
+//!   off, which the log then shows (the case `replace: false` exists for).
 //! - **Eligibility:** a node takes an execution when it is not lost, its labels contain every
 //!   selector pair, and its non-terminal executions are fewer than its capacity (capacity 0
 //!   takes nothing; a node that lowers its capacity below its load keeps what it runs and
@@ -85,6 +96,8 @@
 //!   the next such fact.
 //! - **Heartbeats** from a disconnected or lost node reconnect it ([`Input::Heartbeat`]), as
 //!   does its `NodeHello`. Other reports do not: liveness is the shell's timers' business.
+//!   A heartbeat's attempts are read before the reconnection, so a daemon still running on a
+//!   returning node is not placed there a second time.
 //! - **No time is needed**: events carry no timestamps (the shell stamps envelopes when it
 //!   appends), and liveness inputs carry the instant the shell measured from.
 //! - **The state keeps every decided command id and every execution** so redelivery and late
@@ -119,10 +132,15 @@ mod tally;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use cairn_shared::command::Command;
 use cairn_shared::event::{CommandAccepted, CommandRejected, InputRejected};
-use cairn_shared::{CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp};
+use cairn_shared::{
+    CommandId, Event, ExecutionId, JobId, NodeId, Report, RunningAttempt, Seq, Timestamp,
+};
 
+pub use liveness::lost_due;
 pub use state::{Execution, Job, Node, Run, Slot, State, evolve};
 pub use tally::{Counts, SlotKey, Status, Tally};
 
@@ -159,12 +177,23 @@ pub enum Input {
         origin: Origin,
         report: Report,
     },
-    /// The shell heard from a node (a heartbeat) after it had been silent.
-    Heartbeat { node: NodeId },
+    /// The shell heard from a node (a heartbeat) after it had been silent, or naming an
+    /// attempt it runs that the state has as lost; `running` is every attempt it names.
+    Heartbeat {
+        node: NodeId,
+        running: Vec<RunningAttempt>,
+    },
     /// The shell's liveness timer: the node has been silent since `since`.
     NodeSilent { node: NodeId, since: Timestamp },
-    /// The shell's liveness timer: the node has been silent past the lost threshold.
-    NodeSilentTooLong { node: NodeId, since: Timestamp },
+    /// The shell's liveness timer: the node has been silent for `silent` (since `since`),
+    /// which [`lost_due`] said is due for a decision. `lost_after` is the orchestrator's
+    /// threshold, for the node and for jobs that set none.
+    NodeSilentTooLong {
+        node: NodeId,
+        since: Timestamp,
+        silent: Duration,
+        lost_after: Duration,
+    },
 }
 
 /// What to append for one input.
@@ -218,11 +247,18 @@ pub fn decide(state: &State, input: &Input, ids: &mut impl IdSource) -> Decision
             origin,
             report,
         } => decide_report(state, node, origin, report, ids),
-        Input::Heartbeat { node } => run(state, ids, |d| liveness::heard(d, node)),
-        Input::NodeSilent { node, .. } => run(state, ids, |d| liveness::silent(d, node)),
-        Input::NodeSilentTooLong { node, since } => {
-            run(state, ids, |d| liveness::lost(d, node, *since))
+        Input::Heartbeat { node, running } => {
+            run(state, ids, |d| liveness::heard(d, node, running))
         }
+        Input::NodeSilent { node, .. } => run(state, ids, |d| liveness::silent(d, node)),
+        Input::NodeSilentTooLong {
+            node,
+            since,
+            silent,
+            lost_after,
+        } => run(state, ids, |d| {
+            liveness::lost(d, node, *since, *silent, *lost_after)
+        }),
     }
 }
 

@@ -3,9 +3,11 @@
 //! Reports come from the network, so every one is checked against the state before it
 //! becomes a fact; anything that does not fit is refused with a reason, never a panic.
 
-use cairn_shared::event::{ExecutionStateChanged, NodeReconnected, NodeRegistered};
+use cairn_shared::event::{
+    ExecutionStateChanged, ExecutionStopRequested, NodeReconnected, NodeRegistered,
+};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
-use cairn_shared::{ExecutionState, NodeId, NodeState, Report};
+use cairn_shared::{DesiredState, ExecutionId, ExecutionState, NodeId, NodeState, Report};
 
 use super::draft::Draft;
 use super::{Rejection, RejectionKind};
@@ -56,7 +58,12 @@ fn node_hello(draft: &mut Draft, hello: &NodeHello) {
     }
 }
 
-fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), Rejection> {
+/// Applies an execution's state as its edge reports it (in a report, or for one declared
+/// lost, in a heartbeat that names it running).
+pub(super) fn execution_update(
+    draft: &mut Draft,
+    update: &ExecutionUpdate,
+) -> Result<(), Rejection> {
     let id = update.execution;
     let to = update.state;
     if !is_reportable(to) {
@@ -95,27 +102,101 @@ fn execution_update(draft: &mut Draft, update: &ExecutionUpdate) -> Result<(), R
         // A resent report: the fact is already recorded.
         return Ok(());
     }
+    // What an edge says about an execution declared lost is news from a node that was
+    // only away: the truth, recorded as it arrives and then reconciled.
+    let late = from == ExecutionState::Lost;
     // Edges report in order, so one behind what the edge itself reported before is an
-    // older report delivered again. (An end the orchestrator decided, `lost` or
-    // `cancelled`, is no report of the edge's: what the edge says after it is news.)
-    let decided_end = matches!(from, ExecutionState::Lost | ExecutionState::Cancelled);
+    // older report delivered again. (An end the orchestrator decided is no report of the
+    // edge's: what the edge says after it is news.)
+    let decided_end = late || from == ExecutionState::Cancelled;
     if !decided_end && progress(to) < progress(from) {
         return Ok(());
     }
-    if from.is_terminal() {
+    if from.is_terminal() && !late {
         return Err(Rejection::new(
             RejectionKind::TerminalExecution,
             format!("execution {id} already ended ({from}); it cannot become {to}"),
         ));
     }
+    let reason = if late {
+        let said = update
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        Some(format!("reported after its node was declared lost{said}"))
+    } else {
+        update.reason.clone()
+    };
     draft.emit(ExecutionStateChanged {
         execution: id,
         node: update.node.clone(),
         state: to,
         exit_code: update.exit_code,
-        reason: update.reason.clone(),
+        reason,
     });
+    if late {
+        reconcile(draft, id);
+    }
     Ok(())
+}
+
+/// After a late report on `execution`: one execution per slot. If it took its slot back
+/// (`evolve` decides that by `Run::reinstates`), whatever replaced it is asked to stop;
+/// if it did not (the slot was completed, the job stopped or moved to a new version) and
+/// it still runs, it is the one asked to stop. A late end needs nothing more: it is
+/// recorded, and the slot's current execution carries on.
+fn reconcile(draft: &mut Draft, execution: ExecutionId) {
+    let Some(e) = draft.state.execution(execution) else {
+        return;
+    };
+    let (job_id, attempt, running) = (e.job, e.attempt, !e.state.is_terminal());
+    // A job that ended (stopped, completed, failed) has no slot left to hold.
+    let slot = draft
+        .state
+        .job(job_id)
+        .filter(|job| !job.state.is_terminal())
+        .and_then(|job| {
+            let key = job.run.slot_of(execution)?;
+            job.run.slot(key)
+        });
+    let holds_slot = slot.is_some_and(|s| s.current() == Some(execution));
+    let stops: Vec<(ExecutionId, NodeId, u32, String)> = if holds_slot {
+        slot.into_iter()
+            .flat_map(|s| s.executions.iter())
+            .filter(|id| **id != execution)
+            .filter_map(|id| draft.state.execution(*id))
+            .filter(|other| !other.state.is_terminal() && other.desired == DesiredState::Running)
+            .map(|other| {
+                let why = format!(
+                    "attempt {attempt} of this slot was heard from again after its node was \
+                     lost, and keeps the slot"
+                );
+                (other.id, other.node.clone(), other.attempt, why)
+            })
+            .collect()
+    } else if running
+        && draft
+            .state
+            .execution(execution)
+            .is_some_and(|e| e.desired == DesiredState::Running)
+    {
+        let node = draft.state.execution(execution).map(|e| e.node.clone());
+        let why = "its node was lost and its work moved on meanwhile".to_owned();
+        node.into_iter()
+            .map(|node| (execution, node, attempt, why.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (execution, node, attempt, reason) in stops {
+        draft.emit(ExecutionStopRequested {
+            execution,
+            node,
+            reason,
+            attempt,
+        });
+    }
 }
 
 /// The states an edge may claim; the others are the orchestrator's to decide.

@@ -251,6 +251,59 @@ impl Run {
         run
     }
 
+    /// The slot holding `execution`, if it was placed in this run.
+    pub fn slot_of(&self, execution: ExecutionId) -> Option<&SlotKey> {
+        self.slot_of.get(&execution)
+    }
+
+    /// Whether `execution`, lost until now and reported `to` by its edge, takes its slot
+    /// back from whatever replaced it. It does when it is still meant to run, is no longer
+    /// its slot's current execution, and either runs again or (batch) completed, unless
+    /// the replacement completed the batch slot already. The decider stops what it takes
+    /// the slot from; `evolve` moves it to the end of the slot's chain, where the current
+    /// execution is. One rule for both, so the log replays to the same slots.
+    fn reinstates(
+        &self,
+        job_type: JobType,
+        execution: &Execution,
+        to: ExecutionState,
+        executions: &OrdMap<ExecutionId, Execution>,
+    ) -> bool {
+        let comes_back = execution.state == ExecutionState::Lost
+            && execution.desired == DesiredState::Running
+            && (!to.is_terminal()
+                || (to == ExecutionState::Completed && job_type == JobType::Batch));
+        if !comes_back || job_type == JobType::Ops {
+            return false;
+        }
+        let Some(slot) = self.slot_of(execution.id).and_then(|key| self.slot(key)) else {
+            return false;
+        };
+        match slot.current().and_then(|id| executions.get(&id)) {
+            Some(current) if current.id == execution.id => false,
+            Some(current) => {
+                !(job_type == JobType::Batch && current.state == ExecutionState::Completed)
+            }
+            None => false,
+        }
+    }
+
+    /// Makes `execution` its slot's current execution again (see [`Run::reinstates`]).
+    fn reinstate(&mut self, execution: ExecutionId) {
+        let Some(key) = self.slot_of.get(&execution).cloned() else {
+            return;
+        };
+        let slot = match &key {
+            SlotKey::Counted(index) => self.counted.get_mut(*index),
+            SlotKey::Pinned(node) => self.pinned.get_mut(node),
+        };
+        if let Some(slot) = slot {
+            let chain = Arc::make_mut(&mut slot.executions);
+            chain.retain(|id| *id != execution);
+            chain.push(execution);
+        }
+    }
+
     /// The slot at `key`, if the run has one there.
     pub fn slot(&self, key: &SlotKey) -> Option<&Slot> {
         match key {
@@ -350,7 +403,7 @@ impl Run {
             }
             return;
         };
-        let status = classify(job_type, slot, usable, executions);
+        let status = classify(job_type, slot, usable, spec.replaces_lost(), executions);
         slot.status = status;
         self.tally.add(key, status, !slot.executions.is_empty());
         let running = slot
@@ -638,21 +691,47 @@ fn attach(
 }
 
 fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
+    let Some(execution) = state.executions.get(&e.execution) else {
+        return;
+    };
+    let was = execution.state;
+    let reinstated = state.jobs.get(&execution.job).is_some_and(|job| {
+        !job.state.is_terminal()
+            && job
+                .run
+                .reinstates(job.spec.job_type, execution, e.state, &state.executions)
+    });
     let Some(execution) = state.executions.get_mut(&e.execution) else {
         return;
     };
     execution.state = e.state;
     execution.exit_code = e.exit_code;
     execution.reason = e.reason.clone();
-    if e.state.is_terminal() {
+    let execution = execution.clone();
+    // Ended, or (a late report from a node that was lost) under way again.
+    let (ends, resumes) = (
+        !was.is_terminal() && e.state.is_terminal(),
+        was.is_terminal() && !e.state.is_terminal(),
+    );
+    if ends || resumes {
         if let Some(node) = state.nodes.get_mut(&execution.node) {
-            node.active.remove(&e.execution);
+            if ends {
+                node.active.remove(&e.execution);
+            } else {
+                node.active.insert(e.execution);
+            }
             note_room(&mut state.with_room, node);
         }
         if let Some(job) = state.jobs.get_mut(&execution.job) {
-            job.remove_live(e.execution, &execution.node);
+            if ends {
+                job.remove_live(e.execution, &execution.node);
+            } else {
+                job.add_live(e.execution, &execution.node);
+            }
         }
     }
-    let job = execution.job;
-    slot_changed(state, job, e.execution);
+    if reinstated && let Some(job) = state.jobs.get_mut(&execution.job) {
+        job.run.reinstate(e.execution);
+    }
+    slot_changed(state, execution.job, e.execution);
 }

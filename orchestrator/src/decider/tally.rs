@@ -32,6 +32,9 @@ pub enum Status {
     Waiting,
     /// A daemon slot whose node is lost or no longer matches: nothing to do there.
     Idle,
+    /// Its execution was lost and its job does not replace lost work
+    /// (`disconnect.replace: false`): the slot waits for that node to come back.
+    Away,
     /// A batch slot that completed.
     Done,
     /// An ops slot that ended, successfully or not (its node may have been lost first).
@@ -47,6 +50,7 @@ pub struct Counts {
     pub up: usize,
     pub waiting: usize,
     pub idle: usize,
+    pub away: usize,
     pub done: usize,
     pub ended_ok: usize,
     pub ended_failed: usize,
@@ -60,6 +64,7 @@ impl Counts {
             Status::Live { pending: false } => &mut self.up,
             Status::Waiting => &mut self.waiting,
             Status::Idle => &mut self.idle,
+            Status::Away => &mut self.away,
             Status::Done => &mut self.done,
             Status::Ended { ok: true } => &mut self.ended_ok,
             Status::Ended { ok: false } => &mut self.ended_failed,
@@ -72,6 +77,7 @@ impl Counts {
             + self.up
             + self.waiting
             + self.idle
+            + self.away
             + self.done
             + self.ended_ok
             + self.ended_failed
@@ -150,7 +156,8 @@ impl Tally {
             JobType::Batch if counts.done == slots => return Verdict::Is(JobState::Completed),
             _ => {}
         }
-        let in_flight = counts.pending + counts.up > 0;
+        // Work on a node that is away may well be running; the job is not idle.
+        let in_flight = counts.pending + counts.up + counts.away > 0;
         let any_done = counts.done + counts.ended_ok + counts.ended_failed > 0;
         let deploying = self.waiting() + counts.pending > 0;
         Verdict::Is(if !in_flight && !any_done {
@@ -187,11 +194,12 @@ impl Tally {
 }
 
 /// Reads one slot. `usable` is whether the slot's node may run the job (counted slots have
-/// no node and always are).
+/// no node and always are); `replaces` whether the job replaces lost work.
 pub(super) fn classify(
     job_type: JobType,
     slot: &Slot,
     usable: bool,
+    replaces: bool,
     executions: &OrdMap<ExecutionId, Execution>,
 ) -> Status {
     let current = slot.current().and_then(|id| executions.get(&id));
@@ -208,6 +216,12 @@ pub(super) fn classify(
             None if usable => Status::Waiting,
             None => Status::Ended { ok: false },
         };
+    }
+    if !replaces
+        && current
+            .is_some_and(|e| e.state == ExecutionState::Lost && e.desired == DesiredState::Running)
+    {
+        return Status::Away;
     }
     if !slot.is_open(job_type, |id| executions.get(&id).map(|e| e.state)) {
         return Status::Done;

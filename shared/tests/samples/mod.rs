@@ -62,6 +62,7 @@ pub fn spec() -> JobSpec {
         count: Some(3),
         selector: BTreeMap::from([("role".into(), "edge".into())]),
         task: task(),
+        disconnect: None,
     }
 }
 
@@ -219,6 +220,7 @@ pub fn heartbeats() -> Vec<Envelope<Liveness>> {
             running: 2,
             capacity: 8,
             outbox: 17,
+            executions: Vec::new(),
         }
         .into(),
     )]

@@ -100,6 +100,7 @@ pub fn check_state(state: &State, log: &[Event]) {
     check_indexes(state);
     check_slots_filled_in_order(state);
     check_one_per_node(state);
+    check_one_per_slot(state);
     check_tallies(state);
     check_settled(state);
 }
@@ -215,6 +216,30 @@ fn check_one_per_node(state: &State) {
             if let Some(other) = seen.insert(key, e.id) {
                 panic!("two executions {other} and {} of one job on one node", e.id);
             }
+        }
+    }
+}
+
+/// A slot has at most one execution meant to run at any time: a retry follows an end, and
+/// an execution heard from after its node was lost either takes its slot back (its
+/// replacement asked to stop) or is asked to stop itself.
+fn check_one_per_slot(state: &State) {
+    for job in state.active_jobs() {
+        let run = &job.run;
+        let slots = run.counted.iter().chain(run.pinned.values());
+        for slot in slots {
+            let running: Vec<_> = slot
+                .executions
+                .iter()
+                .filter_map(|id| state.execution(*id))
+                .filter(|e| !e.state.is_terminal() && e.desired == DesiredState::Running)
+                .map(|e| e.id)
+                .collect();
+            assert!(
+                running.len() <= 1,
+                "one slot of {} runs {running:?} at once",
+                job.name
+            );
         }
     }
 }

@@ -1,9 +1,7 @@
 //! Liveness: silent, lost and returning nodes, and what happens to their work.
 
-use cairn_shared::event::{
-    ExecutionStateChanged, ExecutionStopRequested, NodeDisconnected, NodeLost,
-};
-use cairn_shared::{Event, ExecutionState, JobState, NodeState};
+use cairn_shared::event::{ExecutionStateChanged, NodeDisconnected, NodeLost};
+use cairn_shared::{DesiredState, Event, ExecutionState, JobState, NodeState};
 
 use super::scenario::*;
 
@@ -50,24 +48,19 @@ fn a_disconnected_node_keeps_its_work() {
 }
 
 #[test]
-fn a_lost_node_loses_its_executions_and_asks_them_to_stop() {
+fn a_lost_node_loses_its_executions_without_stopping_them() {
     let mut s = Scenario::new();
     s.nodes(&["a"], 2);
     s.deploy(service("web", 1));
     let e = s.live_ids("web")[0];
+    s.start(e);
     let d = s.lose("a");
     let reason = "node lost (silent since 1970-01-01T00:00:01.000Z)".to_owned();
+    // Not asked to stop: if the node was only cut off, its edge says so when it returns.
     assert_eq!(
-        d.events[..3],
+        d.events[..2],
         [
             Event::from(NodeLost { node: node("a") }),
-            ExecutionStopRequested {
-                execution: e,
-                node: node("a"),
-                reason: reason.clone(),
-                attempt: 1,
-            }
-            .into(),
             ExecutionStateChanged {
                 execution: e,
                 node: node("a"),
@@ -78,8 +71,31 @@ fn a_lost_node_loses_its_executions_and_asks_them_to_stop() {
             .into(),
         ]
     );
+    assert!(!d.names().contains(&"ExecutionStopRequested"));
     assert_eq!(s.load("a"), 0);
     assert!(s.lose("a").events.is_empty(), "lost once");
+}
+
+#[test]
+fn work_a_lost_node_never_took_is_withdrawn_when_it_is_replaced() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 1);
+    s.deploy(batch("j", 1));
+    let e = s.live_ids("j")[0];
+    let d = s.lose("a");
+    assert_eq!(
+        d.names()[..3],
+        [
+            "NodeLost",
+            "ExecutionStopRequested",
+            "ExecutionStateChanged"
+        ]
+    );
+    assert_eq!(d.assigned(), [("b".into(), 2)]);
+    assert_eq!(
+        s.state.execution(e).map(|e| e.desired),
+        Some(DesiredState::Stopped)
+    );
 }
 
 #[test]
@@ -110,22 +126,6 @@ fn a_lost_node_that_returns_is_used_again() {
     s.deploy(batch("j", 1));
     let d = s.heartbeat("a");
     assert_eq!(d.assigned(), [("a".into(), 1)]);
-}
-
-#[test]
-fn a_late_report_from_a_lost_node_is_refused_and_recorded() {
-    let mut s = Scenario::new();
-    s.nodes(&["a", "b"], 1);
-    s.deploy(batch("j", 1));
-    let e = s.live_ids("j")[0];
-    s.lose("a");
-    s.heartbeat("a");
-    let d = s.report(e, ExecutionState::Completed);
-    assert_eq!(d.names(), ["InputRejected"]);
-    assert_eq!(
-        s.state.execution(e).map(|e| e.state),
-        Some(ExecutionState::Lost)
-    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Scenario and property tests of the decider.
 
 mod commands;
+mod disconnect;
 mod invariants;
 mod liveness;
 mod placement;

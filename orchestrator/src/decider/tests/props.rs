@@ -1,10 +1,13 @@
 //! Random input sequences: whatever arrives, in whatever order, every decision keeps the
 //! invariants (the scenario harness checks them after each step).
 
+use std::time::Duration;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 
 use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
+use cairn_shared::spec::{Disconnect, HumanDuration};
 use cairn_shared::{ExecutionState, JobType};
 
 use super::scenario::*;
@@ -50,6 +53,15 @@ enum Step {
     Lost {
         node: u8,
     },
+    /// Silent long enough for a job with a short `disconnect.lost_after`, not the node.
+    Brief {
+        node: u8,
+    },
+    /// A heartbeat naming some of the node's lost executions as running (`pick` bits).
+    Back {
+        node: u8,
+        pick: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -68,6 +80,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..5u8).prop_map(|node| Step::Heartbeat { node }),
         1 => (0..5u8).prop_map(|node| Step::Silent { node }),
         1 => (0..5u8).prop_map(|node| Step::Lost { node }),
+        1 => (0..5u8).prop_map(|node| Step::Brief { node }),
+        2 => (0..5u8, any::<u8>()).prop_map(|(node, pick)| Step::Back { node, pick }),
     ]
 }
 
@@ -128,8 +142,21 @@ impl Run {
                 ][usize::from(*job_type) % 4];
                 let count = job_type.takes_count().then_some(*count);
                 let mut spec = selecting(spec(&job_name(*name), job_type, count), &role(*r));
-                if *variant == 1 {
-                    spec.task.command = vec!["false".into()];
+                match variant {
+                    1 => spec.task.command = vec!["false".into()],
+                    2 => {
+                        spec.disconnect = Some(Disconnect {
+                            lost_after: None,
+                            replace: false,
+                        });
+                    }
+                    3 => {
+                        spec.disconnect = Some(Disconnect {
+                            lost_after: Some(HumanDuration(Duration::from_secs(60))),
+                            replace: true,
+                        });
+                    }
+                    _ => {}
                 }
                 self.command(Command::DeployJob(DeployJob { spec }));
             }
@@ -163,6 +190,24 @@ impl Run {
             }
             Step::Lost { node } => {
                 self.s.lose(&node_name(*node));
+            }
+            Step::Brief { node } => {
+                self.s
+                    .silent_for(&node_name(*node), Duration::from_secs(60));
+            }
+            Step::Back { node, pick } => {
+                let id = node_name(*node);
+                let lost: Vec<_> = self
+                    .s
+                    .state
+                    .executions()
+                    .filter(|e| e.node.as_str() == id && e.state == ExecutionState::Lost)
+                    .map(|e| e.id)
+                    .enumerate()
+                    .filter(|(i, _)| pick & (1 << (i % 8)) != 0)
+                    .map(|(_, e)| e)
+                    .collect();
+                self.s.heartbeat_running(&id, &lost);
             }
         }
     }

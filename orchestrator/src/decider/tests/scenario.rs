@@ -2,17 +2,21 @@
 //! invariants checked after every decision of every test.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::spec::{Engine, Labels, TaskSpec};
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
-    NodeId, NodeState, Report, Seq, Timestamp,
+    NodeId, NodeState, Report, RunningAttempt, Seq, Timestamp,
 };
 use ulid::Ulid;
 
 use crate::decider::{Decision, IdSource, Input, Origin, RejectionKind, State, decide, evolve};
+
+/// The orchestrator's lost-after in every scenario.
+pub const LOST_AFTER: Duration = Duration::from_secs(300);
 
 /// Ids from counters, so the n-th id of a scenario is known in advance.
 #[derive(Default)]
@@ -72,6 +76,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
             working_dir: None,
             timeout: None,
         },
+        disconnect: None,
     }
 }
 
@@ -235,15 +240,39 @@ impl Scenario {
         })
     }
 
+    /// The node silent for the orchestrator's whole lost-after ([`LOST_AFTER`]).
     pub fn lose(&mut self, id: &str) -> Decision {
+        self.silent_for(id, LOST_AFTER)
+    }
+
+    /// The shell's liveness timer, the node silent for `silent`.
+    pub fn silent_for(&mut self, id: &str, silent: Duration) -> Decision {
         self.when(Input::NodeSilentTooLong {
             node: node(id),
             since: Timestamp(1_000),
+            silent,
+            lost_after: LOST_AFTER,
         })
     }
 
     pub fn heartbeat(&mut self, id: &str) -> Decision {
-        self.when(Input::Heartbeat { node: node(id) })
+        self.heartbeat_running(id, &[])
+    }
+
+    /// A heartbeat naming the executions (their current attempts) the node runs.
+    pub fn heartbeat_running(&mut self, id: &str, running: &[ExecutionId]) -> Decision {
+        let running = running
+            .iter()
+            .filter_map(|e| self.state.execution(*e))
+            .map(|e| RunningAttempt {
+                execution: e.id,
+                attempt: e.attempt,
+            })
+            .collect();
+        self.when(Input::Heartbeat {
+            node: node(id),
+            running,
+        })
     }
 
     pub fn job(&self, name: &str) -> &crate::decider::Job {
