@@ -132,6 +132,15 @@ async fn main() -> Result<()> {
         .clone()
         .or_else(|| server.as_ref().map(|s| s.url()))
         .context("no NATS server")?;
+    let nats = stack::Nats {
+        url,
+        replicas: 1,
+        server_pids: server
+            .as_ref()
+            .and_then(cairn_streams::testing::NatsServer::pid)
+            .into_iter()
+            .collect(),
+    };
     let quick = cli.quick;
     let replay_events =
         |events: Option<u64>| events.unwrap_or(if quick { 20_000 } else { 1_000_000 });
@@ -153,27 +162,24 @@ async fn main() -> Result<()> {
             }
         })
     };
-    let server_pid = server
-        .as_ref()
-        .and_then(cairn_streams::testing::NatsServer::pid);
     let run = async {
         anyhow::Ok(match cli.command {
             Command::Lifecycle {
                 nodes: n,
                 executions: e,
-            } => vec![lifecycle::run(&url, nodes(n), executions(e)).await?],
+            } => vec![lifecycle::run(&nats, nodes(n), executions(e)).await?],
             Command::Dispatch {
                 nodes: n,
                 rate: r,
                 duration: d,
-            } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d), appends).await?],
-            Command::Scale { sizes: s } => vec![scale::run(&url, &sizes(s), server_pid).await?],
-            Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
+            } => vec![dispatch::run(&nats, nodes(n), rate(r), duration(d), appends).await?],
+            Command::Scale { sizes: s } => vec![scale::run(&nats, &sizes(s)).await?],
+            Command::Replay { events } => vec![replay::run(&nats, replay_events(events)).await?],
             Command::Reconnect {
                 backlog: b,
                 trials: t,
                 task,
-            } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
+            } => vec![reconnect::run(&nats, backlog(b), trials(t), &task).await?],
             Command::Layout {
                 nodes: n,
                 candidates,
@@ -188,12 +194,12 @@ async fn main() -> Result<()> {
                 vec![layout::run(&sizes, candidates.as_deref(), quick).await?]
             }
             Command::All => vec![
-                lifecycle::run(&url, nodes(None), executions(None)).await?,
-                dispatch::run(&url, nodes(None), rate(None), duration(None), appends).await?,
-                reconnect::run(&url, backlog(None), trials(None), "true").await?,
+                lifecycle::run(&nats, nodes(None), executions(None)).await?,
+                dispatch::run(&nats, nodes(None), rate(None), duration(None), appends).await?,
+                reconnect::run(&nats, backlog(None), trials(None), "true").await?,
                 // Before replay, whose million events would stay in both processes' memory.
-                scale::run(&url, &sizes(None), server_pid).await?,
-                replay::run(&url, replay_events(None)).await?,
+                scale::run(&nats, &sizes(None)).await?,
+                replay::run(&nats, replay_events(None)).await?,
             ],
         })
     };
@@ -214,7 +220,7 @@ async fn main() -> Result<()> {
             std::process::exit(status);
         }
     };
-    let report = report::Report::new(&url, cli.quick, scenarios).await?;
+    let report = report::Report::new(&nats.url, cli.quick, scenarios).await?;
     print!("{}", report.table());
     if let Some(path) = cli.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
