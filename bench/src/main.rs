@@ -1,5 +1,6 @@
 //! `cairn-bench`: cairn's throughput measured beside raw JetStream in the same run, on the
-//! same server and client, so every figure is reported as a ratio to its baseline.
+//! same servers, stream replicas and client, so every figure is reported as a ratio to its
+//! baseline.
 
 mod appends;
 mod dispatch;
@@ -18,7 +19,8 @@ mod watch;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use cairn_streams::testing::{NatsCluster, NatsServer};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -30,9 +32,14 @@ use tracing_subscriber::EnvFilter;
 )]
 struct Cli {
     /// Use this NATS server instead of starting a private one (its cairn streams are
-    /// deleted and recreated).
+    /// deleted and recreated, with one replica).
     #[arg(long, global = true, env = "CAIRN_BENCH_NATS_URL")]
     nats: Option<String>,
+    /// Private nats-servers to start: 1, or 3 clustered on loopback, and then every stream
+    /// of the run, cairn's and the raw baselines', has three replicas. Not with --nats, and
+    /// not for `layout`, which starts clusters of its own.
+    #[arg(long, global = true, default_value_t = 1, value_parser = parse_servers)]
+    servers: usize,
     /// Write every figure, with the machine and versions, to this JSON file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -89,7 +96,8 @@ enum Command {
         duration: Option<std::time::Duration>,
     },
     /// Fleets of growing size: time to register all, time to run a daemon on all, and
-    /// the memory of nats-server, the orchestrator and one edge.
+    /// the memory of nats-server (each one's and their sum on a cluster), the orchestrator
+    /// and one edge.
     Scale {
         /// Fleet sizes, in order (default 10,100,1000,10000; 10,50 with --quick).
         #[arg(long, value_delimiter = ',')]
@@ -123,23 +131,40 @@ async fn main() -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let cli = Cli::parse();
+    if cli.servers > 1 {
+        let refusal = match (&cli.nats, &cli.command) {
+            (Some(url), _) => Some(format!(
+                "--servers {} starts a private cluster, so it cannot be used with --nats {url} \
+                 (given, or from CAIRN_BENCH_NATS_URL)",
+                cli.servers
+            )),
+            (None, Command::Layout { .. }) => Some(
+                "layout starts 3-server clusters of its own, so --servers does not apply to it"
+                    .to_owned(),
+            ),
+            (None, _) => None,
+        };
+        if let Some(refusal) = refusal {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, refusal)
+                .exit();
+        }
+    }
     let server = match &cli.nats {
         Some(_) => None,
-        None => Some(cairn_streams::testing::NatsServer::start()),
+        None => Some(Private::start(cli.servers).await),
     };
-    let url = cli
-        .nats
-        .clone()
-        .or_else(|| server.as_ref().map(|s| s.url()))
-        .context("no NATS server")?;
-    let nats = stack::Nats {
-        url,
-        replicas: 1,
-        server_pids: server
-            .as_ref()
-            .and_then(cairn_streams::testing::NatsServer::pid)
-            .into_iter()
-            .collect(),
+    let nats = match &server {
+        Some(server) => stack::Nats {
+            url: server.url(),
+            replicas: cli.servers,
+            server_pids: server.pids(),
+        },
+        None => stack::Nats {
+            url: cli.nats.clone().context("no NATS server")?,
+            replicas: 1,
+            server_pids: vec![],
+        },
     };
     let quick = cli.quick;
     let replay_events =
@@ -228,4 +253,48 @@ async fn main() -> Result<()> {
         eprintln!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+fn parse_servers(text: &str) -> Result<usize, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(NatsCluster::SIZE),
+        _ => Err(format!("{text:?} is not 1 or 3")),
+    }
+}
+
+/// The nats-server(s) this run started; they stop, their stores deleted, when it is dropped.
+enum Private {
+    Server(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Private {
+    /// One server, or a loopback cluster of [`NatsCluster::SIZE`] once JetStream answers
+    /// through it.
+    async fn start(servers: usize) -> Self {
+        if servers == NatsCluster::SIZE {
+            Self::Cluster(NatsCluster::start().await)
+        } else {
+            Self::Server(NatsServer::start())
+        }
+    }
+
+    /// Every server's client URL, comma-separated.
+    fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The servers' processes, in order.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Server(server) => server.pid().into_iter().collect(),
+            Self::Cluster(cluster) => (0..NatsCluster::SIZE)
+                .filter_map(|i| cluster.server(i).pid())
+                .collect(),
+        }
+    }
 }
