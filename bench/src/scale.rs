@@ -1,8 +1,8 @@
 //! The scale scenario: fleets of growing size. For each size N, a fresh orchestrator
 //! process and N edges — N-1 simulated ones and one real `cairn edge` process, so one
 //! edge's memory can be read — then the time until all N are registered, the time until a
-//! daemon job runs on all N, and the resident memory of nats-server, the orchestrator and
-//! the real edge. Before each size, JetStream's floor for the same fleet: N per-node
+//! daemon job runs on all N, and the resident memory of nats-server (on a cluster, of each
+//! server and their sum), the orchestrator and the real edge. Before each size, JetStream's floor for the same fleet: N per-node
 //! consumers created, and one message to each node received and acked. It stops at the
 //! first size that fails and says why.
 
@@ -169,8 +169,24 @@ async fn step(nats: &Nats, n: usize, figures: &mut Vec<Figure>) -> Result<()> {
             rss_bytes(std::process::id()),
         ),
     ];
-    if let Some(&pid) = nats.server_pids.first() {
-        memory.push((format!("{n} edges: nats-server RSS"), rss_bytes(pid)));
+    match nats.server_pids.as_slice() {
+        [pid] => memory.push((format!("{n} edges: nats-server RSS"), rss_bytes(*pid))),
+        // A cluster's members differ (stream and consumer leaders are spread over them),
+        // so each is shown, and the sum is what the fleet costs the cluster.
+        pids => {
+            for (i, pid) in pids.iter().enumerate() {
+                memory.push((
+                    format!("{n} edges: nats-server RSS, server {i}"),
+                    rss_bytes(*pid),
+                ));
+            }
+            if !pids.is_empty() {
+                memory.push((
+                    format!("{n} edges: nats-server RSS, sum of the {}", pids.len()),
+                    pids.iter().map(|pid| rss_bytes(*pid)).sum(),
+                ));
+            }
+        }
     }
     for (name, bytes) in memory {
         figures.push(Figure::value(&name, mb(bytes), "MB"));
