@@ -245,7 +245,7 @@ async fn main() -> Result<()> {
             std::process::exit(status);
         }
     };
-    let report = report::Report::new(&nats.url, cli.quick, scenarios).await?;
+    let report = report::Report::new(&nats, cli.quick, scenarios).await?;
     print!("{}", report.table());
     if let Some(path) = cli.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
