@@ -34,10 +34,15 @@ pub struct Appends {
 }
 
 /// Appends `samples` atomic batches and as many single messages, alternately, paced so
-/// each meets an idle server.
-pub async fn measure(js: &jetstream::Context, samples: usize) -> Result<Appends> {
+/// each meets an idle server, to a stream with the event stream's settings in `topology`
+/// (its replicas included).
+pub async fn measure(
+    js: &jetstream::Context,
+    topology: &Topology,
+    samples: usize,
+) -> Result<Appends> {
     let _ = js.delete_stream(STREAM).await;
-    let mut config = Topology::default().config(StreamKind::Events);
+    let mut config = topology.config(StreamKind::Events);
     config.name = STREAM.into();
     config.subjects = vec!["bench.log.*".into()];
     config.description = Some("cairn-bench: the event stream's settings, for raw appends".into());

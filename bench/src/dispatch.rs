@@ -16,30 +16,31 @@ use crate::fleet::Fleet;
 use crate::lifecycle::{quantiles, spec};
 use crate::raw::RawFleet;
 use crate::report::{Figure, Scenario};
-use crate::stack::{OrchestratorProcess, fresh_streams};
+use crate::stack::{Nats, OrchestratorProcess};
 use crate::watch::Watch;
 
 pub async fn run(
-    url: &str,
+    nats: &Nats,
     nodes: usize,
     rate: u64,
     duration: Duration,
     append_samples: usize,
 ) -> Result<Scenario> {
+    let url = nats.url.as_str();
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client.clone());
-    fresh_streams(&js).await?;
+    nats.fresh_streams(&js).await?;
     let offered = (rate as f64 * duration.as_secs_f64()) as u64;
 
     eprintln!("dispatch: raw baseline, {rate}/s to {nodes} per-node consumers for {duration:?}");
-    let raw = RawFleet::start(url, nodes).await?;
+    let raw = RawFleet::start(nats, nodes).await?;
     let raw_latency = raw.latency(rate, duration).await?;
     drop(raw);
     eprintln!("dispatch: raw appends, {append_samples} atomic batches and single messages");
-    let appends = crate::appends::measure(&js, append_samples).await?;
+    let appends = crate::appends::measure(&js, &nats.topology(), append_samples).await?;
 
     eprintln!("dispatch: orchestrator and {nodes} simulated edges; {rate} deploys/s");
-    let _orchestrator = OrchestratorProcess::start(url).await?;
+    let _orchestrator = OrchestratorProcess::start(nats).await?;
     let watch = Watch::start(&js).await?;
     let capacity = u32::try_from(offered)?.max(1);
     let fleet = Fleet::start(url, &watch, "dispatch", nodes, capacity, true).await?;

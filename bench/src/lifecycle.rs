@@ -19,7 +19,7 @@ use crate::fleet::{Fleet, now_nanos};
 use crate::raw::RawFleet;
 use crate::replay;
 use crate::report::{Figure, Scenario};
-use crate::stack::{OrchestratorProcess, fresh_streams};
+use crate::stack::{Nats, OrchestratorProcess};
 use crate::watch::Watch;
 
 /// A job spec for the simulated fleet; `program` decides what its edges do (see `fleet`).
@@ -126,18 +126,19 @@ pub fn quantiles(
         .collect()
 }
 
-pub async fn run(url: &str, nodes: usize, executions: u32) -> Result<Scenario> {
+pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario> {
+    let url = nats.url.as_str();
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client.clone());
-    fresh_streams(&js).await?;
+    nats.fresh_streams(&js).await?;
 
     eprintln!("lifecycle: raw baseline, {executions} messages through {nodes} per-node consumers");
-    let raw = RawFleet::start(url, nodes).await?;
+    let raw = RawFleet::start(nats, nodes).await?;
     let raw_time = raw.throughput(u64::from(executions)).await?;
     drop(raw);
 
     eprintln!("lifecycle: orchestrator and {nodes} simulated edges");
-    let _orchestrator = OrchestratorProcess::start(url).await?;
+    let _orchestrator = OrchestratorProcess::start(nats).await?;
     let watch = Watch::start(&js).await?;
     let capacity = executions.div_ceil(u32::try_from(nodes)?);
     let fleet = Fleet::start(url, &watch, "life", nodes, capacity, false).await?;

@@ -1,5 +1,6 @@
 //! `cairn-bench`: cairn's throughput measured beside raw JetStream in the same run, on the
-//! same server and client, so every figure is reported as a ratio to its baseline.
+//! same servers, stream replicas and client, so every figure is reported as a ratio to its
+//! baseline.
 
 mod appends;
 mod dispatch;
@@ -18,7 +19,8 @@ mod watch;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use cairn_streams::testing::{NatsCluster, NatsServer};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -30,9 +32,14 @@ use tracing_subscriber::EnvFilter;
 )]
 struct Cli {
     /// Use this NATS server instead of starting a private one (its cairn streams are
-    /// deleted and recreated).
+    /// deleted and recreated, with one replica).
     #[arg(long, global = true, env = "CAIRN_BENCH_NATS_URL")]
     nats: Option<String>,
+    /// Private nats-servers to start: 1, or 3 clustered on loopback, and then every stream
+    /// of the run, cairn's and the raw baselines', has three replicas. Not with --nats, and
+    /// not for `layout`, which starts clusters of its own.
+    #[arg(long, global = true, default_value_t = 1, value_parser = parse_servers)]
+    servers: usize,
     /// Write every figure, with the machine and versions, to this JSON file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -89,7 +96,8 @@ enum Command {
         duration: Option<std::time::Duration>,
     },
     /// Fleets of growing size: time to register all, time to run a daemon on all, and
-    /// the memory of nats-server, the orchestrator and one edge.
+    /// the memory of nats-server (each one's and their sum on a cluster), the orchestrator
+    /// and one edge.
     Scale {
         /// Fleet sizes, in order (default 10,100,1000,10000; 10,50 with --quick).
         #[arg(long, value_delimiter = ',')]
@@ -123,15 +131,41 @@ async fn main() -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let cli = Cli::parse();
+    if cli.servers > 1 {
+        let refusal = match (&cli.nats, &cli.command) {
+            (Some(url), _) => Some(format!(
+                "--servers {} starts a private cluster, so it cannot be used with --nats {url} \
+                 (given, or from CAIRN_BENCH_NATS_URL)",
+                cli.servers
+            )),
+            (None, Command::Layout { .. }) => Some(
+                "layout starts 3-server clusters of its own, so --servers does not apply to it"
+                    .to_owned(),
+            ),
+            (None, _) => None,
+        };
+        if let Some(refusal) = refusal {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, refusal)
+                .exit();
+        }
+    }
     let server = match &cli.nats {
         Some(_) => None,
-        None => Some(cairn_streams::testing::NatsServer::start()),
+        None => Some(Private::start(cli.servers).await),
     };
-    let url = cli
-        .nats
-        .clone()
-        .or_else(|| server.as_ref().map(|s| s.url()))
-        .context("no NATS server")?;
+    let nats = match &server {
+        Some(server) => stack::Nats {
+            url: server.url(),
+            replicas: cli.servers,
+            server_pids: server.pids(),
+        },
+        None => stack::Nats {
+            url: cli.nats.clone().context("no NATS server")?,
+            replicas: 1,
+            server_pids: vec![],
+        },
+    };
     let quick = cli.quick;
     let replay_events =
         |events: Option<u64>| events.unwrap_or(if quick { 20_000 } else { 1_000_000 });
@@ -153,27 +187,24 @@ async fn main() -> Result<()> {
             }
         })
     };
-    let server_pid = server
-        .as_ref()
-        .and_then(cairn_streams::testing::NatsServer::pid);
     let run = async {
         anyhow::Ok(match cli.command {
             Command::Lifecycle {
                 nodes: n,
                 executions: e,
-            } => vec![lifecycle::run(&url, nodes(n), executions(e)).await?],
+            } => vec![lifecycle::run(&nats, nodes(n), executions(e)).await?],
             Command::Dispatch {
                 nodes: n,
                 rate: r,
                 duration: d,
-            } => vec![dispatch::run(&url, nodes(n), rate(r), duration(d), appends).await?],
-            Command::Scale { sizes: s } => vec![scale::run(&url, &sizes(s), server_pid).await?],
-            Command::Replay { events } => vec![replay::run(&url, replay_events(events)).await?],
+            } => vec![dispatch::run(&nats, nodes(n), rate(r), duration(d), appends).await?],
+            Command::Scale { sizes: s } => vec![scale::run(&nats, &sizes(s)).await?],
+            Command::Replay { events } => vec![replay::run(&nats, replay_events(events)).await?],
             Command::Reconnect {
                 backlog: b,
                 trials: t,
                 task,
-            } => vec![reconnect::run(&url, backlog(b), trials(t), &task).await?],
+            } => vec![reconnect::run(&nats, backlog(b), trials(t), &task).await?],
             Command::Layout {
                 nodes: n,
                 candidates,
@@ -188,12 +219,12 @@ async fn main() -> Result<()> {
                 vec![layout::run(&sizes, candidates.as_deref(), quick).await?]
             }
             Command::All => vec![
-                lifecycle::run(&url, nodes(None), executions(None)).await?,
-                dispatch::run(&url, nodes(None), rate(None), duration(None), appends).await?,
-                reconnect::run(&url, backlog(None), trials(None), "true").await?,
+                lifecycle::run(&nats, nodes(None), executions(None)).await?,
+                dispatch::run(&nats, nodes(None), rate(None), duration(None), appends).await?,
+                reconnect::run(&nats, backlog(None), trials(None), "true").await?,
                 // Before replay, whose million events would stay in both processes' memory.
-                scale::run(&url, &sizes(None), server_pid).await?,
-                replay::run(&url, replay_events(None)).await?,
+                scale::run(&nats, &sizes(None)).await?,
+                replay::run(&nats, replay_events(None)).await?,
             ],
         })
     };
@@ -214,7 +245,7 @@ async fn main() -> Result<()> {
             std::process::exit(status);
         }
     };
-    let report = report::Report::new(&url, cli.quick, scenarios).await?;
+    let report = report::Report::new(&nats, cli.quick, scenarios).await?;
     print!("{}", report.table());
     if let Some(path) = cli.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
@@ -222,4 +253,48 @@ async fn main() -> Result<()> {
         eprintln!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+fn parse_servers(text: &str) -> Result<usize, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(NatsCluster::SIZE),
+        _ => Err(format!("{text:?} is not 1 or 3")),
+    }
+}
+
+/// The nats-server(s) this run started; they stop, their stores deleted, when it is dropped.
+enum Private {
+    Server(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Private {
+    /// One server, or a loopback cluster of [`NatsCluster::SIZE`] once JetStream answers
+    /// through it.
+    async fn start(servers: usize) -> Self {
+        if servers == NatsCluster::SIZE {
+            Self::Cluster(NatsCluster::start().await)
+        } else {
+            Self::Server(NatsServer::start())
+        }
+    }
+
+    /// Every server's client URL, comma-separated.
+    fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The servers' processes, in order.
+    fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Server(server) => server.pid().into_iter().collect(),
+            Self::Cluster(cluster) => (0..NatsCluster::SIZE)
+                .filter_map(|i| cluster.server(i).pid())
+                .collect(),
+        }
+    }
 }

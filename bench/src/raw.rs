@@ -2,7 +2,8 @@
 //! are published to per-node subjects of work-queue streams sharded as cairn shards its
 //! assignments ([`Shard::COUNT`] streams), and received and acked through each node's
 //! durable pull consumer (kept in memory, as cairn keeps them), with the same client
-//! library, server and number of nodes as the cairn figures they are compared with.
+//! library, servers, stream replicas and number of nodes as the cairn figures they are
+//! compared with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use cairn_streams::subjects::Shard;
 
 use crate::fleet::now_nanos;
+use crate::stack::Nats;
 
 const SHARDS: usize = Shard::COUNT as usize;
 
@@ -54,7 +56,8 @@ const CREATING_AT_ONCE: usize = cairn_streams::topology::NODE_CONSUMERS_AT_ONCE;
 const CONNECTING_AT_ONCE: usize = 64;
 
 impl RawFleet {
-    pub async fn start(url: &str, nodes: usize) -> Result<Self> {
+    pub async fn start(nats: &Nats, nodes: usize) -> Result<Self> {
+        let url = nats.url.as_str();
         let client = cairn_streams::connect(url, None, "cairn-bench-raw").await?;
         let js = cairn_streams::jetstream(client);
         // Left by an earlier run, if any.
@@ -67,6 +70,9 @@ impl RawFleet {
                     subjects: vec![format!("bench.raw.{shard}.*")],
                     retention: stream::RetentionPolicy::WorkQueue,
                     storage: stream::StorageType::File,
+                    // As many as cairn's assignment streams; the consumers below inherit it,
+                    // as cairn's node consumers do.
+                    num_replicas: nats.replicas,
                     max_consumers: i32::try_from(nodes + 10).unwrap_or(i32::MAX),
                     ..Default::default()
                 })

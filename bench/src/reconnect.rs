@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::micros;
 use crate::report::{Figure, Scenario};
+use crate::stack::Nats;
 
 fn work(node: &NodeId, program: &str) -> Outgoing {
     let task = TaskSpec {
@@ -184,11 +185,13 @@ async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) {
 }
 
 /// `program` is what every assignment runs (`true` by default; a path that does not exist
-/// measures the edge without process start-up).
-pub async fn run(url: &str, backlog: u64, trials: u32, program: &str) -> Result<Scenario> {
+/// measures the edge without process start-up). The raw drains read cairn's own
+/// assignment streams, so they have its replicas.
+pub async fn run(nats: &Nats, backlog: u64, trials: u32, program: &str) -> Result<Scenario> {
+    let url = nats.url.as_str();
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
-    crate::stack::fresh_streams(&js).await?;
+    nats.fresh_streams(&js).await?;
 
     // Time to first: many returns to a small backlog.
     let mut first_edge = Histogram::<u64>::new(3)?;

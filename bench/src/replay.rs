@@ -13,11 +13,12 @@ use futures::StreamExt;
 
 use crate::history;
 use crate::report::{Figure, Scenario};
+use crate::stack::Nats;
 
-pub async fn run(url: &str, events: u64) -> Result<Scenario> {
-    let client = cairn_streams::connect(url, None, "cairn-bench").await?;
+pub async fn run(nats: &Nats, events: u64) -> Result<Scenario> {
+    let client = cairn_streams::connect(&nats.url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
-    crate::stack::fresh_streams(&js).await?;
+    nats.fresh_streams(&js).await?;
 
     eprintln!("replay: encoding {events} events");
     let outgoing: Vec<_> = history::events(events).collect();

@@ -3,6 +3,8 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::stack::Nats;
+
 /// One measured figure, with its ratio to the raw baseline of the same run where it has one.
 #[derive(Clone, Debug, Serialize)]
 pub struct Figure {
@@ -69,13 +71,18 @@ pub struct Report {
     pub cairn_version: String,
     pub nats_server_version: String,
     pub machine: Machine,
+    /// The nats-servers the run started and ran on: 1, or 3 clustered on loopback; null
+    /// for a server named with `--nats`, which the run neither started nor counted.
+    pub servers: Option<usize>,
+    /// Replicas of every stream the run created, cairn's and the raw baselines' alike.
+    pub replicas: usize,
     pub quick: bool,
     pub scenarios: Vec<Scenario>,
 }
 
 impl Report {
-    pub async fn new(url: &str, quick: bool, scenarios: Vec<Scenario>) -> Result<Self> {
-        let client = cairn_streams::connect(url, None, "cairn-bench").await?;
+    pub async fn new(nats: &Nats, quick: bool, scenarios: Vec<Scenario>) -> Result<Self> {
+        let client = cairn_streams::connect(&nats.url, None, "cairn-bench").await?;
         // The first INFO arrives with the connection; a round trip makes sure it has.
         client.flush().await?;
         Ok(Self {
@@ -86,14 +93,23 @@ impl Report {
                 memory_bytes: total_memory(),
                 os: std::env::consts::OS.into(),
             },
+            servers: (!nats.server_pids.is_empty()).then_some(nats.server_pids.len()),
+            replicas: nats.replicas,
             quick,
             scenarios,
         })
     }
 
     pub fn table(&self) -> String {
+        // A single server goes unsaid, as it did before clusters could be measured.
+        let cluster = match self.servers {
+            Some(servers) if servers > 1 => {
+                format!(" · {servers}-server cluster, {} replicas", self.replicas)
+            }
+            _ => String::new(),
+        };
         let mut out = format!(
-            "cairn {} · nats-server {} · {} cores{}\n",
+            "cairn {} · nats-server {}{cluster} · {} cores{}\n",
             self.cairn_version,
             self.nats_server_version,
             self.machine.cores,

@@ -1,8 +1,8 @@
 //! The scale scenario: fleets of growing size. For each size N, a fresh orchestrator
 //! process and N edges — N-1 simulated ones and one real `cairn edge` process, so one
 //! edge's memory can be read — then the time until all N are registered, the time until a
-//! daemon job runs on all N, and the resident memory of nats-server, the orchestrator and
-//! the real edge. Before each size, JetStream's floor for the same fleet: N per-node
+//! daemon job runs on all N, and the resident memory of nats-server (on a cluster, of each
+//! server and their sum), the orchestrator and the real edge. Before each size, JetStream's floor for the same fleet: N per-node
 //! consumers created, and one message to each node received and acked. It stops at the
 //! first size that fails and says why.
 
@@ -17,7 +17,7 @@ use crate::fleet::Fleet;
 use crate::lifecycle::{deploy, spec};
 use crate::raw::RawFleet;
 use crate::report::{Figure, Scenario};
-use crate::stack::{OrchestratorProcess, fresh_streams, rss_bytes, spawn_cairn};
+use crate::stack::{Nats, OrchestratorProcess, rss_bytes, spawn_cairn};
 use crate::watch::Watch;
 
 /// How long one size may take to register or to run its daemon before the scenario
@@ -55,12 +55,12 @@ impl Drop for RealEdge {
     }
 }
 
-pub async fn run(url: &str, sizes: &[usize], server_pid: Option<u32>) -> Result<Scenario> {
+pub async fn run(nats: &Nats, sizes: &[usize]) -> Result<Scenario> {
     let mut figures = Vec::new();
     let mut notes = Vec::new();
     for &n in sizes {
         eprintln!("scale: {n} edges");
-        match step(url, n, server_pid, &mut figures).await {
+        match step(nats, n, &mut figures).await {
             Ok(()) => {}
             Err(e) => {
                 notes.push(format!("stopped at {n} edges: {e:#}"));
@@ -85,18 +85,14 @@ pub async fn run(url: &str, sizes: &[usize], server_pid: Option<u32>) -> Result<
 
 /// One size. Figures are added as they are measured, so a size that fails still reports
 /// how far it got and the memory at that point.
-async fn step(
-    url: &str,
-    n: usize,
-    server_pid: Option<u32>,
-    figures: &mut Vec<Figure>,
-) -> Result<()> {
+async fn step(nats: &Nats, n: usize, figures: &mut Vec<Figure>) -> Result<()> {
+    let url = nats.url.as_str();
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client);
-    fresh_streams(&js).await?;
+    nats.fresh_streams(&js).await?;
 
     // JetStream's floor for the same fleet: its consumers, and one message to each node.
-    let raw = RawFleet::start(url, n).await?;
+    let raw = RawFleet::start(nats, n).await?;
     figures.push(Figure::value(
         &format!("{n} edges: raw, {n} per-node consumers created"),
         raw.created_in.as_secs_f64(),
@@ -113,7 +109,7 @@ async fn step(
     raw.close().await?;
     one_each.context("the raw baseline")?;
 
-    let orchestrator = OrchestratorProcess::start(url).await?;
+    let orchestrator = OrchestratorProcess::start(nats).await?;
     let watch = Watch::start(&js).await?;
 
     let started = Instant::now();
@@ -173,8 +169,24 @@ async fn step(
             rss_bytes(std::process::id()),
         ),
     ];
-    if let Some(pid) = server_pid {
-        memory.push((format!("{n} edges: nats-server RSS"), rss_bytes(pid)));
+    match nats.server_pids.as_slice() {
+        [pid] => memory.push((format!("{n} edges: nats-server RSS"), rss_bytes(*pid))),
+        // A cluster's members differ (stream and consumer leaders are spread over them),
+        // so each is shown, and the sum is what the fleet costs the cluster.
+        pids => {
+            for (i, pid) in pids.iter().enumerate() {
+                memory.push((
+                    format!("{n} edges: nats-server RSS, server {i}"),
+                    rss_bytes(*pid),
+                ));
+            }
+            if !pids.is_empty() {
+                memory.push((
+                    format!("{n} edges: nats-server RSS, sum of the {}", pids.len()),
+                    pids.iter().map(|pid| rss_bytes(*pid)).sum(),
+                ));
+            }
+        }
     }
     for (name, bytes) in memory {
         figures.push(Figure::value(&name, mb(bytes), "MB"));

@@ -1,5 +1,6 @@
-//! What the fleet scenarios run against: fresh cairn streams, a real orchestrator process
-//! (`cairn orchestrator`, so its memory is its own), and the memory of a process.
+//! What the fleet scenarios run against: the NATS servers and the replicas of every stream
+//! on them, fresh cairn streams, a real orchestrator process (`cairn orchestrator`, so its
+//! memory is its own), and the memory of a process.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,10 +11,34 @@ use async_nats::jetstream;
 use cairn_orchestrator::query::{Answer, endpoint};
 use cairn_streams::{Topology, subjects};
 
-/// Deletes every cairn stream and declares them again, empty.
-pub async fn fresh_streams(js: &jetstream::Context) -> Result<()> {
-    cairn_streams::testing::fresh_streams(js, &Topology::default()).await?;
-    Ok(())
+/// The NATS a run measures: where it is, and the replicas of every stream the run creates.
+/// cairn's streams and the raw baselines' take the same count, so that each ratio compares
+/// like with like.
+#[derive(Clone, Debug)]
+pub struct Nats {
+    /// One URL, or a cluster's, comma-separated.
+    pub url: String,
+    /// 1 on a single server, 3 on a cluster.
+    pub replicas: usize,
+    /// The servers' processes, when this run started them (one, or a cluster's three in
+    /// order); empty for a server named with `--nats`, whose memory is not this run's to read.
+    pub server_pids: Vec<u32>,
+}
+
+impl Nats {
+    /// The settings of cairn's streams in this run.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            replicas: self.replicas,
+            ..Topology::default()
+        }
+    }
+
+    /// Deletes every cairn stream and declares them again, empty.
+    pub async fn fresh_streams(&self, js: &jetstream::Context) -> Result<()> {
+        cairn_streams::testing::fresh_streams(js, &self.topology()).await?;
+        Ok(())
+    }
 }
 
 /// The `cairn` binary: `CAIRN_BIN`, or the one built beside this benchmark.
@@ -58,13 +83,19 @@ pub struct OrchestratorProcess {
 }
 
 impl OrchestratorProcess {
-    /// Starts it and waits until its query service answers.
-    pub async fn start(url: &str) -> Result<Self> {
+    /// Starts it, declaring its streams with the run's replicas (as [`Nats::fresh_streams`]
+    /// did, so it finds them as it wants them), and waits until its query service answers.
+    pub async fn start(nats: &Nats) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let child =
-            spawn_cairn(url, &["orchestrator"], dir.path()).context("starting the orchestrator")?;
+        let replicas = nats.replicas.to_string();
+        let child = spawn_cairn(
+            &nats.url,
+            &["orchestrator", "--replicas", &replicas],
+            dir.path(),
+        )
+        .context("starting the orchestrator")?;
         let process = Self { child, _dir: dir };
-        let client = cairn_streams::connect(url, None, "cairn-bench-probe").await?;
+        let client = cairn_streams::connect(&nats.url, None, "cairn-bench-probe").await?;
         let started = Instant::now();
         loop {
             let asked = client
