@@ -1,7 +1,7 @@
 //! One intake layer for every long-lived pull on a durable consumer: the orchestrator's
 //! command and report inputs and each edge's own work. It binds (creating the durable where
 //! the puller owns it), holds one pull with an idle heartbeat, gathers what has already
-//! arrived, and binds again, after a pause that resets once a bind succeeds, whenever the
+//! arrived, and binds again, after a pause that resets once a pull has worked, whenever the
 //! pull breaks: the consumer deleted, its leader lost, the server restarted, the heartbeat
 //! missed. A pull that ends is an event ([`Pulled::Unbound`]) the caller sees, never a
 //! stream that silently stops yielding.
@@ -63,6 +63,13 @@ pub struct Intake {
     /// Where a consumer this intake creates starts, if set (see [`Intake::recreate_from`]).
     start: Option<u64>,
     backoff: Backoff,
+    /// When the current pull was bound, and whether it has delivered since: a pull that
+    /// delivered, or held for [`Intake::STEADY`], was a success, and the pause before the
+    /// next bind starts over from [`Intake::FIRST_PAUSE`]. One that breaks at once (a
+    /// consumer that exists but has no leader yet) makes the pauses grow instead of
+    /// binding again in a tight loop.
+    bound_at: Option<tokio::time::Instant>,
+    delivered: bool,
 }
 
 impl Intake {
@@ -71,6 +78,8 @@ impl Intake {
     pub const MAX_PAUSE: Duration = Duration::from_secs(2);
     /// The server's idle heartbeat on the pull: a silent pull is noticed within two.
     pub const HEARTBEAT: Duration = Duration::from_secs(5);
+    /// How long a pull must hold, delivering nothing, to count as a success.
+    pub const STEADY: Duration = Duration::from_secs(10);
 
     /// An intake on `consumer` of `kind`'s stream, pulling up to `batch` messages at once.
     /// Nothing is requested before the first [`Intake::next`].
@@ -93,6 +102,8 @@ impl Intake {
             binding_now: None,
             start: None,
             backoff: Backoff::new(Self::FIRST_PAUSE, Self::MAX_PAUSE),
+            bound_at: None,
+            delivered: false,
         }
     }
 
@@ -113,7 +124,7 @@ impl Intake {
     /// with the pull.
     pub async fn next(&mut self) -> Pulled {
         if let Some(reason) = self.broken.take() {
-            self.messages = None;
+            self.lost_pull();
             return Pulled::Unbound { reason, lost: true };
         }
         let Some(messages) = self.messages.as_mut() else {
@@ -136,7 +147,8 @@ impl Intake {
             return match bound {
                 Ok((messages, pending)) => {
                     self.retry_at = None;
-                    self.backoff.reset();
+                    self.bound_at = Some(tokio::time::Instant::now());
+                    self.delivered = false;
                     self.messages = Some(messages);
                     Pulled::Bound { pending }
                 }
@@ -150,22 +162,40 @@ impl Intake {
             };
         };
         match messages.next().await {
-            Some(Ok(message)) => Pulled::Message(message),
+            Some(Ok(message)) => {
+                self.delivered = true;
+                Pulled::Message(message)
+            }
             Some(Err(e)) => {
-                self.messages = None;
+                self.lost_pull();
                 Pulled::Unbound {
                     reason: e.to_string(),
                     lost: true,
                 }
             }
             None => {
-                self.messages = None;
+                self.lost_pull();
                 Pulled::Unbound {
                     reason: "the pull ended".to_owned(),
                     lost: true,
                 }
             }
         }
+    }
+
+    /// Drops a broken pull; the next bind waits a pause that starts over after a pull
+    /// that worked and grows after one that broke at once.
+    fn lost_pull(&mut self) {
+        self.messages = None;
+        let worked = self.delivered
+            || self
+                .bound_at
+                .take()
+                .is_some_and(|at| at.elapsed() >= Self::STEADY);
+        if worked {
+            self.backoff.reset();
+        }
+        self.retry_at = Some(tokio::time::Instant::now() + self.backoff.next_delay());
     }
 
     /// A message that has already arrived, if any; never waits. A broken pull is
@@ -177,7 +207,10 @@ impl Intake {
         let messages = self.messages.as_mut()?;
         // Unconstrained: tokio's cooperative budget would otherwise cut a gathering short.
         match tokio::task::unconstrained(messages.next()).now_or_never() {
-            Some(Some(Ok(message))) => Some(message),
+            Some(Some(Ok(message))) => {
+                self.delivered = true;
+                Some(message)
+            }
             Some(Some(Err(e))) => {
                 self.broken = Some(e.to_string());
                 None
