@@ -194,6 +194,7 @@ impl SimEdge {
                 capacity: 0,
                 outbox: 0,
                 executions: Vec::new(),
+                bound: true,
             }
             .into();
             if let Ok(payload) =

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use cairn_streams::Topology;
 use cairn_streams::subjects::Shard;
 
 use crate::fleet::now_nanos;
@@ -68,10 +69,14 @@ impl RawFleet {
                 js.create_stream(stream::Config {
                     name: stream_name(shard),
                     subjects: vec![format!("bench.raw.{shard}.*")],
-                    retention: stream::RetentionPolicy::WorkQueue,
+                    // Laid out as cairn lays out its assignment shards: the same retention
+                    // and replicas for this run's servers, R1 consumers below.
+                    retention: Topology {
+                        replicas: nats.replicas,
+                        ..Topology::default()
+                    }
+                    .assignment_retention(),
                     storage: stream::StorageType::File,
-                    // As many as cairn's assignment streams; the consumers below inherit it,
-                    // as cairn's node consumers do.
                     num_replicas: nats.replicas,
                     max_consumers: i32::try_from(nodes + 10).unwrap_or(i32::MAX),
                     ..Default::default()
@@ -89,8 +94,10 @@ impl RawFleet {
                             durable_name: Some(format!("raw-{node}")),
                             filter_subject: subject(node),
                             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                            // In memory, as cairn keeps its node consumers.
+                            // In memory and on one server, as cairn keeps its node
+                            // consumers.
                             memory_storage: true,
+                            num_replicas: 1,
                             ..Default::default()
                         })
                         .await

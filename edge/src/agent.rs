@@ -95,6 +95,11 @@ impl Stats {
         u32::try_from(self.running_attempts().len()).unwrap_or(u32::MAX)
     }
 
+    /// Whether the pull on the node's consumer is bound now.
+    pub fn is_bound(&self) -> bool {
+        self.bound.load(Ordering::Relaxed)
+    }
+
     /// The attempts running now, for the heartbeat.
     pub fn running_attempts(&self) -> Vec<RunningAttempt> {
         self.running

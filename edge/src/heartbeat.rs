@@ -44,6 +44,7 @@ impl Beater {
                 capacity: self.capacity,
                 outbox: self.store.outbox_len(),
                 executions,
+                bound: self.stats.is_bound(),
             }
             .into();
             let payload =

@@ -13,7 +13,7 @@
 //! Liveness timers live here too: they turn silence into `NodeSilent` and
 //! `NodeSilentTooLong` inputs. They never delay or gate dispatch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -85,8 +85,13 @@ pub struct Engine {
     connects: u64,
     /// Recreating node consumers after a reconnect, in the background.
     restoring: Option<tokio::task::JoinHandle<()>>,
-    /// Recreating single node consumers that were deleted; aborted when the engine stops.
-    recreating: tokio::task::JoinSet<()>,
+    /// Recreating single node consumers that were deleted, or that their edge cannot
+    /// bind; aborted when the engine stops.
+    recreating: tokio::task::JoinSet<NodeId>,
+    /// The nodes in `recreating`, so one is not recreated twice at once.
+    being_recreated: HashSet<NodeId>,
+    /// Since when each node's heartbeats have said its edge cannot bind its consumer.
+    unbound: HashMap<NodeId, Instant>,
     /// Per input stream, the sequence after the last input this engine recorded: where a
     /// consumer it must create again (someone deleted it) starts, so that inputs already
     /// decided are not all delivered again.
@@ -116,6 +121,8 @@ impl Engine {
             connects,
             restoring: None,
             recreating: tokio::task::JoinSet::new(),
+            being_recreated: HashSet::new(),
+            unbound: HashMap::new(),
             recorded: HashMap::new(),
             deaf: false,
             hearing_since_connects: connects,
@@ -420,17 +427,49 @@ impl Engine {
     /// Creates a known node's consumer again after its deletion, in the background and
     /// until it succeeds; the node's work waits in its stream meanwhile.
     fn recreate_consumer(&mut self, node: NodeId) {
-        if self.state.node(&node).is_none() {
+        tracing::warn!(%node, "node consumer deleted; creating it again");
+        self.spawn_recreation(node, false);
+    }
+
+    /// Replaces the consumer of a node whose edge has not been able to bind it for
+    /// [`UNBOUND_GRACE`]: on a cluster, it lived on a server that is gone (an R1 consumer
+    /// is not failed over). Tried again after every further grace while the edge says so.
+    fn note_binding(&mut self, node: &NodeId, bound: bool) {
+        if bound {
+            self.unbound.remove(node);
             return;
         }
-        tracing::warn!(%node, "node consumer deleted; creating it again");
+        let now = Instant::now();
+        let since = *self.unbound.entry(node.clone()).or_insert(now);
+        if now.duration_since(since) < UNBOUND_GRACE {
+            return;
+        }
+        self.unbound.insert(node.clone(), now);
+        tracing::warn!(%node, "the edge cannot bind its consumer; replacing it");
+        self.spawn_recreation(node.clone(), true);
+    }
+
+    /// Creates `node`'s consumer in the background until it succeeds, deleting the old one
+    /// first when `replace`.
+    fn spawn_recreation(&mut self, node: NodeId, replace: bool) {
+        if self.state.node(&node).is_none() || !self.being_recreated.insert(node.clone()) {
+            return;
+        }
         let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
         self.recreating.spawn(async move {
             let mut backoff = Duration::from_millis(50);
-            while let Err(e) = cairn_streams::ensure_node_consumer(&js, &node).await {
-                tracing::warn!(%node, error = %e, "recreating a node consumer");
+            loop {
+                let made = if replace {
+                    cairn_streams::replace_node_consumer(&js, &node).await
+                } else {
+                    cairn_streams::ensure_node_consumer(&js, &node).await
+                };
+                match made {
+                    Ok(()) => return node,
+                    Err(e) => tracing::warn!(%node, error = %e, "recreating a node consumer"),
+                }
                 if !pause(&shutdown, &mut backoff).await {
-                    return;
+                    return node;
                 }
             }
         });
@@ -438,8 +477,10 @@ impl Engine {
 
     /// A heartbeat from `node`: remembered, and decided on when the node was away or
     /// names an attempt the state has as lost (its node came back with it running).
-    async fn heartbeat(&mut self, node: NodeId, running: Vec<RunningAttempt>) -> Result<()> {
+    async fn heartbeat(&mut self, node: NodeId, beat: Beat) -> Result<()> {
         self.heard.insert(node.clone(), Instant::now());
+        self.note_binding(&node, beat.bound);
+        let running = beat.running;
         let away = self
             .state
             .node(&node)
@@ -545,8 +586,8 @@ impl Engine {
                 }
                 Some(beat) = heartbeats.next() => {
                     if let Some(node) = subjects::node_of_heartbeat(&beat.subject) {
-                        let running = running_of(&node, &beat.payload);
-                        self.heartbeat(node, running).await?;
+                        let beat = Beat::read(&node, &beat.payload);
+                        self.heartbeat(node, beat).await?;
                     }
                 }
                 Some(advisory) = deletions.next() => {
@@ -554,7 +595,11 @@ impl Engine {
                         self.recreate_consumer(node);
                     }
                 }
-                Some(_) = self.recreating.join_next(), if !self.recreating.is_empty() => {}
+                Some(done) = self.recreating.join_next(), if !self.recreating.is_empty() => {
+                    if let Ok(node) = done {
+                        self.being_recreated.remove(&node);
+                    }
+                }
                 _ = tick.tick() => {
                     self.restore_consumers_after_reconnect();
                     if self.hearing() {
@@ -743,19 +788,44 @@ fn gather(
     batch
 }
 
-/// The attempts a heartbeat says its node runs. The subject already proved which node sent
-/// it (only that node may publish there); a beat that does not decode, or names another
-/// node, still counts as the node being heard, with nothing said about its attempts.
-fn running_of(node: &NodeId, payload: &[u8]) -> Vec<RunningAttempt> {
-    match Envelope::<Liveness>::decode(payload) {
-        Ok(Envelope {
-            body: Liveness::Heartbeat(beat),
-            ..
-        }) if &beat.node == node => beat.executions,
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            tracing::debug!(%node, error = %e, "undecodable heartbeat");
-            Vec::new()
+/// What the engine reads in a heartbeat.
+#[derive(Debug, Default)]
+struct Beat {
+    /// The attempts the node runs.
+    running: Vec<RunningAttempt>,
+    /// Whether its edge holds its pull.
+    bound: bool,
+}
+
+impl Beat {
+    /// The subject already proved which node sent it (only that node may publish there); a
+    /// beat that does not decode, or names another node, still counts as the node being
+    /// heard, with nothing said about its attempts and its pull taken as bound.
+    fn read(node: &NodeId, payload: &[u8]) -> Self {
+        match Envelope::<Liveness>::decode(payload) {
+            Ok(Envelope {
+                body: Liveness::Heartbeat(beat),
+                ..
+            }) if &beat.node == node => Beat {
+                running: beat.executions,
+                bound: beat.bound,
+            },
+            Ok(_) => Beat {
+                bound: true,
+                ..Beat::default()
+            },
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "undecodable heartbeat");
+                Beat {
+                    bound: true,
+                    ..Beat::default()
+                }
+            }
         }
     }
 }
+
+/// How long an edge may say it cannot bind its consumer before the orchestrator replaces
+/// it. An edge binds within moments of its hello or of a consumer's recreation; one that
+/// cannot for this long has a consumer no server serves.
+pub const UNBOUND_GRACE: Duration = Duration::from_secs(5);

@@ -13,6 +13,7 @@ pub mod query;
 mod retry;
 pub mod service;
 pub mod store;
+pub mod sweeper;
 pub mod views;
 
 pub use error::{Error, Result};

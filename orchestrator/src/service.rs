@@ -74,7 +74,7 @@ impl Orchestrator {
         let (handoff, decided) = tokio::sync::mpsc::channel(crate::dispatcher::HANDOFF_BATCHES);
         engine.hand_off_to(handoff);
         // Consumers are recreated if a server restart or someone else dropped one: nothing
-        // is lost, the work-queue streams hold the work.
+        // is lost, the assignment shards hold the work.
         cairn_streams::ensure_node_consumers(&js, engine.state().nodes().map(|n| n.id.clone()))
             .await?;
         let pending = crate::dispatcher::pending_work(engine.state());
@@ -104,6 +104,10 @@ impl Orchestrator {
         });
         let token = stop.clone();
         parts.spawn(async move { ("projector", projector.run(token).await) });
+        if config.topology.sweeps_assignments() {
+            let (js, token) = (js.clone(), stop.clone());
+            parts.spawn(async move { ("sweeper", crate::sweeper::run(js, token).await) });
+        }
         let (client, views, token) = (js.client(), Arc::clone(&store), stop.clone());
         parts.spawn(async move {
             (

@@ -24,6 +24,15 @@ pub struct Heartbeat {
     /// Empty in beats from edges before the field existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub executions: Vec<RunningAttempt>,
+    /// Whether the edge holds its pull on its consumer now. An edge that cannot bind for
+    /// long has lost its consumer with the server that held it, and the orchestrator makes
+    /// another. True in beats from edges before the field existed.
+    #[serde(default = "bound")]
+    pub bound: bool,
+}
+
+fn bound() -> bool {
+    true
 }
 
 /// One attempt an edge is running.

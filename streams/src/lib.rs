@@ -9,6 +9,7 @@ pub mod logs;
 pub mod publish;
 pub mod read;
 pub mod subjects;
+mod sweep;
 pub mod topology;
 
 #[cfg(feature = "test-util")]
@@ -19,9 +20,10 @@ pub use intake::{Binding, Intake, Pulled};
 pub use logs::{LogEntry, OutputStream};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
+pub use sweep::{Sweeper, Swept};
 pub use topology::{
     StreamKind, Topology, UNSHARDED_ASSIGNMENTS, ensure_node_consumer, ensure_node_consumers,
-    node_consumer_config,
+    node_consumer_config, replace_node_consumer,
 };
 
 /// Connects to NATS, failing at once if no server answers: for commands a person waits on.

@@ -119,6 +119,27 @@ impl Default for Topology {
 }
 
 impl Topology {
+    /// How an assignment shard keeps its work (see ARCHITECTURE.md, "node consumers on a
+    /// cluster"). On one server, a work queue: an ack removes the work. On a cluster, limits
+    /// retention, because a replicated work queue accepts only consumers with as many
+    /// replicas as itself, each a Raft group of its own, which costs a cluster of 10,000
+    /// nodes two minutes to register and 1.2 GB per server; under limits retention the
+    /// per-node consumers stay R1 and in memory, and the orchestrator removes acked work
+    /// ([`Topology::sweeps_assignments`]).
+    pub fn assignment_retention(&self) -> RetentionPolicy {
+        if self.sweeps_assignments() {
+            RetentionPolicy::Limits
+        } else {
+            RetentionPolicy::WorkQueue
+        }
+    }
+
+    /// Whether acked work stays in the assignment shards until the orchestrator purges it
+    /// (a cluster), rather than leaving with its ack (one server).
+    pub fn sweeps_assignments(&self) -> bool {
+        self.replicas > 1
+    }
+
     /// The full configuration of one stream.
     pub fn config(&self, kind: StreamKind) -> stream::Config {
         let mut config = stream::Config {
@@ -159,7 +180,7 @@ impl Topology {
             StreamKind::Assignments(shard) => {
                 config.description =
                     Some(format!("cairn work addressed to nodes of shard {shard}"));
-                config.retention = RetentionPolicy::WorkQueue;
+                config.retention = self.assignment_retention();
                 config.max_consumers = self.max_nodes;
                 config.discard = DiscardPolicy::New;
             }
@@ -178,12 +199,14 @@ impl Topology {
         retire_unsharded(js).await?;
         // One request each; 68 of them one after another would add a visible pause to
         // every start.
-        futures::stream::iter(StreamKind::all())
+        // Every one runs to its end, even after another failed: a stream being replaced
+        // must not be left deleted and not yet created again.
+        let outcomes: Vec<Result<()>> = futures::stream::iter(StreamKind::all())
             .map(|kind| self.ensure_one(js, kind))
             .buffer_unordered(ENSURING_AT_ONCE)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(drop)
+            .collect()
+            .await;
+        outcomes.into_iter().collect()
     }
 
     /// Creates `kind`'s stream only if it does not exist, never touching an existing one:
@@ -227,6 +250,9 @@ impl Topology {
                     .info()
                     .await
                     .map_err(|e| setup(&e, e.to_string()))?;
+                if info.config.retention != wanted.retention {
+                    return convert(js, kind, info, wanted).await;
+                }
                 if !same_settings(&info.config, &wanted) {
                     tracing::info!(stream = kind.name(), "updating stream settings");
                     js.update_stream(wanted)
@@ -248,6 +274,52 @@ impl Topology {
     }
 }
 
+/// Replaces a stream whose retention must change, which JetStream does not allow in
+/// place (a work queue neither becomes nor stops being one): only while it is empty, since
+/// its messages are work no replay can restore exactly. An assignment shard made as a
+/// replicated work queue by an earlier version is the case this is for.
+async fn convert(
+    js: &jetstream::Context,
+    kind: StreamKind,
+    info: &stream::Info,
+    wanted: stream::Config,
+) -> Result<()> {
+    let name = kind.name();
+    let setup = |retryable: bool, reason: String| Error::Setup {
+        stream: name.to_owned(),
+        reason,
+        retryable,
+    };
+    let held = info.state.messages;
+    if held > 0 {
+        return Err(setup(
+            false,
+            format!(
+                "it keeps its messages under {:?} retention and cairn now needs {:?} for {} \
+                 replicas, which JetStream cannot change in place; it still holds {held} \
+                 messages, so it is left alone. Let its nodes take that work with the \
+                 settings it was made for (the same --replicas as then), or delete it \
+                 (`nats stream rm {name}`), which drops that work",
+                info.config.retention, wanted.retention, wanted.num_replicas
+            ),
+        ));
+    }
+    tracing::info!(
+        stream = name,
+        from = ?info.config.retention,
+        to = ?wanted.retention,
+        "replacing an empty stream whose retention changes"
+    );
+    js.delete_stream(name)
+        .await
+        .map_err(|e| setup(true, format!("deleting it to change its retention: {e}")))?;
+    match js.create_stream(wanted).await {
+        Ok(_) => Ok(()),
+        Err(_) if js.get_stream(name).await.is_ok() => Ok(()),
+        Err(e) => Err(setup(e.transient(), e.to_string())),
+    }
+}
+
 /// Compares the settings cairn owns; anything an operator tuned elsewhere is left alone.
 fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
     have.subjects == want.subjects
@@ -264,10 +336,10 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
 /// node's assignment subject, explicit acks, redelivered until acked however often, and
 /// never deleted for inactivity (a node may be away for days).
 ///
-/// Its state is kept in memory. The work-queue stream holds exactly the unacked work, so
-/// the consumer holds nothing that matters: a single server forgets it when it restarts,
-/// the orchestrator creates it again, and the new one delivers all the unacked work,
-/// which edges deduplicate. A file-backed consumer costs a directory and two files at
+/// Its state is kept in memory. The shard holds the unacked work (on a cluster, also acked
+/// work not yet swept), so the consumer holds nothing that matters: a server forgets it
+/// when it restarts, the orchestrator creates it again, and the new one delivers all the
+/// work still on the node's subject, which edges deduplicate. A file-backed consumer costs a directory and two files at
 /// creation and a state write on acks: creating 10,000 took 3.3–3.9 s in memory against
 /// 15–27 s on file on the development machine.
 pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer::pull::Config {
@@ -279,11 +351,12 @@ pub fn node_consumer_config(node: &cairn_shared::NodeId) -> jetstream::consumer:
         ack_wait: NODE_ACK_WAIT,
         max_deliver: -1,
         max_ack_pending: NODE_MAX_ACK_PENDING,
-        // As many replicas as the stream: a replicated work queue refuses a consumer with
-        // fewer (error 10134). On one server that is one, on a 3-server cluster three, and
-        // each is then a Raft group of its own (see ARCHITECTURE.md, "node consumers", for
-        // what that costs and the layout measured to replace it).
-        num_replicas: 0,
+        // One replica, on one server and on a cluster alike: there the shards use limits
+        // retention, which (unlike a replicated work queue, error 10134) accepts R1
+        // consumers. A server's loss takes the consumers it held with it; the orchestrator
+        // creates them again when their edges say they cannot bind (see ARCHITECTURE.md,
+        // "node consumers on a cluster").
+        num_replicas: 1,
         memory_storage: true,
         inactive_threshold: Duration::ZERO,
         ..Default::default()
@@ -385,6 +458,29 @@ pub async fn ensure_node_consumer(
         Err(e) => Err(failed(e.to_string())),
     }
 }
+
+/// Deletes `node`'s consumer and creates it again, for a consumer its edge cannot bind:
+/// one that lived on a server that is gone. The answer to the delete comes from the
+/// consumer's own server, so it is awaited only for [`DELETE_ANSWER_WAIT`]; the meta leader
+/// deletes it either way, and the create that follows places it on a server that is up
+/// (until the delete has taken effect it fails, and the caller tries again).
+pub async fn replace_node_consumer(
+    js: &jetstream::Context,
+    node: &cairn_shared::NodeId,
+) -> Result<()> {
+    let stream = StreamKind::assignments_of(node).name();
+    let name = subjects::node_consumer(node);
+    let deleted = tokio::time::timeout(
+        DELETE_ANSWER_WAIT,
+        js.delete_consumer_from_stream(&name, stream),
+    )
+    .await;
+    tracing::debug!(%node, answered = deleted.is_ok(), "node consumer deleted to be replaced");
+    ensure_node_consumer(js, node).await
+}
+
+/// How long [`replace_node_consumer`] waits for a delete's answer.
+pub const DELETE_ANSWER_WAIT: Duration = Duration::from_secs(2);
 
 /// Node consumers created at once by [`ensure_node_consumers`]. Memory consumers on 64
 /// shards are cheap to create and the server works on several at once: registering

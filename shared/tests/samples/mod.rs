@@ -221,6 +221,7 @@ pub fn heartbeats() -> Vec<Envelope<Liveness>> {
             capacity: 8,
             outbox: 17,
             executions: Vec::new(),
+            bound: true,
         }
         .into(),
     )]
