@@ -173,8 +173,8 @@ pub async fn read_range(
         return Ok(0);
     }
     if matches!(kind, StreamKind::Assignments(_)) {
-        // A work queue refuses readers that do not take its work: get message by message
-        // (it holds only work not yet acked, so little).
+        // A work queue (a shard on one server) refuses readers that do not take its work:
+        // get message by message (a shard holds only work not yet acked or swept, so little).
         let (mut next, mut count) = (from, 0);
         while let Some(raw) = reader.next_held(kind, next).await? {
             if raw.seq > to {

@@ -269,12 +269,13 @@ async fn fault_parts_started_before_nats_wait_and_serve_once_it_is_up() {
     completed(&stack, "first", 2, 30).await;
 }
 
-// Acceptance 2 — on a cluster, the server leading a node's consumer is SIGKILLed while work
-// waits for the node: the work is delivered once the node is bound again.
+// Acceptance 2 — on a cluster, the server holding a node's consumer is SIGKILLed while work
+// waits for the node, and the orchestrator is restarted while that server is still down:
+// it starts, and the work is delivered once the node's consumer is made again elsewhere.
 #[tokio::test]
 async fn fault_cluster_work_waiting_for_a_node_survives_its_consumers_server() {
     let mut stack = Stack::clustered(SLOW_LIVENESS);
-    let _orchestrator = stack.orchestrator("orchestrator");
+    let mut orchestrator = stack.orchestrator("orchestrator");
     let mut edge = stack.edge("edge-a", "edge", 8);
     stack.nodes_in(&["edge-a"], "connected").await;
     edge.kill9();
@@ -318,10 +319,13 @@ async fn fault_cluster_work_waiting_for_a_node_survives_its_consumers_server() {
         stack.cluster().index_of(&name).expect("a member leads it")
     };
     stack.cluster().server_mut(leader).kill9();
+    orchestrator.kill9();
+    let mut orchestrator = stack.orchestrator("orchestrator");
     let _edge = stack.edge("edge-a", "edge", 8);
     for execution in completed(&stack, "waiting", 5, 90).await {
         assert_eq!(execution["attempt"], 1, "ran once: {execution}");
     }
+    assert!(alive(&mut orchestrator), "the orchestrator kept running");
     stack.cluster().server_mut(leader).restart();
 }
 

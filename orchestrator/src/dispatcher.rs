@@ -1,5 +1,5 @@
 //! The dispatcher: turns assignment and stop events into work on each node's subject of
-//! the assignment work-queue stream, the moment they appear in the event stream.
+//! its assignment shard, the moment they appear in the event stream.
 //!
 //! It follows the event stream itself (not just what this orchestrator appended), so work
 //! decided by any orchestrator is dispatched even if its decider died right after

@@ -227,7 +227,7 @@ impl Engine {
                         _ => None,
                     })
                     .collect();
-                cairn_streams::ensure_node_consumers(&self.js, registered).await?;
+                self.create_consumers(registered).await;
                 let created = creating.elapsed();
                 let appending = Instant::now();
                 self.last = self.append(&decisions).await?;
@@ -386,37 +386,58 @@ impl Engine {
     }
 
     /// Node consumers keep their state in memory, so a server restart drops them: after
-    /// the client reconnected, every known node's consumer is created again, in the
-    /// background and until it succeeds, while decisions go on (a node registering
-    /// meanwhile gets its own in its round). Its edge keeps trying to bind until then; the
-    /// work waits in the work-queue stream.
+    /// the client reconnected, every known node's consumer is created again (see
+    /// [`Engine::restore_consumers`]).
     fn restore_consumers_after_reconnect(&mut self) {
         let connects = js_connects(&self.js);
         if connects == self.connects {
             return;
         }
         self.connects = connects;
+        self.restore_consumers("reconnected");
+    }
+
+    /// Creates every known node's consumer (again), in the background while decisions go
+    /// on (a node registering meanwhile gets its own in its round), retrying only the ones
+    /// that failed until none does: on a cluster missing a server, the consumers it held
+    /// fail until their edges' heartbeats have them replaced, and the rest must not wait
+    /// for them. Edges keep trying to bind until then; the work waits in its shard.
+    fn restore_consumers(&mut self, why: &'static str) {
         if let Some(previous) = self.restoring.take() {
             previous.abort();
         }
-        let nodes: Vec<NodeId> = self.state.nodes().map(|n| n.id.clone()).collect();
+        let mut left: Vec<NodeId> = self.state.nodes().map(|n| n.id.clone()).collect();
         let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
-        tracing::info!(
-            nodes = nodes.len(),
-            "reconnected: recreating node consumers"
-        );
+        tracing::info!(nodes = left.len(), why, "creating node consumers");
         self.restoring = Some(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match cairn_streams::ensure_node_consumers(&js, nodes.iter().cloned()).await {
-                    Ok(()) => {
-                        tracing::info!(nodes = nodes.len(), "node consumers recreated");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "recreating node consumers")
-                    }
-                }
+                let outcomes: Vec<(NodeId, cairn_streams::Result<()>)> =
+                    futures::stream::iter(left)
+                        .map(|node| {
+                            let js = js.clone();
+                            async move {
+                                let made = cairn_streams::ensure_node_consumer(&js, &node).await;
+                                (node, made)
+                            }
+                        })
+                        .buffer_unordered(cairn_streams::topology::NODE_CONSUMERS_AT_ONCE)
+                        .collect()
+                        .await;
+                let mut failed = None;
+                left = outcomes
+                    .into_iter()
+                    .filter_map(|(node, made)| {
+                        let e = made.err()?;
+                        failed.get_or_insert(e);
+                        Some(node)
+                    })
+                    .collect();
+                let Some(e) = failed else {
+                    tracing::info!("node consumers created");
+                    return;
+                };
+                tracing::warn!(left = left.len(), error = %e, retry_in = ?backoff, "creating node consumers");
                 if !pause(&shutdown, &mut backoff).await {
                     return;
                 }
@@ -424,9 +445,34 @@ impl Engine {
         }));
     }
 
+    /// Creates the consumers of nodes that just registered, all at once. One that cannot
+    /// be created now (a cluster missing a server) is left to the background, never
+    /// failing the round: its work waits in its shard meanwhile, and a consumer created
+    /// later delivers all of it.
+    async fn create_consumers(&mut self, nodes: Vec<NodeId>) {
+        let js = &self.js;
+        let outcomes: Vec<(NodeId, cairn_streams::Result<()>)> = futures::stream::iter(nodes)
+            .map(|node| async move {
+                let made = cairn_streams::ensure_node_consumer(js, &node).await;
+                (node, made)
+            })
+            .buffer_unordered(cairn_streams::topology::NODE_CONSUMERS_AT_ONCE)
+            .collect()
+            .await;
+        for (node, made) in outcomes {
+            if let Err(e) = made {
+                tracing::warn!(%node, error = %e, "creating a node consumer; trying again");
+                self.spawn_recreation(node, false);
+            }
+        }
+    }
+
     /// Creates a known node's consumer again after its deletion, in the background and
     /// until it succeeds; the node's work waits in its stream meanwhile.
     fn recreate_consumer(&mut self, node: NodeId) {
+        if self.state.node(&node).is_none() {
+            return;
+        }
         tracing::warn!(%node, "node consumer deleted; creating it again");
         self.spawn_recreation(node, false);
     }
@@ -435,7 +481,7 @@ impl Engine {
     /// [`UNBOUND_GRACE`]: on a cluster, it lived on a server that is gone (an R1 consumer
     /// is not failed over). Tried again after every further grace while the edge says so.
     fn note_binding(&mut self, node: &NodeId, bound: bool) {
-        if bound {
+        if bound || self.state.node(node).is_none() {
             self.unbound.remove(node);
             return;
         }
@@ -452,7 +498,7 @@ impl Engine {
     /// Creates `node`'s consumer in the background until it succeeds, deleting the old one
     /// first when `replace`.
     fn spawn_recreation(&mut self, node: NodeId, replace: bool) {
-        if self.state.node(&node).is_none() || !self.being_recreated.insert(node.clone()) {
+        if !self.being_recreated.insert(node.clone()) {
             return;
         }
         let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
@@ -546,6 +592,8 @@ impl Engine {
     /// because its consumer was deleted or its leader moved.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.shutdown = shutdown.clone();
+        // A server restart since the last run may have dropped them.
+        self.restore_consumers("started");
         let input = |kind| {
             Intake::new(
                 self.js.clone(),

@@ -73,10 +73,6 @@ impl Orchestrator {
         let mut engine = Engine::start(js.clone(), config.liveness).await?;
         let (handoff, decided) = tokio::sync::mpsc::channel(crate::dispatcher::HANDOFF_BATCHES);
         engine.hand_off_to(handoff);
-        // Consumers are recreated if a server restart or someone else dropped one: nothing
-        // is lost, the assignment shards hold the work.
-        cairn_streams::ensure_node_consumers(&js, engine.state().nodes().map(|n| n.id.clone()))
-            .await?;
         let pending = crate::dispatcher::pending_work(engine.state());
         let from = engine.last();
         tracing::info!(

@@ -20,9 +20,9 @@
 //! Everything an edge may publish or pull carries its node id in a fixed position, so
 //! per-node credentials can confine an edge to its own subjects.
 //!
-//! Work addressed to nodes is spread over [`Shard::COUNT`] work-queue streams by a hash of
-//! the node id. nats-server checks every consumer of a work-queue stream on each ack and
-//! each consumer creation, so one stream of 10,000 per-node consumers spends its time
+//! Work addressed to nodes is spread over [`Shard::COUNT`] streams by a hash of the node id.
+//! nats-server checks every consumer of a work-queue stream on each ack and each consumer
+//! creation, so one stream of 10,000 per-node consumers spends its time
 //! there; a shard holds a 64th of them. The count is part of the subject layout: an edge
 //! finds its stream by the same hash, so changing it moves every node's work.
 
