@@ -150,44 +150,35 @@ fn reconcile(draft: &mut Draft, execution: ExecutionId) {
     let Some(e) = draft.state.execution(execution) else {
         return;
     };
-    let (job_id, attempt, running) = (e.job, e.attempt, !e.state.is_terminal());
+    let (job_id, node, attempt) = (e.job, e.node.clone(), e.attempt);
+    let meant_to_run = !e.state.is_terminal() && e.desired == DesiredState::Running;
     // A job that ended (stopped, completed, failed) has no slot left to hold.
     let slot = draft
         .state
         .job(job_id)
         .filter(|job| !job.state.is_terminal())
-        .and_then(|job| {
-            let key = job.run.slot_of(execution)?;
-            job.run.slot(key)
-        });
-    let holds_slot = slot.is_some_and(|s| s.current() == Some(execution));
-    let stops: Vec<(ExecutionId, NodeId, u32, String)> = if holds_slot {
-        slot.into_iter()
-            .flat_map(|s| s.executions.iter())
-            .filter(|id| **id != execution)
-            .filter_map(|id| draft.state.execution(*id))
-            .filter(|other| !other.state.is_terminal() && other.desired == DesiredState::Running)
-            .map(|other| {
-                let why = format!(
-                    "attempt {attempt} of this slot was heard from again after its node was \
-                     lost, and keeps the slot"
-                );
-                (other.id, other.node.clone(), other.attempt, why)
-            })
-            .collect()
-    } else if running
-        && draft
-            .state
-            .execution(execution)
-            .is_some_and(|e| e.desired == DesiredState::Running)
-    {
-        let node = draft.state.execution(execution).map(|e| e.node.clone());
-        let why = "its node was lost and its work moved on meanwhile".to_owned();
-        node.into_iter()
-            .map(|node| (execution, node, attempt, why.clone()))
-            .collect()
-    } else {
-        Vec::new()
+        .and_then(|job| job.run.slot(job.run.slot_of(execution)?));
+    let stops: Vec<(ExecutionId, NodeId, u32, String)> = match slot {
+        Some(slot) if slot.current() == Some(execution) => {
+            let why = format!(
+                "attempt {attempt} of this slot was heard from again after its node was lost, \
+                 and keeps the slot"
+            );
+            slot.executions
+                .iter()
+                .filter(|id| **id != execution)
+                .filter_map(|id| draft.state.execution(*id))
+                .filter(|other| {
+                    !other.state.is_terminal() && other.desired == DesiredState::Running
+                })
+                .map(|other| (other.id, other.node.clone(), other.attempt, why.clone()))
+                .collect()
+        }
+        _ if meant_to_run => {
+            let why = "its node was lost and its work moved on meanwhile".to_owned();
+            vec![(execution, node, attempt, why)]
+        }
+        _ => Vec::new(),
     };
     for (execution, node, attempt, reason) in stops {
         draft.emit(ExecutionStopRequested {

@@ -707,14 +707,14 @@ fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
     execution.state = e.state;
     execution.exit_code = e.exit_code;
     execution.reason = e.reason.clone();
-    let execution = execution.clone();
+    let (job_id, node_id) = (execution.job, &execution.node);
     // Ended, or (a late report from a node that was lost) under way again.
     let (ends, resumes) = (
         !was.is_terminal() && e.state.is_terminal(),
         was.is_terminal() && !e.state.is_terminal(),
     );
     if ends || resumes {
-        if let Some(node) = state.nodes.get_mut(&execution.node) {
+        if let Some(node) = state.nodes.get_mut(node_id) {
             if ends {
                 node.active.remove(&e.execution);
             } else {
@@ -722,16 +722,16 @@ fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
             }
             note_room(&mut state.with_room, node);
         }
-        if let Some(job) = state.jobs.get_mut(&execution.job) {
+        if let Some(job) = state.jobs.get_mut(&job_id) {
             if ends {
-                job.remove_live(e.execution, &execution.node);
+                job.remove_live(e.execution, node_id);
             } else {
-                job.add_live(e.execution, &execution.node);
+                job.add_live(e.execution, node_id);
             }
         }
     }
-    if reinstated && let Some(job) = state.jobs.get_mut(&execution.job) {
+    if reinstated && let Some(job) = state.jobs.get_mut(&job_id) {
         job.run.reinstate(e.execution);
     }
-    slot_changed(state, execution.job, e.execution);
+    slot_changed(state, job_id, e.execution);
 }
