@@ -98,10 +98,26 @@ async fn submit(global: &Global, command: Command) -> Result<(CommandId, Reader)
             .await?;
         publisher.append(outgoing.clone()).await
     });
-    tokio::time::timeout(Duration::from_secs(10), store)
-        .await
-        .context("JetStream did not store the command within 10s")??;
-    Ok((id, Reader::new(js)))
+    tokio::pin!(store);
+    let stored = match tokio::time::timeout(Duration::from_secs(1), &mut store).await {
+        Ok(stored) => stored,
+        Err(_) => {
+            // A stream whose leader was just lost answers again once the cluster has
+            // elected another, which can take a while on a loaded one.
+            eprintln!("waiting for JetStream to store the command (a stream electing its leader?)");
+            let rest = crate::JETSTREAM_WAIT.saturating_sub(Duration::from_secs(1));
+            tokio::time::timeout(rest, &mut store)
+                .await
+                .with_context(|| {
+                    format!(
+                        "JetStream did not store the command within {}s",
+                        crate::JETSTREAM_WAIT.as_secs()
+                    )
+                })?
+        }
+    };
+    stored?;
+    Ok((id, Reader::new(js.clone())))
 }
 
 /// Runs `attempt` until it succeeds or fails for good: a JetStream that answers "not now"

@@ -226,7 +226,7 @@ enum ExecutionCommand {
 }
 
 /// How long a command waits for JetStream to answer before giving up.
-const JETSTREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const JETSTREAM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connection settings every command shares.
 pub struct Global {
