@@ -346,19 +346,32 @@ struct Seat {
 /// else its first port and the ones after it.
 fn client_ports(nats: &str, servers: usize) -> Result<Vec<u16>> {
     let listed = nats.split(',').map(port_of).collect::<Result<Vec<u16>>>()?;
-    if listed.len() == servers {
-        return Ok(listed);
+    let ports: Vec<u16> = if listed.len() == servers {
+        listed
+    } else {
+        let first = listed[0];
+        (0..servers)
+            .map(|i| {
+                u16::try_from(i)
+                    .ok()
+                    .and_then(|i| first.checked_add(i))
+                    .with_context(|| format!("no room for {servers} servers' ports above {first}"))
+            })
+            .collect::<Result<_>>()?
+    };
+    // A cluster's route ports sit above the client ports; they must exist too.
+    if servers > 1
+        && let Some(port) = ports
+            .iter()
+            .find(|p| p.checked_add(CLUSTER_PORT_OFFSET).is_none())
+    {
+        bail!(
+            "client port {port} leaves no room for its route port {CLUSTER_PORT_OFFSET} above it: \
+             use client ports below {}",
+            u16::MAX - CLUSTER_PORT_OFFSET + 1
+        );
     }
-    let first = listed[0];
-    (0..servers)
-        .map(|i| {
-            u16::try_from(i)
-                .ok()
-                .and_then(|i| first.checked_add(i))
-                .and_then(|p| p.checked_add(CLUSTER_PORT_OFFSET).map(|_| p))
-                .with_context(|| format!("no room for {servers} servers' ports above {first}"))
-        })
-        .collect()
+    Ok(ports)
 }
 
 fn start_server(binary: &Path, port: u16, store: &Path, seat: Option<&Seat>) -> Result<Child> {

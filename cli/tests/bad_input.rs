@@ -150,3 +150,27 @@ fn unreachable_nats_fails_deploys_and_queries_with_one_line() {
         );
     }
 }
+
+#[test]
+fn a_cluster_with_no_room_for_its_route_ports_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "nats://127.0.0.1:64000,nats://127.0.0.1:64001,nats://127.0.0.1:64002";
+    let data = dir.path().join("dev");
+    let out = cairn(
+        url,
+        &[
+            "dev",
+            "--servers",
+            "3",
+            "--edges",
+            "0",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("client port 64000"), "{stderr}");
+    assert!(!data.exists(), "nothing was set up");
+}

@@ -133,6 +133,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free client port for a clustered `cairn dev` whose route port, 2000 above it, is free
+/// too (and exists: ephemeral ports reach 60999).
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let route_free = port
+            .checked_add(2000)
+            .is_some_and(|route| std::net::TcpListener::bind(("127.0.0.1", route)).is_ok());
+        if route_free {
+            return port;
+        }
+    }
+}
+
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -384,7 +398,7 @@ fn completions_cover_the_commands() {
 #[tokio::test]
 async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
     let data = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
     let url = ports
         .iter()
         .map(|p| format!("nats://127.0.0.1:{p}"))
