@@ -41,7 +41,7 @@ pub enum Pulled {
     Message(jetstream::Message),
     /// No pull, for `reason`; the next call binds again. `lost` when an established pull
     /// broke, false when a bind failed (the next call pauses first).
-    Unbound { reason: String, lost: bool },
+    Unbound { reason: crate::Error, lost: bool },
 }
 
 /// A durable pull that rebinds itself.
@@ -59,7 +59,7 @@ pub struct Intake {
     retry_at: Option<tokio::time::Instant>,
     /// A bind under way, kept across dropped calls so it finishes however often the
     /// caller's `select!` is woken by something else.
-    binding_now: Option<BoxFuture<'static, Result<(pull::Stream, u64), String>>>,
+    binding_now: Option<BoxFuture<'static, crate::Result<(pull::Stream, u64)>>>,
     /// Where a consumer this intake creates starts, if set (see [`Intake::recreate_from`]).
     start: Option<u64>,
     backoff: Backoff,
@@ -125,7 +125,10 @@ impl Intake {
     pub async fn next(&mut self) -> Pulled {
         if let Some(reason) = self.broken.take() {
             self.lost_pull();
-            return Pulled::Unbound { reason, lost: true };
+            return Pulled::Unbound {
+                reason: self.broke(reason),
+                lost: true,
+            };
         }
         let Some(messages) = self.messages.as_mut() else {
             if let Some(at) = self.retry_at {
@@ -169,17 +172,25 @@ impl Intake {
             Some(Err(e)) => {
                 self.lost_pull();
                 Pulled::Unbound {
-                    reason: e.to_string(),
+                    reason: self.broke(e.to_string()),
                     lost: true,
                 }
             }
             None => {
                 self.lost_pull();
                 Pulled::Unbound {
-                    reason: "the pull ended".to_owned(),
+                    reason: self.broke("the pull ended".to_owned()),
                     lost: true,
                 }
             }
+        }
+    }
+
+    /// Why an established pull broke, as the error it is.
+    fn broke(&self, reason: String) -> crate::Error {
+        crate::Error::Read {
+            stream: format!("{} through consumer {}", self.kind.name(), self.consumer),
+            reason,
         }
     }
 
@@ -235,12 +246,18 @@ async fn bind(
     start: Option<u64>,
     batch: usize,
     heartbeat: Duration,
-) -> Result<(pull::Stream, u64), String> {
+) -> crate::Result<(pull::Stream, u64)> {
     let stream = js
         .get_stream_no_info(kind.name())
         .await
-        .map_err(|e| format!("stream {}: {e}", kind.name()))?;
-    let unbound = |e: &dyn std::fmt::Display| format!("consumer {consumer}: {e}");
+        .map_err(|e| crate::Error::Read {
+            stream: kind.name().to_owned(),
+            reason: e.to_string(),
+        })?;
+    let unbound = |e: &dyn std::fmt::Display| crate::Error::Consumer {
+        consumer: consumer.clone(),
+        reason: e.to_string(),
+    };
     let pull: PullConsumer = match binding {
         Binding::Existing => stream
             .get_consumer(&consumer)
@@ -264,6 +281,6 @@ async fn bind(
         .heartbeat(heartbeat)
         .messages()
         .await
-        .map_err(|e| format!("pulling from {consumer}: {e}"))?;
+        .map_err(|e| unbound(&format!("opening the pull: {e}")))?;
     Ok((messages, pending))
 }

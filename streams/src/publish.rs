@@ -8,6 +8,7 @@ use std::future::IntoFuture;
 use async_nats::HeaderMap;
 use async_nats::Subject;
 use async_nats::header::{
+    NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL, NATS_BATCH_ID, NATS_BATCH_SEQUENCE,
     NATS_EXPECTED_LAST_SEQUENCE, NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID,
 };
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
@@ -381,14 +382,14 @@ impl Publisher {
         for (i, out) in messages.into_iter().enumerate() {
             let sequence = i + 1;
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Batch-Id", batch_id.as_str());
-            headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+            headers.insert(NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
             if sequence == 1 {
                 expect.add_header(&mut headers);
             }
             let commit = sequence == count;
             if commit {
-                headers.insert("Nats-Batch-Commit", "1");
+                headers.insert(NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL);
             }
             last_subject = out.subject.to_string();
             let transport = |e: String| Error::Publish {
@@ -434,8 +435,9 @@ impl Publisher {
 }
 
 fn batch_error(subject: &Subject, expect: Expect, error: ApiError) -> Error {
-    // 10071: wrong last sequence.
-    if error.err_code == 10071 {
+    if jetstream::ErrorCode(u64::from(error.err_code))
+        == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+    {
         let actual = parse_wrong_last_sequence(&error.description);
         return Error::Conflict {
             expected: expect.expected().unwrap_or(Seq::ZERO),
