@@ -509,10 +509,10 @@ async fn reach(
                 while tokio::time::Instant::now() < until {
                     let mut payload = now_nanos().to_le_bytes().to_vec();
                     payload.extend_from_slice(&round.to_le_bytes());
-                    if let Ok(ack) = js.publish(subject.clone(), payload.into()).await {
-                        if ack.await.is_ok() {
-                            return;
-                        }
+                    if let Ok(ack) = js.publish(subject.clone(), payload.into()).await
+                        && ack.await.is_ok()
+                    {
+                        return;
                     }
                 }
             }
@@ -712,19 +712,19 @@ fn figures(row: &Row) -> Vec<Figure> {
             value(name, reach.all_in.map(|d| d.as_secs_f64()), "s");
         }
     }
-    if let Some(reach) = &row.reach {
-        if !reach.latency_us.is_empty() {
-            value(
-                "publish → acked p50",
-                Some(reach.latency_us.value_at_quantile(0.5) as f64 / 1_000.0),
-                "ms",
-            );
-            value(
-                "publish → acked p99",
-                Some(reach.latency_us.value_at_quantile(0.99) as f64 / 1_000.0),
-                "ms",
-            );
-        }
+    if let Some(reach) = &row.reach
+        && !reach.latency_us.is_empty()
+    {
+        value(
+            "publish → acked p50",
+            Some(reach.latency_us.value_at_quantile(0.5) as f64 / 1_000.0),
+            "ms",
+        );
+        value(
+            "publish → acked p99",
+            Some(reach.latency_us.value_at_quantile(0.99) as f64 / 1_000.0),
+            "ms",
+        );
     }
     value(
         "consumers lost with the killed server",

@@ -110,6 +110,9 @@ pub struct Execution {
     pub desired: DesiredState,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    /// Why it was asked to stop, while it has not ended: what a dispatcher that starts
+    /// afresh queues again with the stop.
+    pub stop_reason: Option<String>,
 }
 
 impl State {
@@ -471,6 +474,9 @@ pub fn evolve(state: &mut State, event: &Event) {
         Event::ExecutionStopRequested(e) => {
             if let Some(execution) = state.executions.get_mut(&e.execution) {
                 execution.desired = DesiredState::Stopped;
+                if !execution.state.is_terminal() {
+                    execution.stop_reason = Some(e.reason.clone());
+                }
                 let job = execution.job;
                 slot_changed(state, job, e.execution);
             }
@@ -613,6 +619,7 @@ fn execution_assigned(state: &mut State, e: &ExecutionAssigned) {
             desired: DesiredState::Running,
             exit_code: None,
             reason: None,
+            stop_reason: None,
         },
     );
     if let Some(job) = state.jobs.get_mut(&e.job) {
@@ -707,12 +714,15 @@ fn execution_state_changed(state: &mut State, e: &ExecutionStateChanged) {
     execution.state = e.state;
     execution.exit_code = e.exit_code;
     execution.reason = e.reason.clone();
-    let (job_id, node_id) = (execution.job, &execution.node);
     // Ended, or (a late report from a node that was lost) under way again.
     let (ends, resumes) = (
         !was.is_terminal() && e.state.is_terminal(),
         was.is_terminal() && !e.state.is_terminal(),
     );
+    if ends {
+        execution.stop_reason = None;
+    }
+    let (job_id, node_id) = (execution.job, &execution.node);
     if ends || resumes {
         if let Some(node) = state.nodes.get_mut(node_id) {
             if ends {

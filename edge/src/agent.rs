@@ -623,9 +623,6 @@ impl Agent {
     }
 }
 
-/// A confirmed ack: returns once the server has the ack, so a recorded-and-acked attempt
-/// is really gone from the queue. A failed ack only means a redelivery, which the record
-/// dedupes.
 /// Records runs in one group commit and acks the recorded ones. The reports are built
 /// now; the returned future does the writing and acking, owning all it needs.
 fn record_runs(
@@ -708,6 +705,9 @@ fn record_of(run: &RunExecution, seq: u64) -> ExecutionRecord {
     }
 }
 
+/// A confirmed ack: returns once the server has the ack, so a recorded-and-acked attempt
+/// is really gone from the queue. A failed ack only means a redelivery, which the record
+/// dedupes.
 async fn ack(message: &jetstream::Message, key: AttemptKey) {
     if let Err(e) = message.double_ack().await {
         tracing::warn!(attempt = %key, error = %e, "ack not confirmed; a redelivery will be deduped");

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cairn_shared::spec::{HumanDuration, TaskSpec};
 use cairn_shared::{ExecutionState, NodeId};
+use cairn_streams::backoff::Backoff;
 use cairn_streams::{LogEntry, OutputStream};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -55,6 +56,7 @@ pub struct Attempt {
 }
 
 /// How the attempt ended.
+#[derive(Clone)]
 struct Outcome {
     state: ExecutionState,
     exit_code: Option<i32>,
@@ -104,14 +106,29 @@ impl Outcome {
 }
 
 impl Attempt {
-    /// Runs the attempt to its end. Store failures are logged: the attempt then stays
-    /// non-terminal in the store and is reported `failed` ("edge restarted") on next start.
+    /// Runs the attempt to its end. Recording the end is retried while the store says it
+    /// may succeed (disk trouble), since until it is recorded the attempt holds its place
+    /// on the node and nobody hears how it ended. A failure that cannot pass (the store
+    /// closed at shutdown) leaves the attempt non-terminal in the store, and it is reported
+    /// `failed` ("edge restarted") on the next start.
     pub async fn run(mut self) {
         let key = self.key;
         let outcome = self.execute().await;
         let Some(outcome) = outcome else { return };
-        if let Err(e) = self.finish(outcome).await {
-            tracing::error!(attempt = %key, error = %e, "recording the end of an attempt failed");
+        let mut backoff = Backoff::default();
+        loop {
+            match self.finish(outcome.clone()).await {
+                Ok(()) => return,
+                Err(e) if e.is_retryable() => {
+                    let pause = backoff.next_delay();
+                    tracing::warn!(attempt = %key, error = %e, retry_in = ?pause, "recording the end of an attempt failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => {
+                    tracing::error!(attempt = %key, error = %e, "recording the end of an attempt failed");
+                    return;
+                }
+            }
         }
     }
 

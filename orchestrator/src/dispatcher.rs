@@ -16,7 +16,6 @@
 
 use std::collections::VecDeque;
 use std::future::IntoFuture;
-use std::time::Duration;
 
 use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decider::State;
 use crate::error::Result;
 use crate::retry::pause;
+use cairn_streams::backoff::Backoff;
 
 /// A batch of events the decider has just stored, `first` being the sequence of the
 /// first: the dispatcher can queue their work without reading them back.
@@ -96,10 +96,19 @@ pub fn pending_work(state: &State) -> Vec<(NodeId, Envelope<Assignment>)> {
             }
             .into(),
             // An older version still meant to run was replaced: its stop is what is owed.
-            DesiredState::Running | DesiredState::Stopped => StopExecution {
+            DesiredState::Running => StopExecution {
                 execution: execution.id,
                 attempt: execution.attempt,
-                reason: "stop requested".into(),
+                reason: format!("replaced by version {}", job.version),
+            }
+            .into(),
+            DesiredState::Stopped => StopExecution {
+                execution: execution.id,
+                attempt: execution.attempt,
+                reason: execution
+                    .stop_reason
+                    .clone()
+                    .unwrap_or_else(|| "stop requested".into()),
             }
             .into(),
         };
@@ -136,7 +145,7 @@ impl Sender {
     }
 
     async fn push(&mut self, out: Outgoing, shutdown: &CancellationToken) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::default();
         loop {
             match self.publisher.send(out.clone()).await {
                 Ok(pending) => {
@@ -174,7 +183,7 @@ impl Sender {
         let rest: Vec<Outgoing> = std::iter::once(out)
             .chain(self.in_flight.drain(..).map(|(o, _)| o))
             .collect();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::default();
         if !pause(shutdown, &mut backoff).await {
             return false;
         }
@@ -236,7 +245,7 @@ pub async fn run(
     );
     // The next sequence to dispatch: everything before it has been queued.
     let mut next = from.next();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     loop {
         let events = match reader
             .read(StreamKind::Events, ReadFrom::Seq(next), None)
@@ -284,7 +293,11 @@ pub async fn run(
                 item = events.next() => item,
             };
             let raw = match item {
-                Some(Ok(raw)) => raw,
+                Some(Ok(raw)) => {
+                    // The read works: the next break pauses from the start again.
+                    backoff.reset();
+                    raw
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "event stream read failed; resuming");
                     break;

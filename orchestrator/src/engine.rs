@@ -34,6 +34,7 @@ use crate::decider::{self, IdSource, Input, Origin, State, lost_due};
 use crate::dispatcher::{Decided, Handoff};
 use crate::error::{Error, Result};
 use crate::retry::pause;
+use cairn_streams::backoff::Backoff;
 
 /// Liveness thresholds (`cairn orchestrator --heartbeat-interval --disconnect-after --lost-after`).
 #[derive(Clone, Debug)]
@@ -163,10 +164,10 @@ impl Engine {
             let raw = match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
                 Ok(Some(raw)) => raw?,
                 Ok(None) | Err(_) => {
-                    return Err(Error::Stopped(format!(
-                        "catching up stalled at {} of {end}",
-                        self.last
-                    )));
+                    return Err(Error::stopped(
+                        "decider",
+                        format!("catching up stalled at {} of {end}", self.last),
+                    ));
                 }
             };
             // Undecodable events carry no fact the decider could use; the projector records them.
@@ -190,7 +191,7 @@ impl Engine {
     /// NATS is unreachable it keeps trying. Returns false if shutdown came first: nothing
     /// more was recorded, and the inputs must not be acked.
     async fn record(&mut self, steps: &[Step<'_>]) -> Result<bool> {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::default();
         let mut behind = false;
         loop {
             let attempt = async {
@@ -410,7 +411,7 @@ impl Engine {
         let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
         tracing::info!(nodes = left.len(), why, "creating node consumers");
         self.restoring = Some(tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::default();
             loop {
                 let outcomes: Vec<(NodeId, cairn_streams::Result<()>)> =
                     futures::stream::iter(left)
@@ -437,7 +438,7 @@ impl Engine {
                     tracing::info!("node consumers created");
                     return;
                 };
-                tracing::warn!(left = left.len(), error = %e, retry_in = ?backoff, "creating node consumers");
+                tracing::warn!(left = left.len(), error = %e, retry_in = ?backoff.upcoming(), "creating node consumers");
                 if !pause(&shutdown, &mut backoff).await {
                     return;
                 }
@@ -503,7 +504,7 @@ impl Engine {
         }
         let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
         self.recreating.spawn(async move {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::default();
             loop {
                 let made = if replace {
                     cairn_streams::replace_node_consumer(&js, &node).await
@@ -612,14 +613,19 @@ impl Engine {
             .client()
             .subscribe(subjects::HEARTBEATS)
             .await
-            .map_err(|e| Error::Stopped(format!("subscribing to heartbeats: {e}")))?;
+            .map_err(|e| Error::stopped("decider", format!("subscribing to heartbeats: {e}")))?;
         // A node consumer someone deleted is made again at once: its edge can only bind.
         let mut deletions = self
             .js
             .client()
             .subscribe(subjects::CONSUMER_DELETIONS)
             .await
-            .map_err(|e| Error::Stopped(format!("subscribing to consumer advisories: {e}")))?;
+            .map_err(|e| {
+                Error::stopped(
+                    "decider",
+                    format!("subscribing to consumer advisories: {e}"),
+                )
+            })?;
         let mut tick =
             tokio::time::interval(self.liveness.heartbeat_interval.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -784,14 +790,12 @@ fn parse(
 }
 
 /// Inputs a round takes at most while the decider keeps up: each input waits for its whole
-/// round, and on a busy machine larger rounds feed back into longer ones (at 1,000 deploys
-/// a second on two cores, rounds of up to 1,000 put decided → edge at 60–77 ms p50, rounds
-/// of 128 at 20–28 ms).
+/// round, and on a busy machine larger rounds feed back into longer ones (BENCHMARKS.md,
+/// "round sizes", has the measurement).
 const ROUND_INPUTS: usize = 128;
 
 /// Inputs a round takes at most while a backlog waits on the server: then fewer, larger
-/// rounds (one atomic batch of single-event decisions each) drain it sooner, about a third
-/// faster for a burst of 30,000 reports.
+/// rounds (one atomic batch of single-event decisions each) drain it sooner.
 const MAX_INPUTS: usize = cairn_streams::publish::MAX_ATOMIC_BATCH;
 
 /// Inputs waiting on the server beyond which rounds take [`MAX_INPUTS`]: several full

@@ -18,18 +18,27 @@ pub enum Error {
     #[error(transparent)]
     Streams(#[from] cairn_streams::Error),
 
-    #[error("the projector stopped: {0}")]
-    Stopped(String),
+    /// A part of the orchestrator could not go on.
+    #[error("the {part} stopped: {reason}")]
+    Stopped { part: &'static str, reason: String },
 }
 
 impl Error {
+    /// `part` (the decider, the projector, …) could not go on, for `reason`.
+    pub fn stopped(part: &'static str, reason: impl Into<String>) -> Self {
+        Error::Stopped {
+            part,
+            reason: reason.into(),
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Streams(e) => e.is_retryable(),
             Error::Store(_)
             | Error::Open { .. }
             | Error::CorruptView { .. }
-            | Error::Stopped(_) => false,
+            | Error::Stopped { .. } => false,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The orchestrator: the pure decider (and scheduler), the projector that folds the event
-//! stream into redb views, and the query service answered from them. (The shell that
-//! feeds the decider, the dispatcher and liveness join it as they are built.)
+//! The orchestrator: the async shell around the pure decider (`cairn-decider`) with its
+//! inputs and liveness, the dispatcher and sweeper of work, the projector that folds the
+//! event stream into redb views, and the query service answered from them.
 
-pub mod decider;
+/// The decision core, a crate of its own so that it stays pure (see `cairn-decider`).
+pub use cairn_decider as decider;
 pub mod digest;
 pub mod dispatcher;
 pub mod engine;

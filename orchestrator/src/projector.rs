@@ -6,7 +6,6 @@
 //! batches grow under load and stay small when idle.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cairn_shared::Seq;
 use cairn_streams::{ReadFrom, Reader, StreamKind};
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::projection::Applied;
 use crate::retry::pause;
 use crate::store::{Incoming, ViewStore};
+use cairn_streams::backoff::Backoff;
 
 #[derive(Clone, Debug)]
 pub struct ProjectorConfig {
@@ -54,7 +54,7 @@ impl ProjectorHandle {
             .wait_for(|applied| *applied >= seq)
             .await
             .map(drop)
-            .map_err(|_| Error::Stopped(format!("before reaching sequence {seq}")))
+            .map_err(|_| Error::stopped("projector", format!("before reaching sequence {seq}")))
     }
 }
 
@@ -108,7 +108,7 @@ impl Projector {
         // The sender is gone: the writer drains what it has and stops.
         let write_result = writer
             .await
-            .map_err(|e| Error::Stopped(format!("writer thread: {e}")))?;
+            .map_err(|e| Error::stopped("projector", format!("writer thread: {e}")))?;
         read_result.and(write_result)
     }
 }
@@ -120,7 +120,7 @@ async fn read_loop(
     tx: mpsc::Sender<Incoming>,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     loop {
         let messages = match reader
             .read(StreamKind::Events, ReadFrom::Seq(next), None)
@@ -147,11 +147,11 @@ async fn read_loop(
                     if until.is_some_and(|until| raw.seq > until) {
                         return Ok(());
                     }
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     let incoming = Incoming::decode(raw.seq, raw.subject.as_str(), &raw.payload);
                     next = raw.seq.next();
                     if tx.send(incoming).await.is_err() {
-                        return Err(Error::Stopped("the writer stopped".into()));
+                        return Err(Error::stopped("projector", "its writer stopped"));
                     }
                     if until.is_some_and(|until| raw.seq >= until) {
                         return Ok(());
@@ -241,13 +241,14 @@ pub async fn replay_with_progress(
             }
         }
     };
-    ran.map_err(|e| Error::Stopped(format!("projector task: {e}")))??;
+    ran.map_err(|e| Error::stopped("projector", format!("its task: {e}")))??;
     let applied = handle.applied();
     progress(applied);
     if applied < until {
-        return Err(Error::Stopped(format!(
-            "the event stream ended at {applied}, before sequence {until}"
-        )));
+        return Err(Error::stopped(
+            "projector",
+            format!("the event stream ended at {applied}, before sequence {until}"),
+        ));
     }
     Ok(applied)
 }

@@ -263,14 +263,16 @@ pub async fn serve(
         .description("cairn orchestrator queries over the projected views")
         .start("cairn", env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| Error::Stopped(format!("starting the query service: {e}")))?;
+        .map_err(|e| Error::stopped("query service", format!("starting: {e}")))?;
     let group = service.group(cairn_streams::subjects::QUERY_PREFIX);
     let mut tasks = JoinSet::new();
     for name in endpoint::ALL {
-        let mut requests = group
-            .endpoint(name)
-            .await
-            .map_err(|e| Error::Stopped(format!("adding query endpoint {name}: {e}")))?;
+        let mut requests = group.endpoint(name).await.map_err(|e| {
+            Error::stopped(
+                "query service",
+                format!("adding query endpoint {name}: {e}"),
+            )
+        })?;
         let store = Arc::clone(&store);
         // Shutdown aborts these: a query in flight is simply not answered, and the asker
         // gets "no orchestrator is answering" rather than a stale result.

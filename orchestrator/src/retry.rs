@@ -1,14 +1,13 @@
-//! The pause between attempts at work that waits for NATS to answer: it doubles from where
-//! the caller starts it up to 2 s, and shutdown cuts it short.
+//! The pause between attempts at work that waits for NATS to answer: the one backoff
+//! policy (`cairn_streams::backoff::Backoff`, 50 ms doubling to 2 s, reset by the caller
+//! after a success), cut short by shutdown.
 
-use std::time::Duration;
-
+use cairn_streams::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 
-/// Sleeps for `backoff` and doubles it (up to 2 s); false if shutdown came first.
-pub(crate) async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
-    let delay = *backoff;
-    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+/// Sleeps for the backoff's next delay; false if shutdown came first.
+pub(crate) async fn pause(shutdown: &CancellationToken, backoff: &mut Backoff) -> bool {
+    let delay = backoff.next_delay();
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(delay) => true,

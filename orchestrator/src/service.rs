@@ -62,7 +62,9 @@ impl Orchestrator {
         let store = Arc::new(
             tokio::task::spawn_blocking(move || ViewStore::open(path))
                 .await
-                .map_err(|e| crate::Error::Stopped(format!("opening the view store: {e}")))??,
+                .map_err(|e| {
+                    crate::Error::stopped("orchestrator", format!("opening the view store: {e}"))
+                })??,
         );
         let (projector, handle) = Projector::new(
             config.projector,
@@ -130,7 +132,10 @@ impl Orchestrator {
                 Ok(done) => done,
                 Err(e) => (
                     "a part",
-                    Err(crate::Error::Stopped(format!("task failed: {e}"))),
+                    Err(crate::Error::stopped(
+                        "orchestrator",
+                        format!("a part's task failed: {e}"),
+                    )),
                 ),
             };
             if let Err(e) = result {
@@ -176,12 +181,12 @@ async fn on_own_thread(part: impl Future<Output = Result<()>> + Send + 'static) 
             let outcome = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| crate::Error::Stopped(format!("the decider's runtime: {e}")))
+                .map_err(|e| crate::Error::stopped("decider", format!("starting its runtime: {e}")))
                 .and_then(|runtime| runtime.block_on(part));
             let _ = done.send(outcome);
         })
-        .map_err(|e| crate::Error::Stopped(format!("the decider's thread: {e}")))?;
+        .map_err(|e| crate::Error::stopped("decider", format!("starting its thread: {e}")))?;
     result
         .await
-        .map_err(|_| crate::Error::Stopped("the decider's thread ended".into()))?
+        .map_err(|_| crate::Error::stopped("decider", "its thread ended"))?
 }

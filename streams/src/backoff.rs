@@ -4,10 +4,18 @@
 
 use std::time::Duration;
 
+#[derive(Clone, Debug)]
 pub struct Backoff {
     first: Duration,
     max: Duration,
     next: Duration,
+}
+
+/// The usual retry pause: 50 ms, doubling up to 2 s.
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(50), Duration::from_secs(2))
+    }
 }
 
 impl Backoff {
@@ -24,6 +32,11 @@ impl Backoff {
         let delay = self.next;
         self.next = (self.next * 2).min(self.max);
         delay
+    }
+
+    /// The delay the next [`Backoff::next_delay`] gives, for a log line before it.
+    pub fn upcoming(&self) -> Duration {
+        self.next
     }
 
     pub fn reset(&mut self) {

@@ -7,7 +7,7 @@ use cairn_shared::event::{
 use cairn_shared::{Event, ExecutionState, JobState};
 
 use super::scenario::*;
-use crate::decider::{Input, RejectionKind};
+use crate::{Input, RejectionKind};
 
 #[test]
 fn deploying_a_new_job_creates_version_1_places_it_and_accepts_last() {

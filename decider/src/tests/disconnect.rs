@@ -7,7 +7,7 @@ use cairn_shared::spec::{Disconnect, HumanDuration};
 use cairn_shared::{ExecutionState, JobSpec, JobState};
 
 use super::scenario::*;
-use crate::decider::lost_due;
+use crate::lost_due;
 
 fn disconnect(mut spec: JobSpec, lost_after: Option<u64>, replace: bool) -> JobSpec {
     spec.disconnect = Some(Disconnect {

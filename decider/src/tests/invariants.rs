@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use cairn_shared::{DesiredState, Event, JobType};
 
 use super::scenario::Counter;
-use crate::decider::draft::Draft;
-use crate::decider::schedule::{reconcile, reconcile_all};
-use crate::decider::{Decision, Input, State, evolve};
+use crate::draft::Draft;
+use crate::schedule::{reconcile, reconcile_all};
+use crate::{Decision, Input, State, evolve};
 
 /// Checks one decision against the state it was decided on.
 pub fn check_decision(before: &State, input: &Input, decision: &Decision) {

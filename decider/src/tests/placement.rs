@@ -3,7 +3,7 @@
 use cairn_shared::{ExecutionState, JobState};
 
 use super::scenario::*;
-use crate::decider::MAX_ATTEMPTS;
+use crate::MAX_ATTEMPTS;
 
 // --- selectors and capacity -------------------------------------------------------------
 

@@ -11,7 +11,7 @@ use cairn_shared::spec::{Disconnect, HumanDuration};
 use cairn_shared::{ExecutionState, JobType};
 
 use super::scenario::*;
-use crate::decider::Input;
+use crate::Input;
 
 /// An input described by small numbers, turned into a real input against the current
 /// state, so that reports mostly name executions that exist.

@@ -4,8 +4,8 @@ use cairn_shared::event::{InputRejected, NodeReconnected, NodeRegistered};
 use cairn_shared::{Event, ExecutionState, JobState, NodeState, Seq};
 
 use super::scenario::*;
-use crate::decider::Decision;
-use crate::decider::RejectionKind;
+use crate::Decision;
+use crate::RejectionKind;
 
 #[test]
 fn a_hello_from_an_unknown_node_registers_it() {
@@ -265,7 +265,7 @@ fn evolving_events_about_unknown_things_changes_nothing() {
         }
         .into(),
     ]);
-    assert_eq!(s.state, crate::decider::State::default());
+    assert_eq!(s.state, crate::State::default());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use cairn_shared::{
 };
 use ulid::Ulid;
 
-use crate::decider::{Decision, IdSource, Input, Origin, RejectionKind, State, decide, evolve};
+use crate::{Decision, IdSource, Input, Origin, RejectionKind, State, decide, evolve};
 
 /// The orchestrator's lost-after in every scenario.
 pub const LOST_AFTER: Duration = Duration::from_secs(300);
@@ -275,7 +275,7 @@ impl Scenario {
         })
     }
 
-    pub fn job(&self, name: &str) -> &crate::decider::Job {
+    pub fn job(&self, name: &str) -> &crate::Job {
         self.state.job_by_name(name).expect("the job exists")
     }
 
