@@ -8,8 +8,6 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use anyhow::{Context, Result, bail};
-use cairn_shared::assignment::{RunExecution, StopExecution};
-use cairn_shared::command::{DeployJob, RerunJob, StopJob};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::{
     Assignment, Command, CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp,
@@ -355,11 +353,7 @@ impl Concern {
                 }) => self.executions.contains(execution) || self.nodes.contains(node),
             },
             Body::Assignment(e) => {
-                let execution = match &e.body {
-                    Assignment::RunExecution(RunExecution { execution, .. })
-                    | Assignment::StopExecution(StopExecution { execution, .. }) => execution,
-                };
-                self.executions.contains(execution)
+                self.executions.contains(&e.body.execution())
                     || subjects::node_of_assignment(&record.subject)
                         .is_some_and(|n| self.nodes.contains(&n))
             }
@@ -369,40 +363,19 @@ impl Concern {
     }
 
     fn event(&self, event: &Event) -> bool {
-        match event {
-            Event::NodeRegistered(e) => self.nodes.contains(&e.node),
-            Event::NodeDisconnected(e) => self.nodes.contains(&e.node),
-            Event::NodeReconnected(e) => self.nodes.contains(&e.node),
-            Event::NodeLost(e) => self.nodes.contains(&e.node),
-            Event::JobDeployed(e) => self.jobs.contains(&e.job),
-            Event::JobStateChanged(e) => self.jobs.contains(&e.job),
-            Event::ExecutionAssigned(e) => {
-                self.executions.contains(&e.execution) || self.nodes.contains(&e.node)
-            }
-            Event::ExecutionStopRequested(e) => {
-                self.executions.contains(&e.execution) || self.nodes.contains(&e.node)
-            }
-            Event::ExecutionStateChanged(e) => {
-                self.executions.contains(&e.execution) || self.nodes.contains(&e.node)
-            }
-            Event::CommandAccepted(e) => {
-                self.commands.contains(&e.command) || e.job.is_some_and(|j| self.jobs.contains(&j))
-            }
-            Event::CommandRejected(e) => self.commands.contains(&e.command),
-            Event::InputRejected(_) => false,
-        }
+        let touches = event.touches();
+        touches.node.is_some_and(|n| self.nodes.contains(n))
+            || touches.job.is_some_and(|j| self.jobs.contains(&j))
+            || touches
+                .execution
+                .is_some_and(|e| self.executions.contains(&e))
+            || touches.command.is_some_and(|c| self.commands.contains(&c))
     }
 
     /// Whether a command names this job (by name or id).
     fn command(&self, command: &Command) -> bool {
-        let named =
-            |job: &str| self.names.contains(job) || self.jobs.iter().any(|j| j.to_string() == job);
-        match command {
-            Command::DeployJob(DeployJob { spec }) => self.names.contains(&spec.name),
-            Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => {
-                named(&job.0)
-            }
-        }
+        let job = command.job();
+        self.names.contains(job) || self.jobs.iter().any(|j| j.to_string() == job)
     }
 }
 
@@ -416,87 +389,20 @@ fn id_of(record: &Record) -> Option<String> {
     }
 }
 
-fn exit(code: Option<i32>) -> String {
-    code.map(|c| format!(" (exit {c})")).unwrap_or_default()
-}
-
-fn because(reason: &Option<String>) -> String {
-    reason
-        .as_ref()
-        .map(|r| format!(": {r}"))
-        .unwrap_or_default()
-}
-
 /// One line saying what a message says.
 fn summary(record: &Record) -> String {
     match &record.body {
-        Body::Command(e) => match &e.body {
-            Command::DeployJob(DeployJob { spec }) => {
-                format!("command {}: deploy {} ({})", e.id, spec.name, spec.job_type)
-            }
-            Command::StopJob(StopJob { job }) => format!("command {}: stop {}", e.id, job.0),
-            Command::RerunJob(RerunJob { job }) => format!("command {}: rerun {}", e.id, job.0),
-        },
-        Body::Event(e) => match &e.body {
-            Event::NodeRegistered(n) => format!(
-                "{} registered, capacity {}, labels {:?}",
-                n.node, n.capacity, n.labels
-            ),
-            Event::NodeDisconnected(n) => format!("{} disconnected", n.node),
-            Event::NodeReconnected(n) => format!("{} reconnected", n.node),
-            Event::NodeLost(n) => format!("{} lost", n.node),
-            Event::JobDeployed(j) => {
-                format!("{} version {} is job {}", j.spec.name, j.version, j.job)
-            }
-            Event::JobStateChanged(j) => {
-                format!("job {} {}{}", j.job, j.state, because(&j.reason))
-            }
-            Event::ExecutionAssigned(a) => format!(
-                "{} of {} version {} attempt {} assigned to {}",
-                a.execution, a.job_name, a.version, a.attempt, a.node
-            ),
-            Event::ExecutionStopRequested(s) => format!(
-                "{} attempt {} on {}: stop requested: {}",
-                s.execution, s.attempt, s.node, s.reason
-            ),
-            Event::ExecutionStateChanged(s) => format!(
-                "{} on {} {}{}{}",
-                s.execution,
-                s.node,
-                s.state,
-                exit(s.exit_code),
-                because(&s.reason)
-            ),
-            Event::CommandAccepted(c) => format!("command {} accepted", c.command),
-            Event::CommandRejected(c) => format!("command {} rejected: {}", c.command, c.reason),
-            Event::InputRejected(i) => {
-                format!("{} sequence {} refused: {}", i.stream, i.seq, i.reason)
-            }
-        },
-        Body::Report(e) => match &e.body {
-            Report::NodeHello(h) => format!("{} says hello, capacity {}", h.node, h.capacity),
-            Report::ExecutionUpdate(u) => format!(
-                "{} reports {} attempt {} {}{}{}",
-                u.node,
-                u.execution,
-                u.attempt,
-                u.state,
-                exit(u.exit_code),
-                because(&u.reason)
-            ),
-        },
+        Body::Command(e) => format!("command {}: {}", e.id, e.body.summary()),
+        Body::Event(e) => e.body.summary(),
+        Body::Report(e) => e.body.summary(),
         Body::Assignment(e) => match &e.body {
-            Assignment::RunExecution(r) => format!(
-                "queued for {}: run {} attempt {}",
+            Assignment::RunExecution(_) => format!(
+                "queued for {}: {}",
                 subjects::node_of_assignment(&record.subject)
                     .map_or_else(|| "?".to_owned(), |n| n.to_string()),
-                r.execution,
-                r.attempt
+                e.body.summary()
             ),
-            Assignment::StopExecution(s) => format!(
-                "queued: stop {} attempt {}: {}",
-                s.execution, s.attempt, s.reason
-            ),
+            Assignment::StopExecution(_) => format!("queued: {}", e.body.summary()),
         },
         Body::Log(_) => "log output".to_owned(),
         Body::Undecodable(reason) => format!("undecodable on {}: {reason}", record.subject),

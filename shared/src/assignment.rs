@@ -33,3 +33,23 @@ messages! {
         StopExecution = ("StopExecution", 1),
     }
 }
+
+impl Assignment {
+    /// The execution the work is for.
+    pub fn execution(&self) -> ExecutionId {
+        match self {
+            Assignment::RunExecution(RunExecution { execution, .. })
+            | Assignment::StopExecution(StopExecution { execution, .. }) => *execution,
+        }
+    }
+
+    /// One line saying what the node is asked to do, for people (`cairn audit history`).
+    pub fn summary(&self) -> String {
+        match self {
+            Assignment::RunExecution(r) => format!("run {} attempt {}", r.execution, r.attempt),
+            Assignment::StopExecution(s) => {
+                format!("stop {} attempt {}: {}", s.execution, s.attempt, s.reason)
+            }
+        }
+    }
+}

@@ -38,3 +38,24 @@ messages! {
         RerunJob = ("RerunJob", 1),
     }
 }
+
+impl Command {
+    /// The job the command names, as its user wrote it (a name or an id).
+    pub fn job(&self) -> &str {
+        match self {
+            Command::DeployJob(DeployJob { spec }) => &spec.name,
+            Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => &job.0,
+        }
+    }
+
+    /// One line saying what was asked, for people (`cairn audit history`).
+    pub fn summary(&self) -> String {
+        match self {
+            Command::DeployJob(DeployJob { spec }) => {
+                format!("deploy {} ({})", spec.name, spec.job_type)
+            }
+            Command::StopJob(StopJob { job }) => format!("stop {}", job.0),
+            Command::RerunJob(RerunJob { job }) => format!("rerun {}", job.0),
+        }
+    }
+}

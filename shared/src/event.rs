@@ -160,3 +160,122 @@ impl Event {
         }
     }
 }
+
+/// The entities an event is about: its aggregate, and the others it names (an execution's
+/// node, the job a command was about), so a history of any of them can find it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Touches<'e> {
+    pub node: Option<&'e NodeId>,
+    pub job: Option<JobId>,
+    pub execution: Option<ExecutionId>,
+    pub command: Option<CommandId>,
+}
+
+impl Event {
+    /// Every entity the event names.
+    pub fn touches(&self) -> Touches<'_> {
+        let none = Touches::default();
+        match self {
+            Event::NodeRegistered(e) => Touches {
+                node: Some(&e.node),
+                ..none
+            },
+            Event::NodeDisconnected(e) => Touches {
+                node: Some(&e.node),
+                ..none
+            },
+            Event::NodeReconnected(e) => Touches {
+                node: Some(&e.node),
+                ..none
+            },
+            Event::NodeLost(e) => Touches {
+                node: Some(&e.node),
+                ..none
+            },
+            Event::JobDeployed(e) => Touches {
+                job: Some(e.job),
+                ..none
+            },
+            Event::JobStateChanged(e) => Touches {
+                job: Some(e.job),
+                ..none
+            },
+            Event::ExecutionAssigned(e) => Touches {
+                node: Some(&e.node),
+                job: Some(e.job),
+                execution: Some(e.execution),
+                ..none
+            },
+            Event::ExecutionStopRequested(e) => Touches {
+                node: Some(&e.node),
+                execution: Some(e.execution),
+                ..none
+            },
+            Event::ExecutionStateChanged(e) => Touches {
+                node: Some(&e.node),
+                execution: Some(e.execution),
+                ..none
+            },
+            Event::CommandAccepted(e) => Touches {
+                job: e.job,
+                command: Some(e.command),
+                ..none
+            },
+            Event::CommandRejected(e) => Touches {
+                command: Some(e.command),
+                ..none
+            },
+            Event::InputRejected(_) => none,
+        }
+    }
+
+    /// One line saying what happened, for people (`cairn audit history`).
+    pub fn summary(&self) -> String {
+        match self {
+            Event::NodeRegistered(n) => format!(
+                "{} registered, capacity {}, labels {:?}",
+                n.node, n.capacity, n.labels
+            ),
+            Event::NodeDisconnected(n) => format!("{} disconnected", n.node),
+            Event::NodeReconnected(n) => format!("{} reconnected", n.node),
+            Event::NodeLost(n) => format!("{} lost", n.node),
+            Event::JobDeployed(j) => {
+                format!("{} version {} is job {}", j.spec.name, j.version, j.job)
+            }
+            Event::JobStateChanged(j) => {
+                format!("job {} {}{}", j.job, j.state, because(j.reason.as_deref()))
+            }
+            Event::ExecutionAssigned(a) => format!(
+                "{} of {} version {} attempt {} assigned to {}",
+                a.execution, a.job_name, a.version, a.attempt, a.node
+            ),
+            Event::ExecutionStopRequested(s) => format!(
+                "{} attempt {} on {}: stop requested: {}",
+                s.execution, s.attempt, s.node, s.reason
+            ),
+            Event::ExecutionStateChanged(s) => format!(
+                "{} on {} {}{}{}",
+                s.execution,
+                s.node,
+                s.state,
+                exit(s.exit_code),
+                because(s.reason.as_deref())
+            ),
+            Event::CommandAccepted(c) => format!("command {} accepted", c.command),
+            Event::CommandRejected(c) => format!("command {} rejected: {}", c.command, c.reason),
+            Event::InputRejected(i) => {
+                format!("{} sequence {} refused: {}", i.stream, i.seq, i.reason)
+            }
+        }
+    }
+}
+
+/// ` (exit N)` when there is an exit code, for summaries.
+pub(crate) fn exit(code: Option<i32>) -> String {
+    code.map(|c| format!(" (exit {c})")).unwrap_or_default()
+}
+
+/// `: reason` when there is one, for summaries.
+pub(crate) fn because(reason: Option<&str>) -> String {
+    reason.map(|r| format!(": {r}")).unwrap_or_default()
+}

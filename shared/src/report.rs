@@ -47,3 +47,21 @@ impl Report {
         }
     }
 }
+
+impl Report {
+    /// One line saying what the edge reported, for people (`cairn audit history`).
+    pub fn summary(&self) -> String {
+        match self {
+            Report::NodeHello(h) => format!("{} says hello, capacity {}", h.node, h.capacity),
+            Report::ExecutionUpdate(u) => format!(
+                "{} reports {} attempt {} {}{}{}",
+                u.node,
+                u.execution,
+                u.attempt,
+                u.state,
+                crate::event::exit(u.exit_code),
+                crate::event::because(u.reason.as_deref())
+            ),
+        }
+    }
+}
