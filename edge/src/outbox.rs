@@ -29,6 +29,9 @@ const BATCH: usize = 256;
 /// How often to look whether a lost connection came back.
 const RECONNECT_POLL: Duration = Duration::from_millis(50);
 
+/// The longest pause between failed flushes.
+const FLUSH_PAUSE_CAP: Duration = Duration::from_secs(5);
+
 /// A report, with a fresh report id that stays its `Nats-Msg-Id` for every resend.
 pub fn report_entry(node: &NodeId, report: Report) -> Result<OutboxEntry> {
     let envelope = Envelope::new(ReportId::generate(), None, Timestamp::now(), report);
@@ -118,7 +121,9 @@ impl Flusher {
     /// Runs until `stop`; what was not acknowledged by then stays in the store for the
     /// next start.
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new(Duration::from_millis(100), FLUSH_PAUSE_CAP);
+        // Flushes failed in a row, and whether the longest pause has been announced.
+        let (mut failures, mut capped) = (0u32, false);
         while !stop.is_cancelled() {
             if self.client.connection_state() != async_nats::connection::State::Connected {
                 // Publishing now would only queue in the client and time out; wait for the
@@ -149,10 +154,26 @@ impl Flusher {
                 sent = self.send(batch) => sent,
             };
             match sent {
-                Ok(()) => backoff.reset(),
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "outbox flushing again");
+                    }
+                    (failures, capped) = (0, false);
+                    backoff.reset();
+                }
                 Err(e) => {
+                    failures += 1;
                     let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?delay, pending = self.store.outbox_len(), "outbox flush failed; will resend from the first unacknowledged entry");
+                    let pending = self.store.outbox_len();
+                    // Said once when it starts and once when the pause reaches its cap: a
+                    // stream not made yet at start-up fails a few times, and each retry
+                    // saying so again is noise.
+                    if failures == 1 || (delay == FLUSH_PAUSE_CAP && !capped) {
+                        capped |= delay == FLUSH_PAUSE_CAP;
+                        tracing::warn!(error = %e, retry_in = ?delay, pending, failures, "outbox flush failed; will resend from the first unacknowledged entry");
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?delay, pending, failures, "outbox flush failed again");
+                    }
                     sleep_or_stop(&stop, delay).await;
                 }
             }
