@@ -23,6 +23,7 @@ use cairn_shared::{
     Command, CommandId, Event, EventId, ExecutionId, ExecutionState, JobId, Liveness, NodeId,
     NodeState, Report, RunningAttempt, Seq, Timestamp,
 };
+use cairn_streams::backoff::Backoff;
 use cairn_streams::{
     Binding, Error as StreamsError, Expect, Intake, Outgoing, Publisher, Pulled, ReadFrom, Reader,
     StreamKind, subjects,
@@ -34,7 +35,6 @@ use crate::decider::{self, IdSource, Input, Origin, State, lost_due};
 use crate::dispatcher::{Decided, Handoff};
 use crate::error::{Error, Result};
 use crate::retry::pause;
-use cairn_streams::backoff::Backoff;
 
 /// Liveness thresholds (`cairn orchestrator --heartbeat-interval --disconnect-after --lost-after`).
 #[derive(Clone, Debug)]
@@ -82,7 +82,7 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Where appended events go at once, for the dispatcher (see [`Decided`]).
     handoff: Option<Handoff>,
-    /// The client's connection count when node consumers were last known to exist.
+    /// The client's connection count as of the last tick: a change is a reconnect.
     connects: u64,
     /// Recreating node consumers after a reconnect, in the background.
     restoring: Option<tokio::task::JoinHandle<()>>,
@@ -99,8 +99,6 @@ pub struct Engine {
     recorded: HashMap<StreamKind, Seq>,
     /// Whether the connection was seen down since liveness last judged.
     deaf: bool,
-    /// The client's connection count when the heartbeat clocks last restarted.
-    hearing_since_connects: u64,
 }
 
 impl Engine {
@@ -126,7 +124,6 @@ impl Engine {
             unbound: HashMap::new(),
             recorded: HashMap::new(),
             deaf: false,
-            hearing_since_connects: connects,
         };
         engine.catch_up().await?;
         // Every node gets a full grace period from this start before it counts as silent.
@@ -386,16 +383,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Node consumers keep their state in memory, so a server restart drops them: after
-    /// the client reconnected, every known node's consumer is created again (see
-    /// [`Engine::restore_consumers`]).
-    fn restore_consumers_after_reconnect(&mut self) {
+    /// Whether the client has connected again since the last tick.
+    fn reconnected(&mut self) -> bool {
         let connects = js_connects(&self.js);
-        if connects == self.connects {
-            return;
-        }
+        let again = connects != self.connects;
         self.connects = connects;
-        self.restore_consumers("reconnected");
+        again
     }
 
     /// Creates every known node's consumer (again), in the background while decisions go
@@ -413,32 +406,13 @@ impl Engine {
         self.restoring = Some(tokio::spawn(async move {
             let mut backoff = Backoff::default();
             loop {
-                let outcomes: Vec<(NodeId, cairn_streams::Result<()>)> =
-                    futures::stream::iter(left)
-                        .map(|node| {
-                            let js = js.clone();
-                            async move {
-                                let made = cairn_streams::ensure_node_consumer(&js, &node).await;
-                                (node, made)
-                            }
-                        })
-                        .buffer_unordered(cairn_streams::topology::NODE_CONSUMERS_AT_ONCE)
-                        .collect()
-                        .await;
-                let mut failed = None;
-                left = outcomes
-                    .into_iter()
-                    .filter_map(|(node, made)| {
-                        let e = made.err()?;
-                        failed.get_or_insert(e);
-                        Some(node)
-                    })
-                    .collect();
-                let Some(e) = failed else {
+                let failed = cairn_streams::ensure_node_consumers(&js, left).await;
+                let Some((_, e)) = failed.first() else {
                     tracing::info!("node consumers created");
                     return;
                 };
-                tracing::warn!(left = left.len(), error = %e, retry_in = ?backoff.upcoming(), "creating node consumers");
+                tracing::warn!(left = failed.len(), error = %e, retry_in = ?backoff.upcoming(), "creating node consumers");
+                left = failed.into_iter().map(|(node, _)| node).collect();
                 if !pause(&shutdown, &mut backoff).await {
                     return;
                 }
@@ -451,20 +425,9 @@ impl Engine {
     /// failing the round: its work waits in its shard meanwhile, and a consumer created
     /// later delivers all of it.
     async fn create_consumers(&mut self, nodes: Vec<NodeId>) {
-        let js = &self.js;
-        let outcomes: Vec<(NodeId, cairn_streams::Result<()>)> = futures::stream::iter(nodes)
-            .map(|node| async move {
-                let made = cairn_streams::ensure_node_consumer(js, &node).await;
-                (node, made)
-            })
-            .buffer_unordered(cairn_streams::topology::NODE_CONSUMERS_AT_ONCE)
-            .collect()
-            .await;
-        for (node, made) in outcomes {
-            if let Err(e) = made {
-                tracing::warn!(%node, error = %e, "creating a node consumer; trying again");
-                self.spawn_recreation(node, false);
-            }
+        for (node, e) in cairn_streams::ensure_node_consumers(&self.js, nodes).await {
+            tracing::warn!(%node, error = %e, "creating a node consumer; trying again");
+            self.spawn_recreation(node, false);
         }
     }
 
@@ -655,8 +618,13 @@ impl Engine {
                     }
                 }
                 _ = tick.tick() => {
-                    self.restore_consumers_after_reconnect();
-                    if self.hearing() {
+                    let reconnected = self.reconnected();
+                    if reconnected {
+                        // Node consumers keep their state in memory, so a server restart
+                        // drops them.
+                        self.restore_consumers("reconnected");
+                    }
+                    if self.hearing(reconnected) {
                         self.check_liveness().await?;
                     }
                 }
@@ -706,8 +674,9 @@ impl Engine {
     /// Whether silence can count against nodes now. Not while this orchestrator's own
     /// connection is down, and not before every node has had a full grace period since it
     /// came back: nobody could have been heard meanwhile. So the heartbeat clocks restart
-    /// whenever the connection does, as they start afresh when the orchestrator starts.
-    fn hearing(&mut self) -> bool {
+    /// whenever the connection does (`reconnected`, or seen down since the last tick), as
+    /// they start afresh when the orchestrator starts.
+    fn hearing(&mut self, reconnected: bool) -> bool {
         let connected = matches!(
             self.js.client().connection_state(),
             async_nats::connection::State::Connected
@@ -716,10 +685,8 @@ impl Engine {
             self.deaf = true;
             return false;
         }
-        let connects = js_connects(&self.js);
-        if self.deaf || connects != self.hearing_since_connects {
+        if self.deaf || reconnected {
             self.deaf = false;
-            self.hearing_since_connects = connects;
             let now = Instant::now();
             for heard in self.heard.values_mut() {
                 *heard = now;
@@ -841,12 +808,23 @@ fn gather(
 }
 
 /// What the engine reads in a heartbeat.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Beat {
     /// The attempts the node runs.
     running: Vec<RunningAttempt>,
     /// Whether its edge holds its pull.
     bound: bool,
+}
+
+/// A beat that says nothing of its node's attempts, and its pull taken as bound: nothing
+/// is replaced on the word of a beat that could not be read.
+impl Default for Beat {
+    fn default() -> Self {
+        Beat {
+            running: Vec::new(),
+            bound: true,
+        }
+    }
 }
 
 impl Beat {
@@ -862,16 +840,10 @@ impl Beat {
                 running: beat.executions,
                 bound: beat.bound,
             },
-            Ok(_) => Beat {
-                bound: true,
-                ..Beat::default()
-            },
+            Ok(_) => Beat::default(),
             Err(e) => {
                 tracing::debug!(%node, error = %e, "undecodable heartbeat");
-                Beat {
-                    bound: true,
-                    ..Beat::default()
-                }
+                Beat::default()
             }
         }
     }

@@ -8,7 +8,7 @@ use async_nats::jetstream::{
     self,
     stream::{self, ConsumerCreateStrictErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::error::{Error, Result, Transient};
 use crate::subjects::{self, Shard};
@@ -227,14 +227,9 @@ impl Topology {
             Err(e) if stream_not_found(&e) => {}
             Err(e) => return Err(setup(&e, e.to_string())),
         }
-        match js.create_stream(self.config(kind)).await {
-            Ok(_) => Ok(()),
-            // Someone else created it first, with settings of their own, which are theirs
-            // to choose.
-            Err(e) if stream_name_taken(&e) => Ok(()),
-            Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
-            Err(e) => Err(setup(&e, e.to_string())),
-        }
+        // Someone else may create it first, with settings of their own, which are theirs
+        // to choose.
+        create(js, kind, self.config(kind)).await
     }
 
     async fn ensure_one(&self, js: &jetstream::Context, kind: StreamKind) -> Result<()> {
@@ -261,14 +256,7 @@ impl Topology {
                 }
                 Ok(())
             }
-            Err(e) if stream_not_found(&e) => {
-                match js.create_stream(wanted.clone()).await {
-                    Ok(_) => Ok(()),
-                    // Another process created it between our look and our create.
-                    Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
-                    Err(e) => Err(setup(&e, e.to_string())),
-                }
-            }
+            Err(e) if stream_not_found(&e) => create(js, kind, wanted).await,
             Err(e) => Err(setup(&e, e.to_string())),
         }
     }
@@ -313,10 +301,22 @@ async fn convert(
     js.delete_stream(name)
         .await
         .map_err(|e| setup(true, format!("deleting it to change its retention: {e}")))?;
-    match js.create_stream(wanted).await {
+    create(js, kind, wanted).await
+}
+
+/// Creates `kind`'s stream as `config` says. One that exists by the time the server answers
+/// (another process created it between a look and this create) counts as created: its
+/// settings are checked at the next start, never fought over now.
+async fn create(js: &jetstream::Context, kind: StreamKind, config: stream::Config) -> Result<()> {
+    match js.create_stream(config).await {
         Ok(_) => Ok(()),
-        Err(_) if js.get_stream(name).await.is_ok() => Ok(()),
-        Err(e) => Err(setup(e.transient(), e.to_string())),
+        Err(e) if stream_name_taken(&e) => Ok(()),
+        Err(_) if js.get_stream(kind.name()).await.is_ok() => Ok(()),
+        Err(e) => Err(Error::Setup {
+            stream: kind.name().to_owned(),
+            reason: e.to_string(),
+            retryable: e.transient(),
+        }),
     }
 }
 
@@ -488,17 +488,21 @@ pub const DELETE_ANSWER_WAIT: Duration = Duration::from_secs(2);
 pub const NODE_CONSUMERS_AT_ONCE: usize = 128;
 
 /// [`ensure_node_consumer`] for many nodes, [`NODE_CONSUMERS_AT_ONCE`] requests in flight
-/// at a time.
+/// at a time, every one tried whatever the others do: the nodes whose consumer could not be
+/// created, each with why (empty when all were), for the caller to try again.
 pub async fn ensure_node_consumers(
     js: &jetstream::Context,
     nodes: impl IntoIterator<Item = cairn_shared::NodeId>,
-) -> Result<()> {
+) -> Vec<(cairn_shared::NodeId, Error)> {
     futures::stream::iter(nodes)
-        .map(|node| async move { ensure_node_consumer(js, &node).await })
+        .map(|node| async move {
+            let made = ensure_node_consumer(js, &node).await;
+            made.err().map(|e| (node, e))
+        })
         .buffer_unordered(NODE_CONSUMERS_AT_ONCE)
-        .try_collect::<Vec<()>>()
+        .filter_map(std::future::ready)
+        .collect()
         .await
-        .map(drop)
 }
 
 /// The durable consumer through which orchestrators take commands or reports, in order.
