@@ -92,7 +92,7 @@ pub struct Stats {
 
 impl Stats {
     pub fn running(&self) -> u32 {
-        u32::try_from(self.running_attempts().len()).unwrap_or(u32::MAX)
+        u32::try_from(self.attempts().len()).unwrap_or(u32::MAX)
     }
 
     /// Whether the pull on the node's consumer is bound now.
@@ -102,10 +102,13 @@ impl Stats {
 
     /// The attempts running now, for the heartbeat.
     pub fn running_attempts(&self) -> Vec<RunningAttempt> {
+        self.attempts().clone()
+    }
+
+    fn attempts(&self) -> std::sync::MutexGuard<'_, Vec<RunningAttempt>> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     fn set_running<'a>(&self, keys: impl Iterator<Item = &'a AttemptKey>) {
@@ -115,10 +118,7 @@ impl Stats {
                 attempt: k.attempt,
             })
             .collect();
-        *self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = attempts;
+        *self.attempts() = attempts;
     }
 }
 
