@@ -5,7 +5,8 @@ use cairn_shared::event::{JobDeployed, JobStateChanged};
 use cairn_shared::{JobId, JobState};
 
 use super::draft::Draft;
-use super::state::{Job, State};
+use super::facts::Job;
+use super::state::State;
 use super::{IdSource, Rejection, RejectionKind};
 
 /// Applies a command to the draft; on success, the job it concerned (for `CommandAccepted`).

@@ -52,10 +52,10 @@ impl Draft {
         let Some(job) = self.state.job(job) else {
             return;
         };
-        let wanted: Vec<_> = job
-            .live
-            .iter()
-            .filter_map(|id| self.state.execution(*id))
+        let wanted: Vec<_> = self
+            .state
+            .live(job.id)
+            .filter_map(|id| self.state.execution(id))
             .filter(|e| e.desired == DesiredState::Running)
             .map(|e| (e.id, e.node.clone(), e.attempt))
             .collect();

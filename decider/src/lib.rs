@@ -108,8 +108,10 @@
 //!
 //! A decision clones the state into its draft in O(1): every collection in [`State`] is a
 //! persistent `imbl` one, so the draft shares everything and copies only the tree nodes its
-//! events touch. Reconciling a job costs what it places, not the size of its run: `evolve`
-//! keeps a [`Tally`] per run (each slot's [`Status`], counts by status, the waiting and
+//! events touch. The state is the facts (what happened) and an index derived from them,
+//! which `evolve` keeps in one step per event and the tests check against a recount.
+//! Reconciling a job costs what it places, not the size of its run: the index keeps a
+//! [`Tally`] per active run (each slot's [`Status`], counts by status, the waiting and
 //! exhausted slots in placement order, and for a daemon the usable nodes it has no slot on
 //! and the ones that stopped matching), reading again only the slot an event concerns, so a
 //! report on a 10,000-slot batch job reads one slot and the job's state follows from the
@@ -118,10 +120,13 @@
 //! tally for a job with nothing waiting; a job with waiting demand gathers its candidate
 //! nodes once, from the index of nodes below capacity (none on a full fleet) with the
 //! job's load per node kept beside its live executions, and placing one execution scans
-//! them once. A retry finds its slot among the run's waiting and exhausted ones.
+//! them once. A retry finds its slot among the run's waiting and exhausted ones. A job
+//! that ends keeps its facts and drops its run's index.
 
 mod command;
 mod draft;
+mod facts;
+mod index;
 mod liveness;
 mod placement;
 mod report;
@@ -140,8 +145,9 @@ use cairn_shared::{
     CommandId, Event, ExecutionId, JobId, NodeId, Report, RunningAttempt, Seq, Timestamp,
 };
 
+pub use facts::{Execution, Job, Node, Run, Slot};
 pub use liveness::lost_due;
-pub use state::{Execution, Job, Node, Run, Slot, State, evolve};
+pub use state::{State, evolve};
 pub use tally::{Counts, SlotKey, Status, Tally};
 
 use draft::Draft;

@@ -68,10 +68,9 @@ pub(super) fn silent(draft: &mut Draft, node: &NodeId) {
 pub fn lost_due(state: &State, node: &NodeId, lost_after: Duration) -> Option<Duration> {
     let n = state.node(node)?;
     let own = (n.state != NodeState::Lost).then_some(lost_after);
-    let executions = n
-        .active
-        .iter()
-        .filter_map(|id| state.execution(*id))
+    let executions = state
+        .active_on(node)
+        .filter_map(|id| state.execution(id))
         .filter_map(|e| state.job(e.job))
         .map(|job| job.spec.lost_after(lost_after));
     own.into_iter().chain(executions).min()
@@ -95,10 +94,10 @@ pub(super) fn lost(
         return;
     };
     let node_lost = n.state != NodeState::Lost && silent >= lost_after;
-    let due: Vec<_> = n
-        .active
-        .iter()
-        .filter_map(|id| draft.state.execution(*id))
+    let due: Vec<_> = draft
+        .state
+        .active_on(node)
+        .filter_map(|id| draft.state.execution(id))
         .filter_map(|e| draft.state.job(e.job).map(|job| (e, job)))
         .filter(|(_, job)| silent >= job.spec.lost_after(lost_after))
         .map(|(e, job)| {

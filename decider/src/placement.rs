@@ -1,19 +1,146 @@
-//! Choosing a node: which nodes may take an execution of a job, and which of them should.
+//! Placement as a function: a [`Problem`] in (one job's slots that need an execution and
+//! the nodes it may use), a [`Plan`] out (where each next execution goes, and why the
+//! others could not be placed).
 //!
 //! The candidates are gathered once per job and reconciliation, from the nodes with room
-//! only (the others cannot take anything), and kept up to date as executions are placed,
-//! so placing `count` executions costs `count` scans of those nodes, and asking a full
-//! fleet costs nothing.
+//! only (the others cannot take anything), and kept up to date as the plan places
+//! executions, so placing `count` executions costs `count` scans of those nodes, and asking
+//! a full fleet costs nothing. The slots come lazily, in placement order: a plan stops
+//! reading them once no node is left for a slot that may go anywhere, so a large run on a
+//! full fleet costs what it places.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_shared::{NodeId, NodeState};
 
-use super::state::{Job, Node, State};
+use super::facts::{Job, Slot};
+use super::state::State;
+use super::tally::{SlotKey, Tally};
 
-/// A node the job may run on at all: not lost, labels matching.
-pub(super) fn is_usable(node: &Node, job: &Job) -> bool {
-    node.may_run(&job.spec)
+/// One job's placement problem.
+pub(super) struct Problem<W> {
+    pub(super) candidates: Candidates,
+    /// The slots that need an execution, in placement order.
+    pub(super) wants: W,
+    /// How many `wants` yields, so the plan can say how many it left without reading them.
+    pub(super) waiting: usize,
+}
+
+/// A slot that needs an execution.
+pub(super) struct Want {
+    pub(super) slot: SlotKey,
+    /// The attempt its next execution is.
+    pub(super) attempt: u32,
+    /// The nodes its earlier attempts ran on, which the next one avoids if it can.
+    pub(super) used: BTreeSet<NodeId>,
+}
+
+/// What placement decided for one job.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// Where each slot's next execution goes, in placement order.
+    pub(super) placed: Vec<Placement>,
+    /// What could not be placed, and why.
+    pub(super) unplaced: Vec<Unplaced>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Placement {
+    pub(super) slot: SlotKey,
+    pub(super) node: NodeId,
+    pub(super) attempt: u32,
+}
+
+/// Slots left unplaced for one reason.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Unplaced {
+    /// `slots` slots that may go anywhere found no node that may run the job with room
+    /// left (none matching, all lost, or all full).
+    NoNodeWithRoom { slots: usize },
+    /// A slot pinned to this node (ops, daemon), which is full.
+    NodeFull(NodeId),
+}
+
+/// The placement problem of an active job: its waiting slots, in placement order, and
+/// the nodes it may use.
+pub(super) fn problem<'s>(
+    state: &'s State,
+    job: &'s Job,
+) -> Problem<impl Iterator<Item = Want> + 's> {
+    let wants = state.waiting(job.id).map(|key| {
+        let slot = job.run.slot(&key);
+        Want {
+            attempt: next_attempt(slot),
+            used: used_nodes(state, slot),
+            slot: key,
+        }
+    });
+    Problem {
+        candidates: Candidates::new(state, job),
+        wants,
+        waiting: state.tally(job.id).map_or(0, Tally::waiting),
+    }
+}
+
+/// The attempt number of a slot's next execution; a fresh daemon node has no slot yet.
+fn next_attempt(slot: Option<&Slot>) -> u32 {
+    let used = slot.map_or(0, |s| s.executions.len());
+    u32::try_from(used).unwrap_or(u32::MAX).saturating_add(1)
+}
+
+/// The nodes a slot already used, which its next execution avoids if it can.
+fn used_nodes(state: &State, slot: Option<&Slot>) -> BTreeSet<NodeId> {
+    slot.into_iter()
+        .flat_map(|s| s.executions.iter())
+        .filter_map(|id| state.execution(*id))
+        .map(|e| e.node.clone())
+        .collect()
+}
+
+/// Plans one job: each slot in order takes the best node left for it. Slots that may go
+/// anywhere can go to any node, so once one finds no node none will, and stopping there
+/// keeps slots filled lowest first (which is how the facts attach them).
+pub(super) fn plan(problem: Problem<impl Iterator<Item = Want>>) -> Plan {
+    let Problem {
+        mut candidates,
+        wants,
+        waiting,
+    } = problem;
+    let mut plan = Plan::default();
+    if candidates.is_empty() {
+        if waiting > 0 {
+            plan.unplaced
+                .push(Unplaced::NoNodeWithRoom { slots: waiting });
+        }
+        return plan;
+    }
+    let mut read = 0;
+    for want in wants {
+        read += 1;
+        let node = match &want.slot {
+            SlotKey::Pinned(node) if candidates.fits(node) => node.clone(),
+            SlotKey::Pinned(node) => {
+                plan.unplaced.push(Unplaced::NodeFull(node.clone()));
+                continue;
+            }
+            SlotKey::Counted(_) => match candidates.best(&want.used) {
+                Some(node) => node,
+                None => {
+                    plan.unplaced.push(Unplaced::NoNodeWithRoom {
+                        slots: waiting.saturating_sub(read) + 1,
+                    });
+                    break;
+                }
+            },
+        };
+        candidates.take(&node);
+        plan.placed.push(Placement {
+            slot: want.slot,
+            node,
+            attempt: want.attempt,
+        });
+    }
+    plan
 }
 
 /// The nodes a job may use, with what the choice depends on.
@@ -32,16 +159,18 @@ struct Candidate {
 }
 
 impl Candidates {
+    /// The nodes with room that may run the job at all: not lost, labels matching.
     pub(super) fn new(state: &State, job: &Job) -> Self {
         let nodes = state
             .nodes_with_room()
-            .filter(|n| is_usable(n, job))
+            .filter(|n| n.may_run(&job.spec))
             .map(|n| {
+                let load = state.load(&n.id);
                 let candidate = Candidate {
                     connected: n.state == NodeState::Connected,
-                    room: (n.capacity as usize).saturating_sub(n.active.len()),
-                    load: n.active.len(),
-                    job_load: job.live_on.get(&n.id).copied().unwrap_or(0),
+                    room: (n.capacity as usize).saturating_sub(load),
+                    load,
+                    job_load: state.live_on(job.id, &n.id),
                 };
                 (n.id.clone(), candidate)
             })
@@ -50,19 +179,19 @@ impl Candidates {
     }
 
     /// Whether no node can take anything.
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
 
     /// Whether this very node can take one more execution now.
-    pub(super) fn fits(&self, node: &NodeId) -> bool {
+    fn fits(&self, node: &NodeId) -> bool {
         self.nodes.get(node).is_some_and(|c| c.room > 0)
     }
 
     /// The best node for an execution that may go anywhere: connected first, then one the
     /// slot has not used, then fewest executions of this job, then fewest overall, then the
     /// node id, so the same state always gives the same choice.
-    pub(super) fn best(&self, avoid: &BTreeSet<NodeId>) -> Option<NodeId> {
+    fn best(&self, avoid: &BTreeSet<NodeId>) -> Option<NodeId> {
         self.nodes
             .iter()
             .filter(|(_, c)| c.room > 0)
@@ -71,7 +200,7 @@ impl Candidates {
     }
 
     /// Accounts for an execution just placed on `node`.
-    pub(super) fn take(&mut self, node: &NodeId) {
+    fn take(&mut self, node: &NodeId) {
         if let Some(c) = self.nodes.get_mut(node) {
             c.room = c.room.saturating_sub(1);
             c.load += 1;

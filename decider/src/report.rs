@@ -157,7 +157,7 @@ fn reconcile(draft: &mut Draft, execution: ExecutionId) {
         .state
         .job(job_id)
         .filter(|job| !job.state.is_terminal())
-        .and_then(|job| job.run.slot(job.run.slot_of(execution)?));
+        .and_then(|job| job.run.slot(draft.state.slot_of(job_id, execution)?));
     let stops: Vec<(ExecutionId, NodeId, u32, String)> = match slot {
         Some(slot) if slot.current() == Some(execution) => {
             let why = format!(

@@ -1,19 +1,18 @@
 //! The scheduler: after the facts of a decision, place what is missing and settle each
 //! job's state. It reacts to facts only; nothing here waits for a timer.
 //!
-//! A job's demand is read off its current run's tally, which `evolve` keeps current (see
-//! `tally.rs`): the waiting slots are placed on eligible nodes, and the job's state follows
+//! A job's demand is read off its current run's tally, which the index keeps current (see
+//! `index.rs`): the waiting slots are planned onto eligible nodes (`placement.rs`), and the job's state follows
 //! from the counts, so a job's reconciliation costs what it places, not the size of its run.
 
-use std::collections::BTreeSet;
-
 use cairn_shared::event::{ExecutionAssigned, ExecutionStopRequested, JobStateChanged};
-use cairn_shared::{JobId, JobState, JobType, NodeId};
+use cairn_shared::{JobId, JobState, JobType};
 
 use super::draft::Draft;
-use super::placement::Candidates;
-use super::state::{Execution, Job, Slot, State};
-use super::tally::{SlotKey, Verdict};
+use super::facts::{Execution, Job, Slot};
+use super::placement;
+use super::state::State;
+use super::tally::Verdict;
 use super::{IdSource, MAX_ATTEMPTS};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
@@ -55,46 +54,31 @@ pub(super) fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobI
     settle(draft, job_id);
 }
 
-/// Places every waiting slot it can, in placement order. Batch and service slots can go to
-/// any node, so once one finds no node none will, and stopping there keeps slots filled
-/// lowest first (which is how `evolve` attaches them).
+/// Places every waiting slot it can: the job's placement problem, planned (see
+/// `placement.rs`), then each placement emitted in order.
 fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    if !job.run.tally.wants_placement() {
+    if !draft
+        .state
+        .tally(job_id)
+        .is_some_and(|t| t.wants_placement())
+    {
         return;
     }
-    // The run as it was before placing (an O(1) clone): each placement changes the draft's.
-    let run = job.run.clone();
-    let mut candidates = Candidates::new(&draft.state, job);
-    if candidates.is_empty() {
-        return;
-    }
-    for key in run.waiting() {
-        let slot = run.slot(&key);
-        let node = match &key {
-            SlotKey::Pinned(node) => candidates.fits(node).then(|| node.clone()),
-            SlotKey::Counted(_) => match candidates.best(&used_nodes(&draft.state, slot)) {
-                Some(node) => Some(node),
-                None => break,
-            },
-        };
-        let Some(node) = node else { continue };
-        let Some(job) = draft.state.job(job_id) else {
-            break;
-        };
-        candidates.take(&node);
-        let assigned = ExecutionAssigned {
+    let plan = placement::plan(placement::problem(&draft.state, job));
+    let (name, version, task) = (job.name.clone(), job.version, job.spec.task.clone());
+    for placed in plan.placed {
+        draft.emit(ExecutionAssigned {
             execution: ids.execution_id(),
             job: job_id,
-            job_name: job.name.clone(),
-            version: job.version,
-            node,
-            attempt: next_attempt(slot),
-            task: job.spec.task.clone(),
-        };
-        draft.emit(assigned);
+            job_name: name.clone(),
+            version,
+            node: placed.node,
+            attempt: placed.attempt,
+            task: task.clone(),
+        });
     }
 }
 
@@ -124,9 +108,10 @@ fn stop_unmatched(draft: &mut Draft, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    let unmatched: Vec<_> = job
-        .run
-        .tally
+    let Some(tally) = draft.state.tally(job_id) else {
+        return;
+    };
+    let unmatched: Vec<_> = tally
         .unmatched
         .iter()
         .filter_map(|node| job.run.pinned.get(node))
@@ -143,24 +128,12 @@ fn stop_unmatched(draft: &mut Draft, job_id: JobId) {
     }
 }
 
-/// The attempt number of a slot's next execution; a fresh daemon node has no slot yet.
-fn next_attempt(slot: Option<&Slot>) -> u32 {
-    let used = slot.map_or(0, |s| s.executions.len());
-    u32::try_from(used).unwrap_or(u32::MAX).saturating_add(1)
-}
-
-/// The nodes a slot already used, which its next execution avoids if it can.
-fn used_nodes(state: &State, slot: Option<&Slot>) -> BTreeSet<NodeId> {
-    slot.into_iter()
-        .flat_map(|s| s.executions.iter())
-        .filter_map(|id| state.execution(*id))
-        .map(|e| e.node.clone())
-        .collect()
-}
-
 /// The job's state as its run's tally says, with the reason for a failure.
 fn verdict(state: &State, job: &Job) -> (JobState, Option<String>) {
-    let verdict = job.run.tally.verdict(job.spec.job_type);
+    let Some(tally) = state.tally(job.id) else {
+        return (job.state, None);
+    };
+    let verdict = tally.verdict(job.spec.job_type);
     let reason = match &verdict {
         Verdict::Exhausted(key) => {
             let last = job

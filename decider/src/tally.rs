@@ -1,18 +1,18 @@
-//! What each slot of a run needs, counted and kept current by `evolve`, so the scheduler
+//! What each slot of a run needs, counted and kept current by the index, so the scheduler
 //! reads a job's demand and state without classifying every slot on every report.
 //!
-//! Every slot carries its [`Status`], and its run a [`Tally`] of them. `evolve` reads a slot
-//! again whenever something its status depends on changes: an execution attached to it, one
-//! of its executions changing state or being asked to stop, and, for a slot pinned to a node,
-//! a fact about that node. The same reading over every slot rebuilds the tally from scratch;
-//! a run starts that way, and the tests check after every decision that the kept tally is
-//! the rebuilt one.
+//! The index keeps every slot's [`Status`] of each active run, and a [`Tally`] of them. It
+//! reads a slot again whenever something its status depends on changes: an execution
+//! attached to it, one of its executions changing state or being asked to stop, and, for a
+//! slot pinned to a node, a fact about that node. The same reading over every slot builds
+//! the tally from scratch; a run starts that way, and the tests check after every decision
+//! that the kept tally is the rebuilt one.
 
 use cairn_shared::{DesiredState, ExecutionId, ExecutionState, JobState, JobType, NodeId};
 use imbl::{OrdMap, OrdSet};
 
 use super::MAX_ATTEMPTS;
-use super::state::{Execution, Slot};
+use super::facts::{Execution, Slot};
 
 /// Where a slot sits in its run. The order is placement order: counted slots lowest first,
 /// then pinned ones by node id.

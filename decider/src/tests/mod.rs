@@ -5,6 +5,7 @@ mod disconnect;
 mod invariants;
 mod liveness;
 mod placement;
+mod plan;
 mod props;
 mod reports;
 mod scenario;

@@ -294,13 +294,7 @@ fn an_ops_target_waits_for_room_on_its_node() {
     assert!(d.assigned().is_empty());
     assert_eq!(s.job_state("patch"), JobState::Queued);
     s.stop("web");
-    let web = s
-        .job("web")
-        .live
-        .iter()
-        .copied()
-        .next()
-        .expect("still there");
+    let web = s.state.live(s.job("web").id).next().expect("still there");
     let d = s.report(web, ExecutionState::Stopped);
     assert_eq!(d.assigned(), [("a".into(), 1)]);
 }

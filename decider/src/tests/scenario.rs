@@ -290,10 +290,10 @@ impl Scenario {
     /// Non-terminal executions of the job still meant to run, as (node, attempt).
     pub fn live(&self, name: &str) -> Vec<(String, u32)> {
         let job = self.job(name);
-        let mut live: Vec<_> = job
-            .live
-            .iter()
-            .filter_map(|id| self.state.execution(*id))
+        let mut live: Vec<_> = self
+            .state
+            .live(job.id)
+            .filter_map(|id| self.state.execution(id))
             .filter(|e| e.desired == DesiredState::Running)
             .map(|e| (e.node.to_string(), e.attempt))
             .collect();
@@ -304,9 +304,8 @@ impl Scenario {
     /// The job's non-terminal execution ids meant to run, oldest first.
     pub fn live_ids(&self, name: &str) -> Vec<ExecutionId> {
         let job = self.job(name);
-        job.live
-            .iter()
-            .copied()
+        self.state
+            .live(job.id)
             .filter(|id| {
                 self.state
                     .execution(*id)
@@ -317,7 +316,7 @@ impl Scenario {
 
     /// The non-terminal executions on a node.
     pub fn load(&self, id: &str) -> usize {
-        self.state.node(&node(id)).map_or(0, |n| n.active.len())
+        self.state.load(&node(id))
     }
 }
 

@@ -1,0 +1,391 @@
+//! What happened: the facts the events recorded, and nothing derived from them.
+//!
+//! [`Facts::record`] is the only way they change. It reads the [`Index`] to find a slot
+//! without a scan, never writes it, and says what it changed ([`Recorded`]) so the index
+//! can follow in one step (see `index.rs`). Every collection is a persistent `imbl` one,
+//! nested ones included, so a clone shares everything and costs O(1); a change copies only
+//! the path to what it touches. The maps are ordered, and their order is part of
+//! determinism (placement breaks ties by node id, jobs are reconciled oldest first).
+
+use std::sync::Arc;
+
+use cairn_shared::event::{
+    ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
+};
+use cairn_shared::spec::Labels;
+use cairn_shared::{
+    CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
+    NodeId, NodeState,
+};
+use imbl::{OrdMap, OrdSet, Vector};
+
+use super::index::Index;
+use super::tally::SlotKey;
+
+/// Every node, job and execution the events named, and every command decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub(super) nodes: OrdMap<NodeId, Node>,
+    pub(super) jobs: OrdMap<JobId, Job>,
+    pub(super) executions: OrdMap<ExecutionId, Execution>,
+    pub(super) decided: OrdSet<CommandId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub labels: Labels,
+    pub capacity: u32,
+    pub state: NodeState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub name: String,
+    pub version: u32,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// The executions of the current version since it last started (deploy or rerun).
+    pub run: Run,
+}
+
+/// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
+/// executions: attempt 1, then its retries or replacements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// Batch and service: `count` slots, filled lowest first.
+    pub counted: Vector<Slot>,
+    /// Ops and daemon: at most one slot per node.
+    pub pinned: OrdMap<NodeId, Slot>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    /// Oldest first; the last one is the slot's current execution. Shared, so copying a
+    /// chunk of slots on a draft's first write to it copies no lists.
+    pub executions: Arc<Vec<ExecutionId>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub job: JobId,
+    pub version: u32,
+    pub node: NodeId,
+    pub attempt: u32,
+    pub state: ExecutionState,
+    pub desired: DesiredState,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// Why it was asked to stop, while it has not ended: what a dispatcher that starts
+    /// afresh queues again with the stop.
+    pub stop_reason: Option<String>,
+}
+
+/// What [`Facts::record`] changed, for the index to read again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Recorded {
+    /// Nothing any index depends on.
+    Nothing,
+    /// A node's registration or state.
+    Node(NodeId),
+    /// A job's state; `run_started` when it left a terminal state (a rerun) or was
+    /// deployed, which starts its run afresh.
+    Job { job: JobId, run_started: bool },
+    /// A new execution, and the slot of its job's current run it joined, if any.
+    Placed {
+        execution: ExecutionId,
+        slot: Option<SlotKey>,
+    },
+    /// An execution's state or desired state.
+    Execution(ExecutionId),
+}
+
+impl Facts {
+    /// Folds one event in. `index` must be the index of these facts before the event: it
+    /// tells a new execution's slot, and whether a late report takes a slot back.
+    pub(super) fn record(&mut self, event: &Event, index: &Index) -> Recorded {
+        match event {
+            Event::NodeRegistered(e) => self.node_registered(e),
+            Event::NodeDisconnected(e) => self.set_node_state(&e.node, NodeState::Disconnected),
+            Event::NodeReconnected(e) => self.set_node_state(&e.node, NodeState::Connected),
+            Event::NodeLost(e) => self.set_node_state(&e.node, NodeState::Lost),
+            Event::JobDeployed(e) => self.job_deployed(e),
+            Event::JobStateChanged(e) => self.job_state_changed(e),
+            Event::ExecutionAssigned(e) => self.execution_assigned(e, index),
+            Event::ExecutionStopRequested(e) => {
+                let Some(execution) = self.executions.get_mut(&e.execution) else {
+                    return Recorded::Nothing;
+                };
+                execution.desired = DesiredState::Stopped;
+                if !execution.state.is_terminal() {
+                    execution.stop_reason = Some(e.reason.clone());
+                }
+                Recorded::Execution(e.execution)
+            }
+            Event::ExecutionStateChanged(e) => self.execution_state_changed(e, index),
+            Event::CommandAccepted(e) => {
+                self.decided.insert(e.command);
+                Recorded::Nothing
+            }
+            Event::CommandRejected(e) => {
+                self.decided.insert(e.command);
+                Recorded::Nothing
+            }
+            Event::InputRejected(_) => Recorded::Nothing,
+        }
+    }
+
+    fn node_registered(&mut self, e: &NodeRegistered) -> Recorded {
+        let node = self.nodes.entry(e.node.clone()).or_insert_with(|| Node {
+            id: e.node.clone(),
+            labels: Labels::new(),
+            capacity: 0,
+            state: NodeState::Connected,
+        });
+        node.labels = e.labels.clone();
+        node.capacity = e.capacity;
+        Recorded::Node(e.node.clone())
+    }
+
+    fn set_node_state(&mut self, id: &NodeId, to: NodeState) -> Recorded {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.state = to;
+        }
+        Recorded::Node(id.clone())
+    }
+
+    fn job_deployed(&mut self, e: &JobDeployed) -> Recorded {
+        let run = Run::start(&e.spec, &self.nodes);
+        let job = Job {
+            id: e.job,
+            name: e.spec.name.clone(),
+            version: e.version,
+            spec: e.spec.clone(),
+            state: JobState::Queued,
+            run,
+        };
+        self.jobs.insert(e.job, job);
+        Recorded::Job {
+            job: e.job,
+            run_started: true,
+        }
+    }
+
+    fn job_state_changed(&mut self, e: &JobStateChanged) -> Recorded {
+        let Some(job) = self.jobs.get_mut(&e.job) else {
+            return Recorded::Nothing;
+        };
+        // Leaving a terminal state is a rerun: the version starts again with fresh demand.
+        let rerun = job.state.is_terminal() && !e.state.is_terminal();
+        job.state = e.state;
+        if rerun {
+            job.run = Run::start(&job.spec, &self.nodes);
+        }
+        Recorded::Job {
+            job: e.job,
+            run_started: rerun,
+        }
+    }
+
+    fn execution_assigned(&mut self, e: &ExecutionAssigned, index: &Index) -> Recorded {
+        if self.executions.contains_key(&e.execution) {
+            return Recorded::Nothing;
+        }
+        self.executions.insert(
+            e.execution,
+            Execution {
+                id: e.execution,
+                job: e.job,
+                version: e.version,
+                node: e.node.clone(),
+                attempt: e.attempt,
+                state: ExecutionState::Pending,
+                desired: DesiredState::Running,
+                exit_code: None,
+                reason: None,
+                stop_reason: None,
+            },
+        );
+        let slot = self.jobs.get_mut(&e.job).and_then(|job| {
+            let key = index.slot_for(job, e, &self.executions)?;
+            job.run.attach(&key, e.execution);
+            Some(key)
+        });
+        Recorded::Placed {
+            execution: e.execution,
+            slot,
+        }
+    }
+
+    fn execution_state_changed(&mut self, e: &ExecutionStateChanged, index: &Index) -> Recorded {
+        let Some(execution) = self.executions.get(&e.execution) else {
+            return Recorded::Nothing;
+        };
+        let takes_back = self.jobs.get(&execution.job).and_then(|job| {
+            let key = index.slot_of(job.id, e.execution)?;
+            job.run
+                .reinstates(job, key, execution, e.state, &self.executions)
+                .then(|| key.clone())
+        });
+        let Some(execution) = self.executions.get_mut(&e.execution) else {
+            return Recorded::Nothing;
+        };
+        if !execution.state.is_terminal() && e.state.is_terminal() {
+            execution.stop_reason = None;
+        }
+        execution.state = e.state;
+        execution.exit_code = e.exit_code;
+        execution.reason = e.reason.clone();
+        let job = execution.job;
+        if let (Some(key), Some(job)) = (takes_back, self.jobs.get_mut(&job)) {
+            job.run.reinstate(&key, e.execution);
+        }
+        Recorded::Execution(e.execution)
+    }
+}
+
+impl Node {
+    /// Label equality on every selector pair; an empty selector matches every node.
+    pub fn matches(&self, selector: &Labels) -> bool {
+        selector
+            .iter()
+            .all(|(key, value)| self.labels.get(key) == Some(value))
+    }
+
+    /// Whether the node may run the job at all: not lost, labels matching. Connectivity
+    /// does not matter: an assignment waits on the node's subject until the node takes it.
+    pub fn may_run(&self, spec: &JobSpec) -> bool {
+        self.state != NodeState::Lost && self.matches(&spec.selector)
+    }
+}
+
+impl Run {
+    /// The slots a run of `spec` starts with. Ops targets are fixed here, from the nodes
+    /// known at that moment, so replaying the same events fixes the same set.
+    fn start(spec: &JobSpec, nodes: &OrdMap<NodeId, Node>) -> Self {
+        let mut run = Run::default();
+        match spec.job_type {
+            JobType::Batch | JobType::Service => {
+                run.counted = std::iter::repeat_n(Slot::default(), spec.count() as usize).collect();
+            }
+            JobType::Ops => {
+                run.pinned = nodes
+                    .values()
+                    .filter(|n| n.may_run(spec))
+                    .map(|n| (n.id.clone(), Slot::default()))
+                    .collect();
+            }
+            JobType::Daemon => {}
+        }
+        run
+    }
+
+    /// The slot at `key`, if the run has one there.
+    pub fn slot(&self, key: &SlotKey) -> Option<&Slot> {
+        match key {
+            SlotKey::Counted(index) => self.counted.get(*index),
+            SlotKey::Pinned(node) => self.pinned.get(node),
+        }
+    }
+
+    /// Every slot's key: counted ones lowest first, then pinned ones by node.
+    pub fn keys(&self) -> impl Iterator<Item = SlotKey> + '_ {
+        (0..self.counted.len())
+            .map(SlotKey::Counted)
+            .chain(self.pinned.keys().cloned().map(SlotKey::Pinned))
+    }
+
+    /// Puts a new execution at the end of the slot at `key`, creating a pinned slot, or the
+    /// counted slot just past the last.
+    fn attach(&mut self, key: &SlotKey, execution: ExecutionId) {
+        let slot = match key {
+            SlotKey::Pinned(node) => self.pinned.entry(node.clone()).or_default(),
+            SlotKey::Counted(index) => {
+                if *index >= self.counted.len() {
+                    self.counted.push_back(Slot::default());
+                }
+                let last = self.counted.len() - 1;
+                &mut self.counted[(*index).min(last)]
+            }
+        };
+        Arc::make_mut(&mut slot.executions).push(execution);
+    }
+
+    /// Whether `execution`, lost until now, in the slot at `key` and reported `to` by its
+    /// edge, takes its slot back from whatever replaced it. It does when its job is active,
+    /// it is still meant to run, is no longer its slot's current execution, and either runs
+    /// again or (batch) completed, unless the replacement completed the batch slot already.
+    /// The decider stops what it takes the slot from; `record` moves it to the end of the
+    /// slot's chain, where the current execution is. One rule for both, so the log replays
+    /// to the same slots.
+    pub(super) fn reinstates(
+        &self,
+        job: &Job,
+        key: &SlotKey,
+        execution: &Execution,
+        to: ExecutionState,
+        executions: &OrdMap<ExecutionId, Execution>,
+    ) -> bool {
+        let job_type = job.spec.job_type;
+        let comes_back = execution.state == ExecutionState::Lost
+            && execution.desired == DesiredState::Running
+            && (!to.is_terminal()
+                || (to == ExecutionState::Completed && job_type == JobType::Batch));
+        if !comes_back || job_type == JobType::Ops || job.state.is_terminal() {
+            return false;
+        }
+        let Some(slot) = self.slot(key) else {
+            return false;
+        };
+        match slot.current().and_then(|id| executions.get(&id)) {
+            Some(current) if current.id == execution.id => false,
+            Some(current) => {
+                !(job_type == JobType::Batch && current.state == ExecutionState::Completed)
+            }
+            None => false,
+        }
+    }
+
+    /// Makes `execution` the current execution of the slot at `key` again (see
+    /// [`Run::reinstates`]).
+    fn reinstate(&mut self, key: &SlotKey, execution: ExecutionId) {
+        let slot = match key {
+            SlotKey::Counted(index) => self.counted.get_mut(*index),
+            SlotKey::Pinned(node) => self.pinned.get_mut(node),
+        };
+        if let Some(slot) = slot {
+            let chain = Arc::make_mut(&mut slot.executions);
+            chain.retain(|id| *id != execution);
+            chain.push(execution);
+        }
+    }
+}
+
+impl Slot {
+    pub fn current(&self) -> Option<ExecutionId> {
+        self.executions.last().copied()
+    }
+
+    /// Whether the slot takes a next execution, budget aside: it is empty, or its current
+    /// execution ended in a way this job type follows up. The scheduler and `record` share
+    /// this rule, so a retry event lands on the slot it was decided for.
+    pub fn is_open(
+        &self,
+        job_type: JobType,
+        state_of: impl Fn(ExecutionId) -> Option<ExecutionState>,
+    ) -> bool {
+        let Some(current) = self.current() else {
+            return true;
+        };
+        match state_of(current) {
+            None => false,
+            Some(state) if !state.is_terminal() => false,
+            Some(ExecutionState::Completed) => {
+                matches!(job_type, JobType::Service | JobType::Daemon)
+            }
+            Some(_) => job_type != JobType::Ops,
+        }
+    }
+}
