@@ -68,6 +68,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<Event> {
                 job_type: JobType::Batch,
                 count: Some(EXECUTIONS_PER_JOB as u32),
                 selector: BTreeMap::new(),
+                constraints: vec![],
                 task: task.clone(),
                 disconnect: None,
             },

@@ -51,6 +51,7 @@ fn spec(name: &str, count: u32) -> JobSpec {
         job_type: JobType::Batch,
         count: Some(count),
         selector: BTreeMap::from([("role".into(), "edge".into())]),
+        constraints: vec![],
         task: task(),
         disconnect: None,
     }

@@ -247,17 +247,15 @@ impl Facts {
 }
 
 impl Node {
-    /// Label equality on every selector pair; an empty selector matches every node.
-    pub fn matches(&self, selector: &Labels) -> bool {
-        selector
-            .iter()
-            .all(|(key, value)| self.labels.get(key) == Some(value))
+    /// Whether the node's labels meet the job's selector and constraints.
+    pub fn matches(&self, spec: &JobSpec) -> bool {
+        spec.admits(&self.labels)
     }
 
     /// Whether the node may run the job at all: not lost, labels matching. Connectivity
     /// does not matter: an assignment waits on the node's subject until the node takes it.
     pub fn may_run(&self, spec: &JobSpec) -> bool {
-        self.state != NodeState::Lost && self.matches(&spec.selector)
+        self.state != NodeState::Lost && self.matches(spec)
     }
 }
 

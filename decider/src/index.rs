@@ -441,7 +441,7 @@ impl RunIndex {
             .and_then(|id| executions.get(&id))
             .is_some_and(|e| !e.state.is_terminal() && e.desired == DesiredState::Running);
         let unmatched = node.filter(|(_, n)| {
-            job_type == JobType::Daemon && running && n.is_some_and(|n| !n.matches(&spec.selector))
+            job_type == JobType::Daemon && running && n.is_some_and(|n| !n.matches(spec))
         });
         if let Some((id, _)) = unmatched {
             self.tally.unmatched.insert(id.clone());

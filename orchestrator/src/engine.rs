@@ -203,7 +203,7 @@ impl Engine {
                         Step::Decide(input, cause) => {
                             (decider::decide(&draft, input, &mut FreshIds).events, *cause)
                         }
-                        Step::Record(event) => (vec![event.clone()], None),
+                        Step::Record(event) => (vec![(*event).clone()], None),
                     };
                     for event in &events {
                         decider::evolve(&mut draft, event);
@@ -361,7 +361,7 @@ impl Engine {
             .iter()
             .map(|parsed| match parsed {
                 Ok((input, cause)) => Step::Decide(input, *cause),
-                Err(refusal) => Step::Record(refusal.clone()),
+                Err(refusal) => Step::Record(refusal),
             })
             .collect();
         if !self.record(&steps).await? {
@@ -713,7 +713,7 @@ enum Step<'a> {
     /// Decide this input (caused by this command, if it is one).
     Decide(&'a Input, Option<CommandId>),
     /// Record this fact as it is.
-    Record(Event),
+    Record(&'a Event),
 }
 
 /// The decider's input in a message, with the command id that causes its events; or why

@@ -170,6 +170,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
                 job_type: JobType::Batch,
                 count: Some(count),
                 selector: BTreeMap::new(),
+                constraints: vec![],
                 task: task(),
                 disconnect: None,
             },

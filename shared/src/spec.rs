@@ -59,11 +59,75 @@ pub struct JobSpec {
     pub count: Option<u32>,
     #[serde(default)]
     pub selector: Labels,
+    /// Rules on node labels beyond the selector's equality; a node must meet every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
     pub task: TaskSpec,
     /// What happens to the job's executions while their node is silent; absent means the
     /// orchestrator's `--lost-after`, replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnect: Option<Disconnect>,
+}
+
+/// A rule on one node label, beyond the selector's equality: the set-based selectors of
+/// Kubernetes (`zone in (a, b)`, `!gpu`), as `{key, op, values}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Constraint {
+    pub key: String,
+    pub op: ConstraintOp,
+    /// The values `in` and `notin` compare with; none for `exists` and `notexists`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// How a [`Constraint`] reads its label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConstraintOp {
+    /// The node has the label, with one of the values.
+    In,
+    /// The node lacks the label, or has it with none of the values.
+    NotIn,
+    /// The node has the label, whatever its value.
+    Exists,
+    /// The node lacks the label.
+    NotExists,
+}
+
+impl ConstraintOp {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::NotIn => "notin",
+            Self::Exists => "exists",
+            Self::NotExists => "notexists",
+        }
+    }
+}
+
+impl Constraint {
+    /// Whether a node with these labels meets the rule.
+    pub fn admits(&self, labels: &Labels) -> bool {
+        let value = labels.get(&self.key);
+        let listed = value.is_some_and(|v| self.values.contains(v));
+        match self.op {
+            ConstraintOp::In => listed,
+            ConstraintOp::NotIn => !listed,
+            ConstraintOp::Exists => value.is_some(),
+            ConstraintOp::NotExists => value.is_none(),
+        }
+    }
+}
+
+impl fmt::Display for Constraint {
+    /// `zone in [a, b]`, `gpu exists`: how reasons and tables name a constraint.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.key, self.op.as_str())?;
+        if !self.values.is_empty() {
+            write!(f, " [{}]", self.values.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// The job's answer to a node that went silent (Nomad's `disconnect` block).
@@ -91,6 +155,15 @@ fn replaces() -> bool {
 }
 
 impl JobSpec {
+    /// Whether a node with these labels may run the job: every selector pair equal, every
+    /// constraint met. An empty selector and no constraints admit every node.
+    pub fn admits(&self, labels: &Labels) -> bool {
+        self.selector
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+            && self.constraints.iter().all(|c| c.admits(labels))
+    }
+
     /// Whether a lost execution of this job is replaced, or its slot waits for its node.
     pub fn replaces_lost(&self) -> bool {
         self.disconnect.is_none_or(|d| d.replace)
@@ -232,6 +305,27 @@ impl JobSpec {
                 return Err(SpecError::new("selector", "label keys must not be empty"));
             }
         }
+        for (i, c) in self.constraints.iter().enumerate() {
+            let field = || format!("constraints[{i}]");
+            if c.key.is_empty() {
+                return Err(SpecError::new(field(), "the label key must not be empty"));
+            }
+            match (c.op, c.values.is_empty()) {
+                (ConstraintOp::In | ConstraintOp::NotIn, true) => {
+                    return Err(SpecError::new(
+                        field(),
+                        format!("{} needs at least one value", c.op.as_str()),
+                    ));
+                }
+                (ConstraintOp::Exists | ConstraintOp::NotExists, false) => {
+                    return Err(SpecError::new(
+                        field(),
+                        format!("{} takes no values", c.op.as_str()),
+                    ));
+                }
+                _ => {}
+            }
+        }
         let task = &self.task;
         match task.command.first() {
             None => return Err(SpecError::new("task.command", "must name a program to run")),
@@ -281,6 +375,7 @@ mod tests {
             job_type: JobType::Batch,
             count: Some(3),
             selector: Labels::from([("role".into(), "edge".into())]),
+            constraints: vec![],
             task: TaskSpec {
                 engine: Engine::Exec,
                 command: vec!["sh".into(), "-c".into(), "echo hi".into()],
@@ -344,6 +439,70 @@ mod tests {
         let s: JobSpec = serde_json::from_value(json).unwrap();
         assert_eq!(s.lost_after(default), default);
         assert!(!s.replaces_lost());
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn constraints_read_labels_as_kubernetes_set_selectors_do() {
+        let c = |json: &str| -> Constraint { serde_json::from_str(json).unwrap() };
+        let zone_a = labels(&[("zone", "a")]);
+        let zone_b = labels(&[("zone", "b"), ("gpu", "")]);
+        let bare = labels(&[]);
+        let within = c(r#"{"key": "zone", "op": "in", "values": ["a", "c"]}"#);
+        assert!(within.admits(&zone_a) && !within.admits(&zone_b) && !within.admits(&bare));
+        let outside = c(r#"{"key": "zone", "op": "notin", "values": ["a"]}"#);
+        assert!(!outside.admits(&zone_a) && outside.admits(&zone_b) && outside.admits(&bare));
+        let gpu = c(r#"{"key": "gpu", "op": "exists"}"#);
+        assert!(!gpu.admits(&zone_a) && gpu.admits(&zone_b));
+        let no_gpu = c(r#"{"key": "gpu", "op": "notexists"}"#);
+        assert!(no_gpu.admits(&zone_a) && !no_gpu.admits(&zone_b));
+        assert_eq!(within.to_string(), "zone in [a, c]");
+        assert_eq!(gpu.to_string(), "gpu exists");
+
+        let mut s = spec();
+        s.selector = labels(&[("zone", "b")]);
+        s.constraints = vec![gpu];
+        assert!(s.admits(&zone_b), "selector and constraint both met");
+        assert!(
+            !s.admits(&labels(&[("zone", "b")])),
+            "the constraint is not met"
+        );
+        assert!(
+            !s.admits(&labels(&[("gpu", "1")])),
+            "the selector is not met"
+        );
+    }
+
+    #[test]
+    fn constraints_that_cannot_mean_anything_are_refused() {
+        let mut s = spec();
+        for (op, values) in [
+            (ConstraintOp::In, vec![]),
+            (ConstraintOp::NotIn, vec![]),
+            (ConstraintOp::Exists, vec!["x".to_owned()]),
+            (ConstraintOp::NotExists, vec!["x".to_owned()]),
+        ] {
+            s.constraints = vec![Constraint {
+                key: "zone".into(),
+                op,
+                values,
+            }];
+            assert_eq!(s.validate().unwrap_err().field, "constraints[0]");
+        }
+        s.constraints = vec![Constraint {
+            key: String::new(),
+            op: ConstraintOp::Exists,
+            values: vec![],
+        }];
+        assert_eq!(s.validate().unwrap_err().field, "constraints[0]");
+        let unknown = serde_json::from_str::<Constraint>(r#"{"key": "a", "op": "like"}"#);
+        assert!(unknown.is_err(), "an unknown op is an error, not ignored");
     }
 
     #[test]

@@ -161,28 +161,23 @@ impl Stack {
 
     /// An edge labelled `role=<role>` and `host=<id>` (so a job can pin one node).
     pub fn edge(&self, id: &str, role: &str, capacity: u32) -> Proc {
-        let (role, host, capacity) = (
-            format!("role={role}"),
-            format!("host={id}"),
-            capacity.to_string(),
-        );
-        Proc::spawn(
-            &self.url(),
-            &[
-                "edge",
-                "--node-id",
-                id,
-                "--label",
-                &role,
-                "--label",
-                &host,
-                "--capacity",
-                &capacity,
-                "--heartbeat-interval",
-                "200ms",
-            ],
-            &self.edge_dir(id),
-        )
+        self.edge_labelled(id, &[("role", role)], capacity)
+    }
+
+    /// An edge with these labels and `host=<id>`.
+    pub fn edge_labelled(&self, id: &str, labels: &[(&str, &str)], capacity: u32) -> Proc {
+        let capacity = capacity.to_string();
+        let labels: Vec<String> = labels
+            .iter()
+            .chain(&[("host", id)])
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let mut args = vec!["edge", "--node-id", id];
+        for label in &labels {
+            args.extend(["--label", label.as_str()]);
+        }
+        args.extend(["--capacity", &capacity, "--heartbeat-interval", "200ms"]);
+        Proc::spawn(&self.url(), &args, &self.edge_dir(id))
     }
 
     pub fn spec(&self, name: &str, yaml: &str) -> PathBuf {

@@ -31,7 +31,7 @@ fn check_assignments(before: &State, events: &[Event]) {
                     cairn_shared::NodeState::Lost,
                     "assigned to lost {a:?}"
                 );
-                assert!(node.matches(&job.spec.selector), "selector ignored: {a:?}");
+                assert!(node.matches(&job.spec), "selector ignored: {a:?}");
                 assert!(
                     state.has_room(node),
                     "capacity exceeded on {}: {a:?}",

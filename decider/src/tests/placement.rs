@@ -1,6 +1,7 @@
 //! The scheduler: every job type, selectors, capacity, spread, retries and replacement.
 
-use cairn_shared::{ExecutionState, JobState};
+use cairn_shared::spec::{Constraint, ConstraintOp};
+use cairn_shared::{ExecutionState, JobSpec, JobState};
 
 use super::scenario::*;
 use crate::MAX_ATTEMPTS;
@@ -318,6 +319,74 @@ fn a_lost_ops_execution_is_not_retried() {
     s.deploy(ops("patch"));
     let d = s.lose("a");
     assert!(d.assigned().is_empty());
+}
+
+// --- constraints ------------------------------------------------------------------------
+
+fn constrained(mut spec: JobSpec, key: &str, op: ConstraintOp, values: &[&str]) -> JobSpec {
+    spec.constraints.push(Constraint {
+        key: key.to_owned(),
+        op,
+        values: values.iter().map(|v| (*v).to_owned()).collect(),
+    });
+    spec
+}
+
+#[test]
+fn an_in_constraint_places_only_on_nodes_with_a_listed_value() {
+    let mut s = Scenario::new();
+    s.join("a1", &[("zone", "a")], 5);
+    s.join("b1", &[("zone", "b")], 5);
+    s.join("bare", &[], 5);
+    let d = s.deploy(constrained(batch("j", 3), "zone", ConstraintOp::In, &["a"]));
+    assert_eq!(d.assigned(), vec![("a1".to_owned(), 1); 3]);
+    let d = s.deploy(constrained(
+        daemon("d"),
+        "zone",
+        ConstraintOp::NotIn,
+        &["a"],
+    ));
+    assert_eq!(d.assigned(), [("b1".into(), 1), ("bare".into(), 1)]);
+}
+
+#[test]
+fn exists_and_notexists_read_only_whether_the_label_is_there() {
+    let mut s = Scenario::new();
+    s.join("gpu", &[("gpu", "")], 5);
+    s.join("cpu", &[("role", "edge")], 5);
+    let d = s.deploy(constrained(
+        daemon("train"),
+        "gpu",
+        ConstraintOp::Exists,
+        &[],
+    ));
+    assert_eq!(d.assigned(), [("gpu".into(), 1)]);
+    let d = s.deploy(constrained(
+        daemon("serve"),
+        "gpu",
+        ConstraintOp::NotExists,
+        &[],
+    ));
+    assert_eq!(d.assigned(), [("cpu".into(), 1)]);
+}
+
+#[test]
+fn a_daemon_is_stopped_where_a_constraint_stops_holding_and_placed_where_it_starts() {
+    let mut s = Scenario::new();
+    s.join("a", &[("gpu", "1")], 1);
+    s.join("b", &[], 1);
+    s.deploy(constrained(
+        daemon("train"),
+        "gpu",
+        ConstraintOp::Exists,
+        &[],
+    ));
+    let e = s.live_ids("train")[0];
+    let d = s.join("a", &[], 1);
+    assert_eq!(d.stopped(), [e].into());
+    s.report(e, ExecutionState::Stopped);
+    let d = s.join("b", &[("gpu", "1")], 1);
+    assert_eq!(d.assigned(), [("b".into(), 1)]);
 }
 
 // --- daemon -----------------------------------------------------------------------------

@@ -68,6 +68,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
         job_type,
         count,
         selector: Labels::new(),
+        constraints: vec![],
         task: TaskSpec {
             engine: Engine::Exec,
             command: vec!["true".to_owned()],

@@ -61,6 +61,7 @@ pub fn spec() -> JobSpec {
         job_type: JobType::Batch,
         count: Some(3),
         selector: BTreeMap::from([("role".into(), "edge".into())]),
+        constraints: vec![],
         task: task(),
         disconnect: None,
     }
