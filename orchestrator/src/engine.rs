@@ -13,7 +13,7 @@
 //! Liveness timers live here too: they turn silence into `NodeSilent` and
 //! `NodeSilentTooLong` inputs. They never delay or gate dispatch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
@@ -89,8 +89,9 @@ pub struct Engine {
     /// Recreating single node consumers that were deleted, or that their edge cannot
     /// bind; aborted when the engine stops.
     recreating: tokio::task::JoinSet<NodeId>,
-    /// The nodes in `recreating`, so one is not recreated twice at once.
-    being_recreated: HashSet<NodeId>,
+    /// The nodes in `recreating`, so one is not recreated twice at once, and a
+    /// replacement takes over from a plain creation.
+    being_recreated: HashMap<NodeId, Recreation>,
     /// Since when each node's heartbeats have said its edge cannot bind its consumer.
     unbound: HashMap<NodeId, Instant>,
     /// Per input stream, the sequence after the last input this engine recorded: where a
@@ -120,7 +121,7 @@ impl Engine {
             connects,
             restoring: None,
             recreating: tokio::task::JoinSet::new(),
-            being_recreated: HashSet::new(),
+            being_recreated: HashMap::new(),
             unbound: HashMap::new(),
             recorded: HashMap::new(),
             deaf: false,
@@ -461,12 +462,20 @@ impl Engine {
 
     /// Creates `node`'s consumer in the background until it succeeds, deleting the old one
     /// first when `replace`.
+    ///
+    /// A creation already under way for the node is left to finish, unless this is a
+    /// replacement and it is not: a consumer on a server that is gone can be neither
+    /// created nor reached, so only deleting it helps, and the edge that asks for that
+    /// must not wait behind a creation that cannot succeed.
     fn spawn_recreation(&mut self, node: NodeId, replace: bool) {
-        if !self.being_recreated.insert(node.clone()) {
-            return;
+        if let Some(running) = self.being_recreated.get(&node) {
+            if running.replace || !replace {
+                return;
+            }
+            running.task.abort();
         }
-        let (js, shutdown) = (self.js.clone(), self.shutdown.clone());
-        self.recreating.spawn(async move {
+        let (js, shutdown, id) = (self.js.clone(), self.shutdown.clone(), node.clone());
+        let task = self.recreating.spawn(async move {
             let mut backoff = Backoff::default();
             loop {
                 let made = if replace {
@@ -483,6 +492,8 @@ impl Engine {
                 }
             }
         });
+        self.being_recreated
+            .insert(id, Recreation { task, replace });
     }
 
     /// A heartbeat from `node`: remembered, and decided on when the node was away or
@@ -612,8 +623,11 @@ impl Engine {
                         self.recreate_consumer(node);
                     }
                 }
-                Some(done) = self.recreating.join_next(), if !self.recreating.is_empty() => {
-                    if let Ok(node) = done {
+                Some(done) = self.recreating.join_next_with_id(), if !self.recreating.is_empty() => {
+                    // An aborted task's node belongs to the one that took over from it.
+                    if let Ok((task, node)) = done
+                        && self.being_recreated.get(&node).is_some_and(|r| r.task.id() == task)
+                    {
                         self.being_recreated.remove(&node);
                     }
                 }
@@ -706,6 +720,13 @@ fn js_connects(js: &jetstream::Context) -> u64 {
         .statistics()
         .connects
         .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A node consumer being made in the background.
+struct Recreation {
+    task: tokio::task::AbortHandle,
+    /// Whether it deletes the consumer first.
+    replace: bool,
 }
 
 /// One input's part of a recorded batch.
