@@ -98,7 +98,8 @@ impl Fleet {
                     let hello: Report = NodeHello {
                         node: node.clone(),
                         labels: [("role".to_owned(), "edge".to_owned())].into(),
-                        capacity,
+                        capacity: Some(capacity),
+                        resources: None,
                     }
                     .into();
                     let envelope =
@@ -191,7 +192,7 @@ impl SimEdge {
             let beat: Liveness = Heartbeat {
                 node: self.node.clone(),
                 running: 0,
-                capacity: 0,
+                capacity: Some(0),
                 outbox: 0,
                 executions: Vec::new(),
                 bound: true,

@@ -35,7 +35,8 @@ pub fn events(total: u64) -> impl Iterator<Item = Outgoing> {
         NodeRegistered {
             node,
             labels: BTreeMap::from([("role".into(), "edge".into())]),
-            capacity: 64,
+            capacity: Some(64),
+            resources: None,
         }
         .into()
     });
@@ -69,6 +70,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<Event> {
                 count: Some(EXECUTIONS_PER_JOB as u32),
                 selector: BTreeMap::new(),
                 constraints: vec![],
+                resources: None,
                 task: task.clone(),
                 disconnect: None,
             },
@@ -98,6 +100,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<Event> {
                 node: node.clone(),
                 attempt: 1,
                 task: task.clone(),
+                resources: None,
             }
             .into(),
         );

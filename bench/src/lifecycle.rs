@@ -30,6 +30,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>, program: &[&str])
         count,
         selector: BTreeMap::from([("role".to_owned(), "edge".to_owned())]),
         constraints: vec![],
+        resources: None,
         task: TaskSpec {
             engine: Engine::Exec,
             command: program.iter().map(|s| (*s).to_owned()).collect(),

@@ -122,7 +122,7 @@ async fn edge_drain(
 ) -> Result<(Duration, Duration)> {
     let dir = tempfile::tempdir()?;
     let mut config = EdgeConfig::new(node.clone(), dir.path());
-    config.capacity = u32::try_from(count).unwrap_or(u32::MAX);
+    config.capacity = Some(u32::try_from(count).unwrap_or(u32::MAX));
     let edge = Edge::open(config).await?;
     let handle = edge.handle();
     let client = cairn_streams::connect(url, None, "cairn-bench-edge").await?;

@@ -10,6 +10,7 @@ use cairn_edge::{Edge, EdgeConfig};
 use cairn_orchestrator::engine::LivenessConfig;
 use cairn_orchestrator::{Orchestrator, OrchestratorConfig};
 use cairn_shared::NodeId;
+use cairn_shared::resources::{Bytes, Millicores};
 use cairn_streams::Topology;
 use clap::Args;
 use tokio::process::{Child, Command};
@@ -64,9 +65,18 @@ pub struct EdgeArgs {
     /// A label, KEY=VALUE; repeat for more.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// Executions this node runs at once (default: its CPU count).
+    /// The most executions this node runs at once (default: no cap; its resources limit it).
     #[arg(long)]
     capacity: Option<u32>,
+    /// Cpu to offer instead of the host's cores, like 2000m or 2.
+    #[arg(long)]
+    cpu: Option<Millicores>,
+    /// Memory to offer instead of the host's, like 512Mi or 4Gi.
+    #[arg(long)]
+    memory: Option<Bytes>,
+    /// Disk to offer instead of what is free under --data, like 10Gi.
+    #[arg(long)]
+    disk: Option<Bytes>,
     /// How often to tell the orchestrator this node is alive.
     #[arg(long, default_value = "5s")]
     heartbeat_interval: humantime::Duration,
@@ -82,9 +92,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 fn edge_config(args: EdgeArgs) -> EdgeConfig {
     let mut config = EdgeConfig::new(args.node_id, args.data);
     config.labels = args.labels.into_iter().collect();
-    if let Some(capacity) = args.capacity {
-        config.capacity = capacity;
-    }
+    config.capacity = args.capacity;
+    config.cpu = args.cpu;
+    config.memory = args.memory;
+    config.disk = args.disk;
     config.heartbeat_interval = args.heartbeat_interval.into();
     config
 }

@@ -87,14 +87,17 @@ pub async fn ask<Q: Serialize, T: DeserializeOwned>(
     serde_json::from_slice(&reply.payload).context("the orchestrator's answer does not decode")
 }
 
-/// `node list` rows: `{id, state, labels, executions}` plus the capacity.
+/// `node list` rows: `{id, state, labels, executions}` plus the cap (`null` without one)
+/// and the resources the node declared (absent when it declared none).
 #[derive(Serialize)]
 pub struct NodeRow {
     id: NodeId,
     state: cairn_shared::NodeState,
     labels: BTreeMap<String, String>,
     executions: u32,
-    capacity: u32,
+    capacity: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<cairn_shared::Resources>,
 }
 
 impl From<NodeSummary> for NodeRow {
@@ -105,6 +108,7 @@ impl From<NodeSummary> for NodeRow {
             labels: n.node.labels,
             executions: n.executions,
             capacity: n.node.capacity,
+            resources: n.node.resources,
         }
     }
 }
@@ -121,14 +125,30 @@ impl Tabular for NodeRow {
     /// Node ids are chosen by people and never shortened, so `wide` changes nothing here.
     fn table(rows: &[Self], _wide: bool) -> String {
         output::table(
-            &["id", "state", "executions", "capacity", "labels"],
+            &[
+                "id",
+                "state",
+                "executions",
+                "capacity",
+                "cpu",
+                "memory",
+                "labels",
+            ],
             rows.iter()
                 .map(|n| {
                     vec![
                         n.id.to_string().into(),
                         Cell::state(n.state),
                         n.executions.to_string().into(),
-                        n.capacity.to_string().into(),
+                        n.capacity
+                            .map_or_else(|| "-".to_owned(), |c| c.to_string())
+                            .into(),
+                        n.resources
+                            .map_or_else(|| "-".to_owned(), |r| r.cpu.to_string())
+                            .into(),
+                        n.resources
+                            .map_or_else(|| "-".to_owned(), |r| r.memory.to_string())
+                            .into(),
                         labels_text(&n.labels).into(),
                     ]
                 })

@@ -400,7 +400,8 @@ async fn export_round_trips_100k_messages_and_trimmed_ranges_are_refused() {
         let body: Event = NodeRegistered {
             node: NodeId::new(format!("node-{}", i % 1000)).unwrap(),
             labels: BTreeMap::new(),
-            capacity: (i % 7) as u32,
+            capacity: Some((i % 7) as u32),
+            resources: None,
         }
         .into();
         let envelope = Envelope::new(EventId::generate(), Some(command.id), Timestamp(i), body);

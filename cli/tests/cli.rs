@@ -25,7 +25,8 @@ fn registered(node: &str) -> Envelope<Event> {
         NodeRegistered {
             node: NodeId::new(node).unwrap(),
             labels: Default::default(),
-            capacity: 2,
+            capacity: Some(2),
+            resources: None,
         }
         .into(),
     )

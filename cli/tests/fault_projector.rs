@@ -50,7 +50,8 @@ fn events() -> impl Iterator<Item = Event> {
             NodeRegistered {
                 node: n.clone(),
                 labels: Default::default(),
-                capacity: 1_000,
+                capacity: Some(1_000),
+                resources: None,
             }
             .into()
         })
@@ -66,6 +67,7 @@ fn events() -> impl Iterator<Item = Event> {
             node: node.clone(),
             attempt: 1,
             task: task.clone(),
+            resources: None,
         }
         .into();
         let done: Event = ExecutionStateChanged {

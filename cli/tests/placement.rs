@@ -1,5 +1,5 @@
 //! Placement through the built binary against a real nats-server: constraints on node
-//! labels beyond the selector's equality.
+//! labels beyond the selector's equality, and requests fitted into what edges offer.
 
 use std::collections::BTreeSet;
 
@@ -87,4 +87,62 @@ async fn constraints_place_only_on_the_nodes_they_admit() {
         stderr.contains("constraints[0]") && stderr.contains("in needs at least one value"),
         "{stderr}"
     );
+}
+
+const BIG: &str = r#"
+name: big
+type: batch
+resources: {memory: 1Gi}
+task:
+  engine: exec
+  command: ["true"]
+"#;
+
+const SMALL: &str = r#"
+name: small
+type: service
+count: 3
+resources: {cpu: 250m, memory: 100Mi}
+task:
+  engine: exec
+  command: ["sh", "-c", "while true; do sleep 1; done"]
+"#;
+
+#[tokio::test]
+async fn requests_fit_into_what_an_edge_offers() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edge = stack.edge_with("tiny", &[], &["--memory", "256Mi", "--cpu", "2"]);
+    stack.nodes_in(&["tiny"], "connected").await;
+    let nodes = support::json(&url, &["node", "list"]);
+    let tiny = &nodes.as_array().unwrap()[0];
+    assert_eq!(
+        tiny["capacity"],
+        serde_json::Value::Null,
+        "no cap unless asked: {tiny:#}"
+    );
+    assert_eq!(tiny["resources"]["memory"], "256Mi", "{tiny:#}");
+    assert_eq!(tiny["resources"]["cpu"], "2", "{tiny:#}");
+
+    // 1Gi fits nowhere: the job waits, queued.
+    let big = stack.deploy("big", BIG, false);
+    assert_eq!(big["name"], "big");
+    // Two replicas of 100Mi fit in 256Mi, the third waits.
+    stack.deploy("small", SMALL, false);
+    stack.executions_in("small", "running", 2).await;
+    let job = support::json(&url, &["job", "describe", "small"]);
+    assert_eq!(job["state"], "deploying", "{job:#}");
+    assert!(
+        executions(&url, "big").is_empty(),
+        "nothing of big was placed"
+    );
+    let job = support::json(&url, &["job", "describe", "big"]);
+    assert_eq!(job["state"], "queued", "{job:#}");
+
+    // Stopping the service frees the memory; the batch still does not fit, and nothing
+    // else waits.
+    support::json(&url, &["job", "stop", "small", "--wait"]);
+    stack.executions_in("small", "stopped", 2).await;
+    assert!(executions(&url, "big").is_empty());
 }

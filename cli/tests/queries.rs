@@ -29,7 +29,8 @@ fn registered(id: &str, capacity: u32) -> Event {
     NodeRegistered {
         node: node(id),
         labels: BTreeMap::from([("role".into(), "edge".into())]),
-        capacity,
+        capacity: Some(capacity),
+        resources: None,
     }
     .into()
 }
@@ -52,6 +53,7 @@ fn spec(name: &str, count: u32) -> JobSpec {
         count: Some(count),
         selector: BTreeMap::from([("role".into(), "edge".into())]),
         constraints: vec![],
+        resources: None,
         task: task(),
         disconnect: None,
     }
@@ -88,6 +90,7 @@ fn history() -> (JobId, Vec<ExecutionId>, Vec<Event>) {
                 node: node(if i == 0 { "edge-2" } else { "edge-1" }),
                 attempt: 1,
                 task: task.clone(),
+                resources: None,
             }
             .into(),
         );
@@ -308,6 +311,7 @@ async fn close_ids() -> (NatsServer, Proc, tempfile::TempDir) {
                 node: node("edge-1"),
                 attempt: 1,
                 task: task(),
+                resources: None,
             }
             .into(),
         );

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use cairn_shared::Resources;
 use cairn_shared::event::{
     ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
 };
@@ -35,7 +36,11 @@ pub struct Facts {
 pub struct Node {
     pub id: NodeId,
     pub labels: Labels,
-    pub capacity: u32,
+    /// The most executions it runs at once, if it set a cap.
+    pub capacity: Option<u32>,
+    /// What it offers placement, if it declared it; a node that declares nothing is
+    /// limited by its cap alone.
+    pub resources: Option<Resources>,
     pub state: NodeState,
 }
 
@@ -74,6 +79,8 @@ pub struct Execution {
     pub version: u32,
     pub node: NodeId,
     pub attempt: u32,
+    /// What it asks of its node, for as long as it has not ended.
+    pub request: Resources,
     pub state: ExecutionState,
     pub desired: DesiredState,
     pub exit_code: Option<i32>,
@@ -141,11 +148,13 @@ impl Facts {
         let node = self.nodes.entry(e.node.clone()).or_insert_with(|| Node {
             id: e.node.clone(),
             labels: Labels::new(),
-            capacity: 0,
+            capacity: None,
+            resources: None,
             state: NodeState::Connected,
         });
         node.labels = e.labels.clone();
         node.capacity = e.capacity;
+        node.resources = e.resources;
         Recorded::Node(e.node.clone())
     }
 
@@ -201,6 +210,7 @@ impl Facts {
                 version: e.version,
                 node: e.node.clone(),
                 attempt: e.attempt,
+                request: e.resources.unwrap_or(Resources::REQUEST_DEFAULT),
                 state: ExecutionState::Pending,
                 desired: DesiredState::Running,
                 exit_code: None,

@@ -10,7 +10,7 @@
 
 use std::ops::Bound;
 
-use cairn_shared::{DesiredState, ExecutionId, JobId, JobType, NodeId};
+use cairn_shared::{DesiredState, ExecutionId, JobId, JobType, NodeId, Resources};
 use imbl::{OrdMap, OrdSet, Vector};
 
 use super::facts::{Execution, Facts, Job, Node, Recorded, Run};
@@ -24,8 +24,11 @@ pub struct Index {
     /// The non-terminal executions on each known node, whatever their job: what capacity
     /// limits.
     pub(super) active: OrdMap<NodeId, OrdSet<ExecutionId>>,
-    /// The nodes below their declared capacity, lost or not: the only ones placement can
-    /// use, so a job waiting on a full fleet learns it without reading every node.
+    /// What the non-terminal executions on each node ask of it, summed.
+    pub(super) allocated: OrdMap<NodeId, Resources>,
+    /// The nodes below their cap, lost or not: the only ones placement can use, so a job
+    /// waiting on a fleet at its caps learns it without reading every node. Whether a
+    /// job's request fits in what is left of a node's resources is placement's question.
     pub(super) with_room: OrdSet<NodeId>,
     /// The non-terminal executions of each job, every version: what a stop must reach.
     pub(super) live: OrdMap<JobId, Live>,
@@ -84,10 +87,16 @@ impl Index {
         }
         for node in facts.nodes.values() {
             index.active.insert(node.id.clone(), OrdSet::new());
+            index
+                .allocated
+                .insert(node.id.clone(), Resources::default());
         }
         for e in facts.executions.values().filter(|e| !e.state.is_terminal()) {
             if let Some(active) = index.active.get_mut(&e.node) {
                 active.insert(e.id);
+            }
+            if let Some(allocated) = index.allocated.get_mut(&e.node) {
+                *allocated = *allocated + e.request;
             }
             if let Some(live) = index.live.get_mut(&e.job) {
                 live.add(e);
@@ -121,6 +130,7 @@ impl Index {
             return;
         };
         self.active.entry(id.clone()).or_default();
+        self.allocated.entry(id.clone()).or_default();
         self.note_room(node);
         let key = SlotKey::Pinned(id.clone());
         let active: Vec<JobId> = self.active_jobs.iter().copied().collect();
@@ -194,8 +204,17 @@ impl Index {
             } else {
                 active.remove(&e.id).is_some()
             };
-            if changed && let Some(node) = facts.nodes.get(&e.node) {
-                self.note_room(node);
+            if changed {
+                if let Some(allocated) = self.allocated.get_mut(&e.node) {
+                    *allocated = if live {
+                        *allocated + e.request
+                    } else {
+                        *allocated - e.request
+                    };
+                }
+                if let Some(node) = facts.nodes.get(&e.node) {
+                    self.note_room(node);
+                }
             }
         }
         if let Some(job) = self.live.get_mut(&e.job) {
@@ -207,9 +226,9 @@ impl Index {
         }
     }
 
-    /// Keeps `with_room` in step after the node's capacity or load changed.
+    /// Keeps `with_room` in step after the node's cap or load changed.
     fn note_room(&mut self, node: &Node) {
-        if self.load(&node.id) < node.capacity as usize {
+        if self.below_cap(node) {
             self.with_room.insert(node.id.clone());
         } else {
             self.with_room.remove(&node.id);
@@ -239,6 +258,22 @@ impl Index {
     /// The non-terminal executions on a node.
     pub(super) fn load(&self, node: &NodeId) -> usize {
         self.active.get(node).map_or(0, OrdSet::len)
+    }
+
+    /// How many more executions the node's cap lets it take (unbounded without a cap).
+    pub(super) fn cap_room(&self, node: &Node) -> usize {
+        node.capacity.map_or(usize::MAX, |cap| {
+            (cap as usize).saturating_sub(self.load(&node.id))
+        })
+    }
+
+    fn below_cap(&self, node: &Node) -> bool {
+        self.cap_room(node) > 0
+    }
+
+    /// What the node's non-terminal executions ask of it.
+    pub(super) fn allocated(&self, node: &NodeId) -> Resources {
+        self.allocated.get(node).copied().unwrap_or_default()
     }
 
     /// The first unsettled job after `after` (from the oldest with `None`).

@@ -53,9 +53,13 @@
 //!   slot can still end with two completed attempts when both ran while the node was cut
 //!   off, which the log then shows (the case `replace: false` exists for).
 //! - **Eligibility:** a node takes an execution when it is not lost, its labels contain every
-//!   selector pair, and its non-terminal executions are fewer than its capacity (capacity 0
-//!   takes nothing; a node that lowers its capacity below its load keeps what it runs and
-//!   takes nothing new until it has room). Connected nodes are preferred; a disconnected node is used only when no
+//!   selector pair and meet every constraint, its non-terminal executions are fewer than its
+//!   cap if it set one (a cap of 0 takes nothing), and the execution's request fits in what
+//!   the node's declared resources leave after what its non-terminal executions ask (a node
+//!   that declared none is limited by its cap alone). A node that lowers its cap or its
+//!   resources below what it runs keeps it and takes nothing new until it has room. An
+//!   execution's request is fixed when it is placed (`ExecutionAssigned.resources`, the
+//!   defaults when absent) and counts until it ends. Connected nodes are preferred; a disconnected node is used only when no
 //!   connected one fits, because its assignment waits durably on its subject (no skipped
 //!   dispatch) but may wait long. Among equals: a node this slot has not used before, then
 //!   fewer executions of this job, then fewer executions overall, then the node id.
@@ -118,9 +122,10 @@
 //! counts. Node facts are the exception: each reads that node's slot in every active run,
 //! and they are rare. When placement is due every active job is reconciled, one look at the
 //! tally for a job with nothing waiting; a job with waiting demand gathers its candidate
-//! nodes once, from the index of nodes below capacity (none on a full fleet) with the
-//! job's load per node kept beside its live executions, and placing one execution scans
-//! them once. A retry finds its slot among the run's waiting and exhausted ones. A job
+//! nodes once, from the index of nodes below their cap (none on a fleet at its caps; a
+//! fleet whose resources are spent is read node by node, each a subtraction and a
+//! division), with each node's allocation and the job's load per node kept beside its live
+//! executions, and placing one execution scans them once. A retry finds its slot among the run's waiting and exhausted ones. A job
 //! that ends keeps its facts and drops its run's index.
 
 mod command;

@@ -150,7 +150,7 @@ pub(super) struct Candidates {
 
 struct Candidate {
     connected: bool,
-    /// Places left before the node reaches its declared capacity.
+    /// Executions of this job the node can still take.
     room: usize,
     /// Non-terminal executions of any job.
     load: usize,
@@ -159,16 +159,21 @@ struct Candidate {
 }
 
 impl Candidates {
-    /// The nodes with room that may run the job at all: not lost, labels matching.
+    /// The nodes that may run the job at all (not lost, labels matching) and have room
+    /// for at least one of its executions: under their cap, its request fitting in what is
+    /// left of their resources.
     pub(super) fn new(state: &State, job: &Job) -> Self {
+        let request = job.spec.request();
         let nodes = state
             .nodes_with_room()
             .filter(|n| n.may_run(&job.spec))
-            .map(|n| {
+            .map(|n| (n, state.fits(n, &request)))
+            .filter(|(_, room)| *room > 0)
+            .map(|(n, room)| {
                 let load = state.load(&n.id);
                 let candidate = Candidate {
                     connected: n.state == NodeState::Connected,
-                    room: (n.capacity as usize).saturating_sub(load),
+                    room,
                     load,
                     job_load: state.live_on(job.id, &n.id),
                 };

@@ -42,12 +42,15 @@ fn node_hello(draft: &mut Draft, hello: &NodeHello) {
         node: hello.node.clone(),
         labels: hello.labels.clone(),
         capacity: hello.capacity,
+        resources: hello.resources,
     };
     let Some(node) = draft.state.node(&hello.node) else {
         draft.emit(registration);
         return;
     };
-    let changed = node.labels != hello.labels || node.capacity != hello.capacity;
+    let changed = node.labels != hello.labels
+        || node.capacity != hello.capacity
+        || node.resources != hello.resources;
     if node.state != NodeState::Connected {
         draft.emit(NodeReconnected {
             node: hello.node.clone(),

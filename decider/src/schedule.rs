@@ -69,6 +69,9 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
     }
     let plan = placement::plan(placement::problem(&draft.state, job));
     let (name, version, task) = (job.name.clone(), job.version, job.spec.task.clone());
+    // Said only when the job says, so a job that leaves it to the defaults records what it
+    // always did.
+    let resources = job.spec.resources.map(|_| job.spec.request());
     for placed in plan.placed {
         draft.emit(ExecutionAssigned {
             execution: ids.execution_id(),
@@ -78,6 +81,7 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
             node: placed.node,
             attempt: placed.attempt,
             task: task.clone(),
+            resources,
         });
     }
 }

@@ -5,7 +5,7 @@
 //! rebuilds it exactly. `evolve` trusts the decider that produced the events but never
 //! panics on a stream it did not expect: an event about something unknown changes nothing.
 
-use cairn_shared::{CommandId, Event, ExecutionId, JobId, NodeId};
+use cairn_shared::{CommandId, Event, ExecutionId, JobId, NodeId, Resources};
 
 use super::facts::{Execution, Facts, Job, Node};
 use super::index::Index;
@@ -57,9 +57,29 @@ impl State {
         self.index.load(node)
     }
 
-    /// Whether the node is below its declared capacity.
+    /// Whether the node is below its cap (always, without one).
     pub fn has_room(&self, node: &Node) -> bool {
-        self.load(&node.id) < node.capacity as usize
+        self.index.cap_room(node) > 0
+    }
+
+    /// How many more executions the node's cap lets it take (`usize::MAX` without one).
+    pub fn cap_room(&self, node: &Node) -> usize {
+        self.index.cap_room(node)
+    }
+
+    /// What the node's non-terminal executions ask of it, summed.
+    pub fn allocated(&self, node: &NodeId) -> Resources {
+        self.index.allocated(node)
+    }
+
+    /// How many executions asking `request` still fit on the node: under its cap, and in
+    /// what its declared resources leave.
+    pub fn fits(&self, node: &Node, request: &Resources) -> usize {
+        let by_resources = node.resources.map_or(u64::MAX, |offered| {
+            (offered - self.allocated(&node.id)).fits(request)
+        });
+        self.cap_room(node)
+            .min(usize::try_from(by_resources).unwrap_or(usize::MAX))
     }
 
     pub fn job(&self, id: JobId) -> Option<&Job> {

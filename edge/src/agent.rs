@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind};
 use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
+use cairn_shared::resources::{Bytes, Millicores};
 use cairn_shared::spec::Labels;
-use cairn_shared::{Assignment, ExecutionId, ExecutionState, NodeId, RunningAttempt, Timestamp};
+use cairn_shared::{
+    Assignment, ExecutionId, ExecutionState, NodeId, Resources, RunningAttempt, Timestamp,
+};
 use cairn_streams::{Binding, Intake, Publisher, Pulled, StreamKind, subjects};
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
@@ -35,8 +38,14 @@ pub struct EdgeConfig {
     /// Holds the edge's redb file (identity, accepted assignments, outbox).
     pub data_dir: PathBuf,
     pub labels: Labels,
-    /// Declared in the hello; the orchestrator never assigns more at once.
-    pub capacity: u32,
+    /// The most executions at once, if set: declared in the hello, and the orchestrator
+    /// never assigns more.
+    pub capacity: Option<u32>,
+    /// What to declare instead of what the host has, resource by resource (`--cpu`,
+    /// `--memory`, `--disk`); the others are read from the host at start.
+    pub cpu: Option<Millicores>,
+    pub memory: Option<Bytes>,
+    pub disk: Option<Bytes>,
     pub heartbeat_interval: Duration,
     /// Between SIGTERM and SIGKILL when a task is stopped, times out, or the edge shuts down.
     pub stop_grace: Duration,
@@ -51,15 +60,17 @@ impl EdgeConfig {
     pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
     pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
-    /// Defaults: no labels, capacity = the machine's available parallelism, heartbeats every
-    /// 5 s, 10 s stop grace, 5 s to flush at shutdown, 64 publishes in flight.
+    /// Defaults: no labels, no cap, the host's resources, heartbeats every 5 s, 10 s stop
+    /// grace, 5 s to flush at shutdown, 64 publishes in flight.
     pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             node_id,
             data_dir: data_dir.into(),
             labels: Labels::new(),
-            capacity: u32::try_from(cpus).unwrap_or(u32::MAX),
+            capacity: None,
+            cpu: None,
+            memory: None,
+            disk: None,
             heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
             stop_grace: Self::DEFAULT_STOP_GRACE,
             shutdown_flush_timeout: Duration::from_secs(5),
@@ -67,8 +78,18 @@ impl EdgeConfig {
         }
     }
 
+    /// What the node offers: the host's resources, each replaced by the one configured.
+    pub fn resources(&self) -> Resources {
+        let host = crate::host::resources(&self.data_dir);
+        Resources {
+            cpu: self.cpu.unwrap_or(host.cpu),
+            memory: self.memory.unwrap_or(host.memory),
+            disk: self.disk.unwrap_or(host.disk),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
-        if self.capacity == 0 {
+        if self.capacity == Some(0) {
             return Err(Error::Config("capacity must be at least 1".into()));
         }
         if self.heartbeat_interval.is_zero() {
@@ -237,6 +258,7 @@ impl Edge {
                 &node,
                 self.config.labels.clone(),
                 self.config.capacity,
+                self.config.resources(),
             )?])
             .await?;
 

@@ -15,7 +15,7 @@ use crate::store::Store;
 pub struct Beater {
     pub client: async_nats::Client,
     pub node: NodeId,
-    pub capacity: u32,
+    pub capacity: Option<u32>,
     pub interval: Duration,
     pub stats: Arc<Stats>,
     pub store: Store,

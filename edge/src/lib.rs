@@ -12,7 +12,7 @@
 //! let node = NodeId::new("edge-1").expect("a valid node id");
 //! let mut config = EdgeConfig::new(node, "/var/lib/cairn/edge");
 //! config.labels.insert("role".into(), "edge".into());
-//! config.capacity = 4;
+//! config.capacity = Some(4);
 //! // Refuses a data directory that belongs to another node id.
 //! let edge = Edge::open(config).await?;
 //! let handle = edge.handle(); // running count, outbox length, bound or not
@@ -104,6 +104,7 @@ mod agent;
 mod error;
 mod exec;
 mod heartbeat;
+mod host;
 mod outbox;
 mod store;
 

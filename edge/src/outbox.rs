@@ -46,7 +46,8 @@ pub fn report_entry(node: &NodeId, report: Report) -> Result<OutboxEntry> {
 pub fn hello_entry(
     node: &NodeId,
     labels: cairn_shared::spec::Labels,
-    capacity: u32,
+    capacity: Option<u32>,
+    resources: cairn_shared::Resources,
 ) -> Result<OutboxEntry> {
     report_entry(
         node,
@@ -54,6 +55,7 @@ pub fn hello_entry(
             node: node.clone(),
             labels,
             capacity,
+            resources: Some(resources),
         }
         .into(),
     )

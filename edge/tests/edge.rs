@@ -62,7 +62,7 @@ impl Fixture {
 
     fn config(&self) -> EdgeConfig {
         let mut config = EdgeConfig::new(self.node.clone(), self.data_dir());
-        config.capacity = 4;
+        config.capacity = Some(4);
         config.heartbeat_interval = Duration::from_millis(200);
         config.stop_grace = Duration::from_secs(2);
         config.shutdown_flush_timeout = Duration::from_secs(10);
@@ -306,7 +306,7 @@ async fn an_assignment_waiting_before_start_runs_and_reports_in_order() {
     // The hello comes first, before any work.
     let reports = fx.reports().await;
     assert!(
-        matches!(&reports[0].body, Report::NodeHello(h) if h.node == fx.node && h.capacity == 4)
+        matches!(&reports[0].body, Report::NodeHello(h) if h.node == fx.node && h.capacity == Some(4))
     );
 
     let (out, err, outcome) = fx.log(execution).await;
@@ -450,7 +450,10 @@ async fn stop_kills_the_task_and_its_children_and_wins_over_a_later_run() {
     })
     .await
     .expect("a heartbeat counting the running task");
-    assert_eq!((beat.node.clone(), beat.capacity), (fx.node.clone(), 4));
+    assert_eq!(
+        (beat.node.clone(), beat.capacity),
+        (fx.node.clone(), Some(4))
+    );
 
     let asked = Instant::now();
     fx.publish(
@@ -646,7 +649,8 @@ async fn garbage_is_terminated_and_later_work_runs() {
         Report::from(cairn_shared::report::NodeHello {
             node: fx.node.clone(),
             labels: Default::default(),
-            capacity: 1,
+            capacity: Some(1),
+            resources: None,
         }),
     );
     fx.publisher
@@ -748,7 +752,7 @@ fn edge_child_process() {
             NodeId::new(env("CAIRN_EDGE_NODE")).unwrap(),
             env("CAIRN_EDGE_DATA"),
         );
-        config.capacity = 2;
+        config.capacity = Some(2);
         config.heartbeat_interval = Duration::from_millis(200);
         let edge = Edge::open(config).await.unwrap();
         let client = cairn_streams::connect_persistent(&env("CAIRN_EDGE_URL"), None, "edge-child")

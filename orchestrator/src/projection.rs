@@ -111,6 +111,7 @@ fn node_registered<T: Tables>(t: &mut T, e: &NodeRegistered, at: Timestamp) -> R
         state: NodeState::Connected,
         labels: e.labels.clone(),
         capacity: e.capacity,
+        resources: e.resources,
         registered_at,
         updated_at: at,
     };

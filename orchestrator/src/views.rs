@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use cairn_shared::spec::Labels;
 use cairn_shared::{
     CommandId, DesiredState, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
-    NodeId, NodeState, Seq, Timestamp,
+    NodeId, NodeState, Resources, Seq, Timestamp,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -132,7 +132,11 @@ pub struct NodeView {
     pub id: NodeId,
     pub state: NodeState,
     pub labels: Labels,
-    pub capacity: u32,
+    /// The most executions it runs at once, if it set a cap.
+    pub capacity: Option<u32>,
+    /// What it offers placement, if it declared it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
     pub registered_at: Timestamp,
     pub updated_at: Timestamp,
 }

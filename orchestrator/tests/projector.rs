@@ -147,7 +147,8 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
         } => NodeRegistered {
             node: pools.nodes[node].clone(),
             labels: BTreeMap::from([("zone".to_owned(), zone.to_string())]),
-            capacity,
+            capacity: Some(capacity),
+            resources: None,
         }
         .into(),
         Gen::NodeState { node, which } => {
@@ -171,6 +172,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
                 count: Some(count),
                 selector: BTreeMap::new(),
                 constraints: vec![],
+                resources: None,
                 task: task(),
                 disconnect: None,
             },
@@ -195,6 +197,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
             node: pools.nodes[node].clone(),
             attempt,
             task: task(),
+            resources: None,
         }
         .into(),
         Gen::Stop { execution, node } => ExecutionStopRequested {
@@ -677,9 +680,9 @@ async fn garbage_on_event_subjects_is_recorded_and_skipped() {
     assert_eq!(
         nodes,
         vec![
-            ("node-0".to_owned(), 2),
-            ("node-1".to_owned(), 3),
-            ("node-2".to_owned(), 1)
+            ("node-0".to_owned(), Some(2)),
+            ("node-1".to_owned(), Some(3)),
+            ("node-2".to_owned(), Some(1))
         ]
     );
 }

@@ -163,6 +163,10 @@ macro_rules! messages {
     ) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq)]
+        // A message lives as long as it takes to decide or project it, and the large ones
+        // (a deploy and its spec) are a few per thousand: boxing them would allocate for
+        // every event to save bytes nobody keeps.
+        #[allow(clippy::large_enum_variant)]
         pub enum $family {
             $( $(#[$vmeta])* $variant($variant), )+
         }

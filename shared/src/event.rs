@@ -5,16 +5,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
 use crate::ids::{CommandId, EventId, ExecutionId, JobId, NodeId, Seq};
+use crate::resources::Resources;
 use crate::spec::{JobSpec, Labels, TaskSpec};
 use crate::state::{ExecutionState, JobState};
 
-/// A node registered for the first time, or re-registered with new labels or capacity.
+/// A node registered for the first time, or re-registered with new labels, cap or
+/// resources.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRegistered {
     pub node: NodeId,
     #[serde(default)]
     pub labels: Labels,
-    pub capacity: u32,
+    /// The most executions the node runs at once, if it sets a cap.
+    pub capacity: Option<u32>,
+    /// The cpu, memory and disk the node offers, which placement fits requests into;
+    /// absent from nodes that declare none, which only their cap limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// A node missed its heartbeats. Its work still waits for it.
@@ -62,6 +69,10 @@ pub struct ExecutionAssigned {
     pub node: NodeId,
     pub attempt: u32,
     pub task: TaskSpec,
+    /// What the execution asks of its node, when its job says; absent means the defaults
+    /// (`Resources::REQUEST_DEFAULT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// The orchestrator wants an execution stopped.
@@ -233,8 +244,10 @@ impl Event {
     pub fn summary(&self) -> String {
         match self {
             Event::NodeRegistered(n) => format!(
-                "{} registered, capacity {}, labels {:?}",
-                n.node, n.capacity, n.labels
+                "{} registered, {}, labels {:?}",
+                n.node,
+                offer(n.capacity, n.resources.as_ref()),
+                n.labels
             ),
             Event::NodeDisconnected(n) => format!("{} disconnected", n.node),
             Event::NodeReconnected(n) => format!("{} reconnected", n.node),
@@ -278,4 +291,16 @@ pub(crate) fn exit(code: Option<i32>) -> String {
 /// `: reason` when there is one, for summaries.
 pub(crate) fn because(reason: Option<&str>) -> String {
     reason.map(|r| format!(": {r}")).unwrap_or_default()
+}
+
+/// What a node offers, in a line: `capacity 4, cpu 2, memory 1Gi, disk 10Gi`.
+pub fn offer(capacity: Option<u32>, resources: Option<&Resources>) -> String {
+    let cap = capacity.map_or_else(
+        || "no execution cap".to_owned(),
+        |c| format!("capacity {c}"),
+    );
+    match resources {
+        Some(r) => format!("{cap}, {r}"),
+        None => cap,
+    }
 }

@@ -13,8 +13,8 @@ pub struct Heartbeat {
     pub node: NodeId,
     /// Executions whose process this edge is running (or about to start) right now.
     pub running: u32,
-    /// The capacity the node declared in its hello.
-    pub capacity: u32,
+    /// The cap the node declared in its hello, if any.
+    pub capacity: Option<u32>,
     /// Reports and log chunks recorded locally but not yet acknowledged by JetStream: a
     /// growing number means the edge cannot publish.
     #[serde(default)]

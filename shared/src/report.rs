@@ -5,16 +5,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
 use crate::ids::{ExecutionId, NodeId, ReportId};
+use crate::resources::Resources;
 use crate::spec::Labels;
 use crate::state::ExecutionState;
 
-/// An edge announces itself (first start, restart, or changed labels or capacity).
+/// An edge announces itself (first start, restart, or changed labels, cap or resources).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeHello {
     pub node: NodeId,
     #[serde(default)]
     pub labels: Labels,
-    pub capacity: u32,
+    /// The most executions the node runs at once, if it sets a cap.
+    pub capacity: Option<u32>,
+    /// The cpu, memory and disk the node offers, which placement fits requests into;
+    /// absent from nodes that declare none, which only their cap limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// An execution on this edge changed state.
@@ -52,7 +58,11 @@ impl Report {
     /// One line saying what the edge reported, for people (`cairn audit history`).
     pub fn summary(&self) -> String {
         match self {
-            Report::NodeHello(h) => format!("{} says hello, capacity {}", h.node, h.capacity),
+            Report::NodeHello(h) => format!(
+                "{} says hello, {}",
+                h.node,
+                crate::event::offer(h.capacity, h.resources.as_ref())
+            ),
             Report::ExecutionUpdate(u) => format!(
                 "{} reports {} attempt {} {}{}{}",
                 u.node,

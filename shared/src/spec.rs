@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::resources::{Request, Resources};
+
 /// Node labels and selectors: label equality, ordered so encodings are deterministic.
 pub type Labels = BTreeMap<String, String>;
 
@@ -62,6 +64,10 @@ pub struct JobSpec {
     /// Rules on node labels beyond the selector's equality; a node must meet every one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
+    /// What each execution asks of its node; what it leaves out takes the defaults
+    /// (`Resources::REQUEST_DEFAULT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Request>,
     pub task: TaskSpec,
     /// What happens to the job's executions while their node is silent; absent means the
     /// orchestrator's `--lost-after`, replaced.
@@ -162,6 +168,11 @@ impl JobSpec {
             .iter()
             .all(|(key, value)| labels.get(key) == Some(value))
             && self.constraints.iter().all(|c| c.admits(labels))
+    }
+
+    /// What each execution asks of its node, defaults filled in.
+    pub fn request(&self) -> Resources {
+        self.resources.unwrap_or_default().resolve()
     }
 
     /// Whether a lost execution of this job is replaced, or its slot waits for its node.
@@ -376,6 +387,7 @@ mod tests {
             count: Some(3),
             selector: Labels::from([("role".into(), "edge".into())]),
             constraints: vec![],
+            resources: None,
             task: TaskSpec {
                 engine: Engine::Exec,
                 command: vec!["sh".into(), "-c".into(), "echo hi".into()],

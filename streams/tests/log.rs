@@ -23,7 +23,8 @@ fn event(node: &str, capacity: u32) -> Envelope<Event> {
         NodeRegistered {
             node: NodeId::new(node).unwrap(),
             labels: Default::default(),
-            capacity,
+            capacity: Some(capacity),
+            resources: None,
         }
         .into(),
     )

@@ -164,9 +164,14 @@ impl Stack {
         self.edge_labelled(id, &[("role", role)], capacity)
     }
 
-    /// An edge with these labels and `host=<id>`.
+    /// An edge with these labels and `host=<id>`, capped at `capacity`.
     pub fn edge_labelled(&self, id: &str, labels: &[(&str, &str)], capacity: u32) -> Proc {
         let capacity = capacity.to_string();
+        self.edge_with(id, labels, &["--capacity", &capacity])
+    }
+
+    /// An edge with these labels, `host=<id>`, and these more arguments.
+    pub fn edge_with(&self, id: &str, labels: &[(&str, &str)], more: &[&str]) -> Proc {
         let labels: Vec<String> = labels
             .iter()
             .chain(&[("host", id)])
@@ -176,7 +181,8 @@ impl Stack {
         for label in &labels {
             args.extend(["--label", label.as_str()]);
         }
-        args.extend(["--capacity", &capacity, "--heartbeat-interval", "200ms"]);
+        args.extend(more);
+        args.extend(["--heartbeat-interval", "200ms"]);
         Proc::spawn(&self.url(), &args, &self.edge_dir(id))
     }
 

@@ -31,6 +31,7 @@ fn deploying_a_new_job_creates_version_1_places_it_and_accepts_last() {
                 node: node("a"),
                 attempt: 1,
                 task: spec.task.clone(),
+                resources: None,
             }
             .into(),
             JobStateChanged {

@@ -37,6 +37,14 @@ fn check_assignments(before: &State, events: &[Event]) {
                     "capacity exceeded on {}: {a:?}",
                     a.node
                 );
+                let request = a
+                    .resources
+                    .unwrap_or(cairn_shared::Resources::REQUEST_DEFAULT);
+                assert!(
+                    state.fits(node, &request) > 0,
+                    "resources exceeded on {}: {a:?}",
+                    a.node
+                );
                 assert_eq!(a.version, job.version, "assigned an old version");
             }
             Event::JobStateChanged(c) => {
@@ -127,11 +135,24 @@ fn check_index(state: &State) {
             .filter(|e| e.node == node.id && !e.state.is_terminal())
             .count();
         assert_eq!(state.load(&node.id), load, "load of {}", node.id);
+        let allocated = state
+            .executions()
+            .filter(|e| e.node == node.id && !e.state.is_terminal())
+            .fold(cairn_shared::Resources::default(), |sum, e| sum + e.request);
+        assert_eq!(
+            state.allocated(&node.id),
+            allocated,
+            "allocated on {}",
+            node.id
+        );
     }
     let with_room: Vec<_> = state.nodes_with_room().map(|n| &n.id).collect();
     let expected: Vec<_> = state
         .nodes()
-        .filter(|n| state.load(&n.id) < n.capacity as usize)
+        .filter(|n| {
+            n.capacity
+                .is_none_or(|cap| state.load(&n.id) < cap as usize)
+        })
         .map(|n| &n.id)
         .collect();
     assert_eq!(with_room, expected, "nodes with room");

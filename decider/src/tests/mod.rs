@@ -8,4 +8,5 @@ mod placement;
 mod plan;
 mod props;
 mod reports;
+mod resources;
 mod scenario;

@@ -20,7 +20,8 @@ fn undecided(nodes: Fleet<'_>, spec: JobSpec) -> Scenario {
             NodeRegistered {
                 node: node(id),
                 labels: labels(pairs),
-                capacity: *capacity,
+                capacity: Some(*capacity),
+                resources: None,
             }
             .into()
         })

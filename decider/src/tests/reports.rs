@@ -16,7 +16,8 @@ fn a_hello_from_an_unknown_node_registers_it() {
         vec![Event::from(NodeRegistered {
             node: node("a"),
             labels: labels(&[("role", "edge")]),
-            capacity: 4,
+            capacity: Some(4),
+            resources: None,
         })]
     );
     assert_eq!(s.node_state("a"), NodeState::Connected);
@@ -41,7 +42,7 @@ fn a_hello_with_new_labels_or_capacity_registers_again() {
         s.join("a", &[("role", "gpu")], 8).names(),
         ["NodeRegistered"]
     );
-    assert_eq!(s.state.node(&node("a")).map(|n| n.capacity), Some(8));
+    assert_eq!(s.state.node(&node("a")).map(|n| n.capacity), Some(Some(8)));
 }
 
 #[test]

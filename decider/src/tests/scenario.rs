@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::resources::{Bytes, Request};
 use cairn_shared::spec::{Engine, Labels, TaskSpec};
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
-    NodeId, NodeState, Report, RunningAttempt, Seq, Timestamp,
+    NodeId, NodeState, Report, Resources, RunningAttempt, Seq, Timestamp,
 };
 use ulid::Ulid;
 
@@ -69,6 +70,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
         count,
         selector: Labels::new(),
         constraints: vec![],
+        resources: None,
         task: TaskSpec {
             engine: Engine::Exec,
             command: vec!["true".to_owned()],
@@ -97,6 +99,16 @@ pub fn daemon(name: &str) -> JobSpec {
     spec(name, JobType::Daemon, None)
 }
 
+/// The spec asking `cpu` and `memory` per execution.
+pub fn asking(mut spec: JobSpec, cpu: &str, memory: &str) -> JobSpec {
+    spec.resources = Some(Request {
+        cpu: Some(cpu.parse().expect("a test cpu amount")),
+        memory: Some(memory.parse().expect("a test memory amount")),
+        disk: None,
+    });
+    spec
+}
+
 pub fn selecting(mut spec: JobSpec, pairs: &[(&str, &str)]) -> JobSpec {
     spec.selector = labels(pairs);
     spec
@@ -106,7 +118,8 @@ pub fn hello(id: &str, pairs: &[(&str, &str)], capacity: u32) -> Report {
     Report::NodeHello(NodeHello {
         node: node(id),
         labels: labels(pairs),
-        capacity,
+        capacity: Some(capacity),
+        resources: None,
     })
 }
 
@@ -208,6 +221,23 @@ impl Scenario {
 
     pub fn join(&mut self, id: &str, pairs: &[(&str, &str)], capacity: u32) -> Decision {
         self.report_on(id, hello(id, pairs, capacity))
+    }
+
+    /// A node with no labels and no cap, offering `cpu` and `memory` (`"2"`, `"1Gi"`) and
+    /// no disk.
+    pub fn offering(&mut self, id: &str, cpu: &str, memory: &str) -> Decision {
+        let resources = Resources {
+            cpu: cpu.parse().expect("a test cpu amount"),
+            memory: memory.parse().expect("a test memory amount"),
+            disk: Bytes(0),
+        };
+        let hello = Report::NodeHello(NodeHello {
+            node: node(id),
+            labels: Labels::new(),
+            capacity: None,
+            resources: Some(resources),
+        });
+        self.report_on(id, hello)
     }
 
     /// Nodes `a`, `b`, … with no labels and the given capacity each.

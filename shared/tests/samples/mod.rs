@@ -62,6 +62,7 @@ pub fn spec() -> JobSpec {
         count: Some(3),
         selector: BTreeMap::from([("role".into(), "edge".into())]),
         constraints: vec![],
+        resources: None,
         task: task(),
         disconnect: None,
     }
@@ -73,7 +74,8 @@ pub fn events() -> Vec<Envelope<Event>> {
         NodeRegistered {
             node: node(),
             labels: labels(),
-            capacity: 4,
+            capacity: Some(4),
+            resources: None,
         }
         .into(),
         NodeDisconnected { node: node() }.into(),
@@ -99,6 +101,7 @@ pub fn events() -> Vec<Envelope<Event>> {
             node: node(),
             attempt: 1,
             task: task(),
+            resources: None,
         }
         .into(),
         ExecutionStopRequested {
@@ -166,7 +169,8 @@ pub fn reports() -> Vec<Envelope<Report>> {
         NodeHello {
             node: node(),
             labels: labels(),
-            capacity: 8,
+            capacity: Some(8),
+            resources: None,
         }
         .into(),
         ExecutionUpdate {
@@ -219,7 +223,7 @@ pub fn heartbeats() -> Vec<Envelope<Liveness>> {
         Heartbeat {
             node: node(),
             running: 2,
-            capacity: 8,
+            capacity: Some(8),
             outbox: 17,
             executions: Vec::new(),
             bound: true,
