@@ -16,6 +16,9 @@ pub(super) struct Draft {
     placement_due: bool,
     /// Jobs whose state may have to be recomputed.
     touched: BTreeSet<JobId>,
+    /// Whether an emitted fact took room on a node (an execution placed, or a lost one
+    /// running again), which changes why other jobs' slots cannot be placed.
+    room_taken: bool,
 }
 
 impl Draft {
@@ -25,6 +28,7 @@ impl Draft {
             events: Vec::new(),
             placement_due: false,
             touched: BTreeSet::new(),
+            room_taken: false,
         }
     }
 
@@ -45,6 +49,10 @@ impl Draft {
 
     pub(super) fn touched(&self) -> &BTreeSet<JobId> {
         &self.touched
+    }
+
+    pub(super) fn room_taken(&self) -> bool {
+        self.room_taken
     }
 
     /// Asks every execution of `job` (any version) that is still meant to run to stop.
@@ -84,10 +92,22 @@ impl Draft {
                     .is_some_and(|j| j.state.is_terminal() && !e.state.is_terminal());
                 (Some(e.job), restarts)
             }
-            Event::ExecutionAssigned(e) => (Some(e.job), false),
+            Event::ExecutionAssigned(e) => {
+                self.room_taken = true;
+                (Some(e.job), false)
+            }
             Event::ExecutionStopRequested(e) => (execution_job(e.execution), false),
-            Event::ExecutionStateChanged(e) => (execution_job(e.execution), e.state.is_terminal()),
+            Event::ExecutionStateChanged(e) => {
+                let resumes = self
+                    .state
+                    .execution(e.execution)
+                    .is_some_and(|x| x.state.is_terminal() && !e.state.is_terminal());
+                self.room_taken |= resumes;
+                (execution_job(e.execution), e.state.is_terminal())
+            }
             Event::NodeDisconnected(_)
+            | Event::JobBlocked(_)
+            | Event::JobUnblocked(_)
             | Event::CommandAccepted(_)
             | Event::CommandRejected(_)
             | Event::InputRejected(_) => (None, false),

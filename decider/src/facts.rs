@@ -13,6 +13,7 @@ use cairn_shared::Resources;
 use cairn_shared::event::{
     ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
 };
+use cairn_shared::placement::Placement;
 use cairn_shared::spec::Labels;
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
@@ -53,6 +54,9 @@ pub struct Job {
     pub state: JobState,
     /// The executions of the current version since it last started (deploy or rerun).
     pub run: Run,
+    /// Why some of the run's slots wait for a node, as last recorded; only while the job
+    /// is active (a terminal state or a new run ends it).
+    pub blocked: Option<Placement>,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -120,6 +124,8 @@ impl Facts {
             Event::NodeLost(e) => self.set_node_state(&e.node, NodeState::Lost),
             Event::JobDeployed(e) => self.job_deployed(e),
             Event::JobStateChanged(e) => self.job_state_changed(e),
+            Event::JobBlocked(e) => self.job_blocked(e.job, Some(&e.placement)),
+            Event::JobUnblocked(e) => self.job_blocked(e.job, None),
             Event::ExecutionAssigned(e) => self.execution_assigned(e, index),
             Event::ExecutionStopRequested(e) => {
                 let Some(execution) = self.executions.get_mut(&e.execution) else {
@@ -174,6 +180,7 @@ impl Facts {
             spec: e.spec.clone(),
             state: JobState::Queued,
             run,
+            blocked: None,
         };
         self.jobs.insert(e.job, job);
         Recorded::Job {
@@ -192,9 +199,23 @@ impl Facts {
         if rerun {
             job.run = Run::start(&job.spec, &self.nodes);
         }
+        if rerun || e.state.is_terminal() {
+            job.blocked = None;
+        }
         Recorded::Job {
             job: e.job,
             run_started: rerun,
+        }
+    }
+
+    fn job_blocked(&mut self, id: JobId, placement: Option<&Placement>) -> Recorded {
+        let Some(job) = self.jobs.get_mut(&id).filter(|j| !j.state.is_terminal()) else {
+            return Recorded::Nothing;
+        };
+        job.blocked = placement.cloned();
+        Recorded::Job {
+            job: id,
+            run_started: false,
         }
     }
 

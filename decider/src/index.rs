@@ -252,7 +252,8 @@ impl Index {
         !job.state.is_terminal()
             && (tally.wants_placement()
                 || (job.spec.job_type == JobType::Daemon && !tally.unmatched.is_empty())
-                || tally.verdict(job.spec.job_type).state() != job.state)
+                || tally.verdict(job.spec.job_type).state() != job.state
+                || job.blocked.is_some())
     }
 
     /// The non-terminal executions on a node.

@@ -63,6 +63,14 @@
 //!   connected one fits, because its assignment waits durably on its subject (no skipped
 //!   dispatch) but may wait long. Among equals: a node this slot has not used before, then
 //!   fewer executions of this job, then fewer executions overall, then the node id.
+//! - **Why work waits is a fact.** When slots still wait after placing, the decider
+//!   reads every node and records what ruled each out (lost, the selector, a constraint,
+//!   its cap, a resource it is short of) as `JobBlocked`, again whenever that changes, and
+//!   `JobUnblocked` once nothing waits; a terminal state or a new run ends a blockage
+//!   without an event. Reasons are read after every placement of the decision, for every
+//!   job with something waiting whenever room was taken or placement was due, so no
+//!   recorded reason is stale (the tests reconcile after every step and require nothing
+//!   new). A blocked job thus costs a pass over the fleet per such decision.
 //! - **Retries:** [`MAX_ATTEMPTS`] per slot. A batch slot is retried (new execution id,
 //!   attempt + 1, preferring another node) after it fails, is lost, or stops unasked; a slot
 //!   that used all its attempts fails the job. Service and daemon slots are replaced after any

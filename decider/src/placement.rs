@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cairn_shared::placement::Placement;
 use cairn_shared::{NodeId, NodeState};
 
 use super::facts::{Job, Slot};
@@ -39,13 +40,13 @@ pub(super) struct Want {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Plan {
     /// Where each slot's next execution goes, in placement order.
-    pub(super) placed: Vec<Placement>,
+    pub(super) placed: Vec<Placed>,
     /// What could not be placed, and why.
     pub(super) unplaced: Vec<Unplaced>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Placement {
+pub(super) struct Placed {
     pub(super) slot: SlotKey,
     pub(super) node: NodeId,
     pub(super) attempt: u32,
@@ -134,13 +135,49 @@ pub(super) fn plan(problem: Problem<impl Iterator<Item = Want>>) -> Plan {
             },
         };
         candidates.take(&node);
-        plan.placed.push(Placement {
+        plan.placed.push(Placed {
             slot: want.slot,
             node,
             attempt: want.attempt,
         });
     }
     plan
+}
+
+/// What ruled out each node for the job, for `unplaced` slots that found none: every node
+/// is read, so this costs a pass over the fleet, paid only while something waits.
+pub(super) fn diagnose(state: &State, job: &Job, unplaced: usize) -> Placement {
+    let request = job.spec.request();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut p = Placement {
+        unplaced: count(unplaced),
+        ..Placement::default()
+    };
+    for node in state.nodes() {
+        p.nodes += 1;
+        let failed = job
+            .spec
+            .constraints
+            .iter()
+            .find(|c| !c.admits(&node.labels));
+        let short = node
+            .resources
+            .and_then(|offered| (offered - state.allocated(&node.id)).short_of(&request));
+        if node.state == NodeState::Lost {
+            p.lost += 1;
+        } else if !job.spec.selects(&node.labels) {
+            p.selector += 1;
+        } else if let Some(constraint) = failed {
+            *p.constraints.entry(constraint.to_string()).or_default() += 1;
+        } else if state.cap_room(node) == 0 {
+            p.capped += 1;
+        } else if let Some(resource) = short {
+            *p.exhausted.entry(resource).or_default() += 1;
+        } else {
+            p.available += 1;
+        }
+    }
+    p
 }
 
 /// The nodes a job may use, with what the choice depends on.

@@ -5,7 +5,9 @@
 //! `index.rs`): the waiting slots are planned onto eligible nodes (`placement.rs`), and the job's state follows
 //! from the counts, so a job's reconciliation costs what it places, not the size of its run.
 
-use cairn_shared::event::{ExecutionAssigned, ExecutionStopRequested, JobStateChanged};
+use cairn_shared::event::{
+    ExecutionAssigned, ExecutionStopRequested, JobBlocked, JobStateChanged, JobUnblocked,
+};
 use cairn_shared::{JobId, JobState, JobType};
 
 use super::draft::Draft;
@@ -17,14 +19,36 @@ use super::{IdSource, MAX_ATTEMPTS};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
 /// due (capacity freed, a node usable, new demand), otherwise only the jobs it touched.
+///
+/// Then it records why what still waits could not be placed: after every placement of the
+/// decision, since one job's placements take room another's reasons count. When room was
+/// taken or placement was due that is every job with something waiting or blocked; a
+/// decision that took no room and placed nothing changes only its own jobs' reasons.
 pub(super) fn schedule(draft: &mut Draft, ids: &mut impl IdSource) {
-    if draft.placement_due() {
+    let due = draft.placement_due();
+    let touched: Vec<JobId> = draft.touched().iter().copied().collect();
+    if due {
         reconcile_all(draft, ids);
     } else {
-        let touched: Vec<JobId> = draft.touched().iter().copied().collect();
-        for job in touched {
-            reconcile(draft, ids, job);
+        for job in &touched {
+            reconcile(draft, ids, *job);
         }
+    }
+    if due || draft.room_taken() {
+        note_all_placements(draft);
+    } else {
+        for job in touched {
+            note_placement(draft, job);
+        }
+    }
+}
+
+/// Records the placement of every job with something waiting or blocked.
+pub(super) fn note_all_placements(draft: &mut Draft) {
+    let mut next = draft.state.unsettled_from(None);
+    while let Some(job) = next {
+        note_placement(draft, job);
+        next = draft.state.unsettled_from(Some(job));
     }
 }
 
@@ -52,6 +76,30 @@ pub(super) fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobI
     }
     place(draft, ids, job_id);
     settle(draft, job_id);
+}
+
+/// Records why what still waits after placing could not be placed, when that changed, and
+/// that nothing waits any more once it does not.
+fn note_placement(draft: &mut Draft, job_id: JobId) {
+    let Some(job) = draft.state.job(job_id).filter(|j| !j.state.is_terminal()) else {
+        return;
+    };
+    let Some(tally) = draft.state.tally(job_id) else {
+        return;
+    };
+    let now = tally
+        .wants_placement()
+        .then(|| placement::diagnose(&draft.state, job, tally.waiting()));
+    match (now, &job.blocked) {
+        (Some(placement), was) if was.as_ref() != Some(&placement) => {
+            draft.emit(JobBlocked {
+                job: job_id,
+                placement,
+            });
+        }
+        (None, Some(_)) => draft.emit(JobUnblocked { job: job_id }),
+        _ => {}
+    }
 }
 
 /// Places every waiting slot it can: the job's placement problem, planned (see

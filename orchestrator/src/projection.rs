@@ -7,8 +7,9 @@ use cairn_shared::event::{
     CommandAccepted, CommandRejected, ExecutionAssigned, ExecutionStateChanged,
     ExecutionStopRequested, InputRejected, JobDeployed, JobStateChanged, NodeRegistered,
 };
+use cairn_shared::placement::Placement;
 use cairn_shared::{
-    DesiredState, Event, ExecutionState, JobState, NodeId, NodeState, Seq, Timestamp,
+    DesiredState, Event, ExecutionState, JobId, JobState, NodeId, NodeState, Seq, Timestamp,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -60,6 +61,8 @@ fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Re
         Event::NodeLost(e) => node_state(t, &e.node, NodeState::Lost, at),
         Event::JobDeployed(e) => job_deployed(t, e, at),
         Event::JobStateChanged(e) => job_state(t, e, at),
+        Event::JobBlocked(e) => job_blocked(t, e.job, Some(&e.placement), at),
+        Event::JobUnblocked(e) => job_blocked(t, e.job, None, at),
         Event::ExecutionAssigned(e) => execution_assigned(t, e, at),
         Event::ExecutionStopRequested(e) => stop_requested(t, e, at),
         Event::ExecutionStateChanged(e) => execution_state(t, e, at),
@@ -144,6 +147,7 @@ fn job_deployed<T: Tables>(t: &mut T, e: &JobDeployed, at: Timestamp) -> Result<
         version: e.version,
         state: JobState::Queued,
         reason: None,
+        placement: None,
         spec: e.spec.clone(),
         created_at,
         updated_at: at,
@@ -161,8 +165,31 @@ fn job_state<T: Tables>(t: &mut T, e: &JobStateChanged, at: Timestamp) -> Result
             e.state
         )));
     };
+    // As in the decider: a terminal state, or leaving one (a rerun), ends a blockage.
+    if e.state.is_terminal() || view.state.is_terminal() {
+        view.placement = None;
+    }
     view.state = e.state;
     view.reason = e.reason.clone();
+    view.updated_at = at;
+    put(t, Table::Jobs, &key, &view)?;
+    Ok(Applied::Changed)
+}
+
+fn job_blocked<T: Tables>(
+    t: &mut T,
+    job: JobId,
+    placement: Option<&Placement>,
+    at: Timestamp,
+) -> Result<Applied> {
+    let key = job.to_string();
+    let Some(mut view) = get::<JobView, _>(t, Table::Jobs, &key)? else {
+        return Ok(Applied::Ignored(format!("placement of unknown job {key}")));
+    };
+    if view.state.is_terminal() {
+        return Ok(Applied::Ignored(format!("placement of ended job {key}")));
+    }
+    view.placement = placement.cloned();
     view.updated_at = at;
     put(t, Table::Jobs, &key, &view)?;
     Ok(Applied::Changed)

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use cairn_shared::placement::Placement;
 use cairn_shared::spec::Labels;
 use cairn_shared::{
     CommandId, DesiredState, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
@@ -152,6 +153,9 @@ pub struct JobView {
     pub state: JobState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Why some of its slots wait for a node, while they do (`JobBlocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
     pub spec: JobSpec,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

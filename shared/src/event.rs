@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
 use crate::ids::{CommandId, EventId, ExecutionId, JobId, NodeId, Seq};
+use crate::placement::Placement;
 use crate::resources::Resources;
 use crate::spec::{JobSpec, Labels, TaskSpec};
 use crate::state::{ExecutionState, JobState};
@@ -99,6 +100,21 @@ pub struct ExecutionStateChanged {
     pub reason: Option<String>,
 }
 
+/// Some of a job's slots wait and placement found no node for them, for the reasons in
+/// `placement`. Recorded when the reasons change; a terminal state or a new run of the job
+/// ends it as [`JobUnblocked`] does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobBlocked {
+    pub job: JobId,
+    pub placement: Placement,
+}
+
+/// Nothing of a blocked job waits for a node any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUnblocked {
+    pub job: JobId,
+}
+
 /// A command was accepted; its effects follow (or precede) as their own events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandAccepted {
@@ -132,6 +148,8 @@ messages! {
         NodeLost = ("NodeLost", 1),
         JobDeployed = ("JobDeployed", 1),
         JobStateChanged = ("JobStateChanged", 1),
+        JobBlocked = ("JobBlocked", 1),
+        JobUnblocked = ("JobUnblocked", 1),
         ExecutionAssigned = ("ExecutionAssigned", 1),
         ExecutionStopRequested = ("ExecutionStopRequested", 1),
         ExecutionStateChanged = ("ExecutionStateChanged", 1),
@@ -162,6 +180,8 @@ impl Event {
             Event::NodeLost(e) => Aggregate::Node(e.node.clone()),
             Event::JobDeployed(e) => Aggregate::Job(e.job),
             Event::JobStateChanged(e) => Aggregate::Job(e.job),
+            Event::JobBlocked(e) => Aggregate::Job(e.job),
+            Event::JobUnblocked(e) => Aggregate::Job(e.job),
             Event::ExecutionAssigned(e) => Aggregate::Execution(e.execution),
             Event::ExecutionStopRequested(e) => Aggregate::Execution(e.execution),
             Event::ExecutionStateChanged(e) => Aggregate::Execution(e.execution),
@@ -208,6 +228,14 @@ impl Event {
                 ..none
             },
             Event::JobStateChanged(e) => Touches {
+                job: Some(e.job),
+                ..none
+            },
+            Event::JobBlocked(e) => Touches {
+                job: Some(e.job),
+                ..none
+            },
+            Event::JobUnblocked(e) => Touches {
                 job: Some(e.job),
                 ..none
             },
@@ -258,6 +286,8 @@ impl Event {
             Event::JobStateChanged(j) => {
                 format!("job {} {}{}", j.job, j.state, because(j.reason.as_deref()))
             }
+            Event::JobBlocked(b) => format!("job {} blocked: {}", b.job, b.placement),
+            Event::JobUnblocked(u) => format!("job {} unblocked", u.job),
             Event::ExecutionAssigned(a) => format!(
                 "{} of {} version {} attempt {} assigned to {}",
                 a.execution, a.job_name, a.version, a.attempt, a.node

@@ -10,6 +10,7 @@ pub mod command;
 pub mod event;
 pub mod heartbeat;
 pub mod ids;
+pub mod placement;
 pub mod report;
 pub mod resources;
 pub mod spec;

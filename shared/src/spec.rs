@@ -164,10 +164,14 @@ impl JobSpec {
     /// Whether a node with these labels may run the job: every selector pair equal, every
     /// constraint met. An empty selector and no constraints admit every node.
     pub fn admits(&self, labels: &Labels) -> bool {
+        self.selects(labels) && self.constraints.iter().all(|c| c.admits(labels))
+    }
+
+    /// Whether the labels have every selector pair.
+    pub fn selects(&self, labels: &Labels) -> bool {
         self.selector
             .iter()
             .all(|(key, value)| labels.get(key) == Some(value))
-            && self.constraints.iter().all(|c| c.admits(labels))
     }
 
     /// What each execution asks of its node, defaults filled in.

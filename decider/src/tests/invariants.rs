@@ -7,7 +7,7 @@ use cairn_shared::{DesiredState, Event, JobType};
 
 use super::scenario::Counter;
 use crate::draft::Draft;
-use crate::schedule::{reconcile, reconcile_all};
+use crate::schedule::{note_all_placements, reconcile, reconcile_all};
 use crate::{Decision, Input, State, evolve};
 
 /// Checks one decision against the state it was decided on.
@@ -265,6 +265,7 @@ fn check_one_per_slot(state: &State) {
 fn check_settled(state: &State) {
     let mut draft = Draft::new(state);
     reconcile_all(&mut draft, &mut Counter::default());
+    note_all_placements(&mut draft);
     let events = draft.into_events();
     assert!(
         events.is_empty(),

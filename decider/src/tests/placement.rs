@@ -1,5 +1,6 @@
 //! The scheduler: every job type, selectors, capacity, spread, retries and replacement.
 
+use cairn_shared::resources::Resource;
 use cairn_shared::spec::{Constraint, ConstraintOp};
 use cairn_shared::{ExecutionState, JobSpec, JobState};
 
@@ -58,14 +59,60 @@ fn capacity_zero_takes_nothing() {
 fn a_job_with_no_node_stays_queued_until_one_joins() {
     let mut s = Scenario::new();
     let d = s.deploy(service("web", 2));
-    assert_eq!(d.names(), ["JobDeployed", "CommandAccepted"]);
+    assert_eq!(d.names(), ["JobDeployed", "JobBlocked", "CommandAccepted"]);
     assert_eq!(s.job_state("web"), JobState::Queued);
     let d = s.join("a", &[], 1);
     assert_eq!(d.assigned(), [("a".into(), 1)]);
     assert_eq!(d.job_states(), [JobState::Deploying]);
+    assert_eq!(
+        d.names().last(),
+        Some(&"JobBlocked"),
+        "one still waits, now for another reason"
+    );
     let d = s.join("b", &[], 1);
     assert_eq!(d.assigned(), [("b".into(), 1)]);
     assert_eq!(d.job_states(), [], "already deploying");
+    assert_eq!(d.names().last(), Some(&"JobUnblocked"));
+    assert_eq!(s.job("web").blocked, None);
+}
+
+#[test]
+fn a_blocked_job_records_what_ruled_out_each_node_and_when_that_changes() {
+    let mut s = Scenario::new();
+    s.offering("small", "2", "256Mi");
+    s.join("core", &[("role", "core")], 4);
+    s.join("zoned", &[("role", "edge"), ("zone", "b")], 1);
+    let mut spec = asking(service("web", 2), "100m", "1Gi");
+    spec.constraints.push(Constraint {
+        key: "role".into(),
+        op: ConstraintOp::NotIn,
+        values: vec!["core".into()],
+    });
+    s.deploy(spec);
+    let blocked = s.job("web").blocked.clone().expect("blocked");
+    assert_eq!(blocked.unplaced, 1, "zoned takes one");
+    assert_eq!(blocked.nodes, 3);
+    assert_eq!(
+        blocked.constraints,
+        [("role notin [core]".to_owned(), 1)].into()
+    );
+    assert_eq!(blocked.exhausted, [(Resource::Memory, 1)].into());
+    assert_eq!(blocked.capped, 1, "zoned took one and is at its cap");
+    assert_eq!(blocked.available, 0);
+    assert_eq!(blocked.shortest(), Some(Resource::Memory));
+
+    // The same facts again change no reason and record nothing.
+    let d = s.heartbeat("small");
+    assert!(d.events.is_empty(), "{:?}", d.names());
+    // Losing the small node changes the reason: it is now lost, not short of memory.
+    let d = s.lose("small");
+    assert!(d.names().contains(&"JobBlocked"), "{:?}", d.names());
+    let blocked = s.job("web").blocked.clone().expect("blocked");
+    assert_eq!((blocked.lost, blocked.exhausted.len()), (1, 0));
+    // Stopping the job ends the blockage without another event.
+    let d = s.stop("web");
+    assert!(!d.names().contains(&"JobUnblocked"), "{:?}", d.names());
+    assert_eq!(s.job("web").blocked, None);
 }
 
 #[test]
@@ -613,4 +660,84 @@ fn a_late_report_of_an_old_version_is_still_recorded() {
         d.job_states().is_empty(),
         "the old version does not drive the job"
     );
+}
+
+#[test]
+fn room_taken_without_placing_anything_renews_the_reasons_of_other_blocked_jobs() {
+    use cairn_shared::event::{
+        ExecutionAssigned, ExecutionStateChanged, JobBlocked, JobDeployed, JobStateChanged,
+        NodeDisconnected, NodeRegistered,
+    };
+    use cairn_shared::placement::Placement;
+    let registered = |id: &str, capacity| NodeRegistered {
+        node: node(id),
+        labels: labels(&[]),
+        capacity: Some(capacity),
+        resources: None,
+    };
+    let x = spec("x", cairn_shared::JobType::Service, Some(1));
+    let b = daemon("b");
+    let assigned = |execution, job, spec: &JobSpec| ExecutionAssigned {
+        execution,
+        job,
+        job_name: spec.name.clone(),
+        version: 1,
+        node: node("n"),
+        attempt: 1,
+        task: spec.task.clone(),
+        resources: None,
+    };
+    let mut s = Scenario::new();
+    // n is only disconnected, and x's execution there was lost by its job's threshold; b
+    // runs on n and waits for m, which is at its cap.
+    s.given([
+        registered("n", 2).into(),
+        registered("m", 0).into(),
+        NodeDisconnected { node: node("n") }.into(),
+        JobDeployed {
+            job: job_id(1),
+            version: 1,
+            spec: x.clone(),
+        }
+        .into(),
+        assigned(exec_id(1), job_id(1), &x).into(),
+        ExecutionStateChanged {
+            execution: exec_id(1),
+            node: node("n"),
+            state: ExecutionState::Lost,
+            exit_code: None,
+            reason: None,
+        }
+        .into(),
+        JobDeployed {
+            job: job_id(2),
+            version: 1,
+            spec: b.clone(),
+        }
+        .into(),
+        assigned(exec_id(2), job_id(2), &b).into(),
+        JobStateChanged {
+            job: job_id(2),
+            state: JobState::Deploying,
+            reason: None,
+        }
+        .into(),
+        JobBlocked {
+            job: job_id(2),
+            placement: Placement {
+                unplaced: 1,
+                nodes: 2,
+                capped: 1,
+                available: 1,
+                ..Placement::default()
+            },
+        }
+        .into(),
+    ]);
+    // x's edge was only away: its late report has x running again on n, which fills n. No
+    // placement is due, and b is not this report's job, yet b's reasons changed.
+    let d = s.report_on("n", update("n", exec_id(1), 1, ExecutionState::Running));
+    assert!(d.names().contains(&"JobBlocked"), "{:?}", d.names());
+    let blocked = s.job("b").blocked.clone().expect("still blocked");
+    assert_eq!((blocked.capped, blocked.available), (2, 0));
 }

@@ -5,7 +5,7 @@ use cairn_shared::event::{JobDeployed, NodeRegistered};
 use cairn_shared::{Event, JobSpec};
 
 use super::scenario::*;
-use crate::placement::{Placement, Plan, Unplaced, plan, problem};
+use crate::placement::{Placed, Plan, Unplaced, plan, problem};
 use crate::tally::SlotKey;
 
 /// A node: its id, labels and capacity.
@@ -46,7 +46,7 @@ fn placed(plan: &Plan) -> Vec<(SlotKey, String, u32)> {
     plan.placed
         .iter()
         .map(
-            |Placement {
+            |Placed {
                  slot,
                  node,
                  attempt,

@@ -10,7 +10,9 @@ use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::command::{DeployJob, JobRef, RerunJob, StopJob};
 use cairn_shared::event::*;
 use cairn_shared::heartbeat::{Heartbeat, Liveness};
+use cairn_shared::placement::Placement;
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::resources::Resource;
 use cairn_shared::spec::{Engine, HumanDuration, TaskSpec};
 use cairn_shared::*;
 
@@ -135,6 +137,20 @@ pub fn events() -> Vec<Envelope<Event>> {
             reason: "garbage".into(),
         }
         .into(),
+        // Later kinds go last: a sample's id and time follow its position.
+        JobBlocked {
+            job: job_id(),
+            placement: Placement {
+                unplaced: 2,
+                nodes: 4,
+                lost: 1,
+                constraints: [("zone in [a]".to_owned(), 1)].into(),
+                exhausted: [(Resource::Memory, 2)].into(),
+                ..Placement::default()
+            },
+        }
+        .into(),
+        JobUnblocked { job: job_id() }.into(),
     ];
     bodies
         .into_iter()
