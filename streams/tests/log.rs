@@ -1,5 +1,5 @@
 //! The event log against a real nats-server: set-up, ordered read-back, de-duplication,
-//! optimistic concurrency, pipelining and replay bounds.
+//! optimistic concurrency, pipelining, replay bounds and bounded reads of a few subjects.
 
 use std::time::Duration;
 
@@ -662,4 +662,75 @@ async fn a_read_resumes_where_it_was_after_the_server_restarts() {
         Envelope::<Event>::decode(&raw.payload).unwrap().id,
         after.id
     );
+}
+
+/// The sequences of the events a held read of `filters` yields.
+async fn held_events(reader: &Reader, filters: Vec<async_nats::Subject>) -> Vec<u64> {
+    let held = reader.held(StreamKind::Events, &filters).await.unwrap();
+    held.into_iter().map(|raw| raw.seq.0).collect()
+}
+
+#[tokio::test]
+async fn a_held_read_yields_what_its_subjects_hold_and_ends() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    for (i, node) in ["n1", "n2", "n1", "n3", "n2"].into_iter().enumerate() {
+        publisher
+            .append(Outgoing::event(&event(node, i as u32)).unwrap())
+            .await
+            .unwrap();
+    }
+    let held = |filters: &[&str]| {
+        let filters: Vec<async_nats::Subject> = filters.iter().map(|&f| f.into()).collect();
+        held_events(&reader, filters)
+    };
+    // It ends at its last match, however much of the stream comes after.
+    assert_eq!(held(&["cairn.evt.node.n1"]).await, [1, 3]);
+    assert_eq!(
+        held(&["cairn.evt.node.n3", "cairn.evt.node.n1"]).await,
+        [1, 3, 4]
+    );
+    assert_eq!(held(&["cairn.evt.node.*"]).await, [1, 2, 3, 4, 5]);
+    assert_eq!(held(&["cairn.evt.node.n9"]).await, [0u64; 0]);
+    assert_eq!(held(&[]).await, [0u64; 0]);
+}
+
+#[tokio::test]
+async fn a_held_read_of_a_work_queue_reads_its_nodes_subjects_and_takes_nothing() {
+    use cairn_shared::assignment::{Assignment, StopExecution};
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    // Two nodes of one shard, and another node's work in the same shard between theirs.
+    let nodes: Vec<NodeId> = {
+        let shard = Shard::of(&NodeId::new("edge-0").unwrap());
+        (0..)
+            .map(|i| NodeId::new(format!("edge-{i}")).unwrap())
+            .filter(|n| Shard::of(n) == shard)
+            .take(3)
+            .collect()
+    };
+    for node in nodes.iter().cycle().take(6) {
+        let stop: Assignment = StopExecution {
+            execution: cairn_shared::ExecutionId::generate(),
+            attempt: 1,
+            reason: "test".into(),
+        }
+        .into();
+        let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), stop);
+        publisher
+            .append(Outgoing::assignment(node, &envelope).unwrap())
+            .await
+            .unwrap();
+    }
+    let shard = StreamKind::assignments_of(&nodes[0]);
+    let filters = [
+        cairn_streams::subjects::assignments(&nodes[2]),
+        cairn_streams::subjects::assignments(&nodes[0]),
+    ];
+    for _ in 0..2 {
+        let held = reader.held(shard, &filters).await.unwrap();
+        let seqs: Vec<u64> = held.iter().map(|raw| raw.seq.0).collect();
+        assert_eq!(seqs, [1, 3, 4, 6], "in stream order, and still there");
+    }
+    assert!(reader.held(shard, &[]).await.unwrap().is_empty());
 }
