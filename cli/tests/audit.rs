@@ -15,7 +15,7 @@ use cairn_shared::command::{DeployJob, StopJob};
 use cairn_shared::event::NodeRegistered;
 use cairn_shared::{Command, CommandId, Event, EventId, JobSpec, NodeId, Seq, Timestamp};
 use cairn_streams::testing::{NatsServer, wait_until};
-use cairn_streams::{Outgoing, Pipeline, Publisher, Reader, StreamKind, Topology};
+use cairn_streams::{Outgoing, Pipeline, Publisher, Reader, StreamKind, Topology, subjects};
 use serde_json::Value;
 
 mod support;
@@ -284,6 +284,47 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     );
     let table = String::from_utf8(cairn(&url, &["audit", "history", "node", "e2"]).stdout).unwrap();
     assert!(table.contains("e2 lost"), "{table}");
+
+    // The orchestrator stores every execution event under the execution's job and node, so
+    // a job's history finds its executions by subject: those of `once`, none of `beat`.
+    let mut jobs = std::collections::HashMap::new();
+    let mut filed = 0;
+    for raw in reader
+        .held(StreamKind::Events, &[subjects::EVENTS.into()])
+        .await
+        .unwrap()
+    {
+        let event = Envelope::<Event>::decode(&raw.payload).unwrap().body;
+        if let Event::ExecutionAssigned(a) = &event {
+            jobs.insert(a.execution, a.job);
+        }
+        let touches = event.touches();
+        if let Some(execution) = touches.execution {
+            let (job, node) = (jobs[&execution], touches.node.unwrap());
+            assert_eq!(
+                raw.subject.as_str(),
+                format!("cairn.evt.exec.{job}.{node}.{execution}")
+            );
+            filed += 1;
+        }
+    }
+    assert!(filed > 10, "{filed} execution events");
+    let once = json(&url, &["audit", "history", "job", "once"]);
+    let rows = once.as_array().unwrap();
+    let count = |what: &dyn Fn(&Value) -> bool| rows.iter().filter(|r| what(r)).count();
+    let summary = |r: &Value| r["summary"].as_str().unwrap().to_owned();
+    assert_eq!(count(&|r| r["type"] == "DeployJob"), 1, "{once:#}");
+    assert_eq!(count(&|r| r["type"] == "ExecutionAssigned"), 2, "{once:#}");
+    assert!(
+        rows.iter()
+            .filter(|r| r["type"] == "ExecutionAssigned")
+            .all(|r| summary(r).contains(" of once version 1 ")),
+        "{once:#}"
+    );
+    let completed =
+        |r: &Value| r["type"] == "ExecutionStateChanged" && summary(r).contains(" completed");
+    assert_eq!(count(&completed), 2, "{once:#}");
+    assert!(count(&|r| r["stream"] == "CAIRN_REPORT") >= 2, "{once:#}");
 
     // Versions of a job with the spec's diff.
     let versions = json(&url, &["job", "history", "beat", "-p"]);
