@@ -210,18 +210,6 @@ pub async fn read_range(
     Ok(count)
 }
 
-/// Every message of `kind` the stream holds now, in order.
-pub async fn read_all(reader: &Reader, kind: StreamKind) -> Result<Vec<Record>> {
-    let bounds = reader.bounds(kind).await?;
-    let mut out = Vec::new();
-    read_range(reader, kind, bounds.first, bounds.last, |r| {
-        out.push(r);
-        Ok(())
-    })
-    .await?;
-    Ok(out)
-}
-
 /// Every message of `kind` the stream holds now on any of `subjects` (filters that do not
 /// overlap), in order; none when the stream does not exist.
 pub async fn read_held(
