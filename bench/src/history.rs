@@ -31,20 +31,21 @@ pub fn events(total: u64) -> impl Iterator<Item = Outgoing> {
         timeout: None,
     };
     let mut n = 0u64;
-    let node_events = nodes.clone().into_iter().map(|node| -> Event {
-        NodeRegistered {
+    let node_events = nodes.clone().into_iter().map(|node| {
+        let registered: Event = NodeRegistered {
             node,
             labels: BTreeMap::from([("role".into(), "edge".into())]),
             capacity: Some(64),
             resources: None,
         }
-        .into()
+        .into();
+        (registered, None)
     });
     let job_events = (0u64..).flat_map(move |j| job_history(j, &nodes, &task));
     node_events
         .chain(job_events)
         .take(usize::try_from(total).unwrap_or(usize::MAX))
-        .map(move |body| {
+        .map(move |(body, job)| {
             n += 1;
             let envelope = Envelope::new(
                 EventId::generate(),
@@ -52,11 +53,12 @@ pub fn events(total: u64) -> impl Iterator<Item = Outgoing> {
                 Timestamp(1_800_000_000_000 + n),
                 body,
             );
-            Outgoing::event(&envelope).expect("bench events encode")
+            Outgoing::event_with(&envelope, |_| job).expect("bench events encode")
         })
 }
 
-fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<Event> {
+/// One job's events, each with the job (which an execution's subject names).
+fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<(Event, Option<JobId>)> {
     let job = JobId::generate();
     let command = CommandId::generate();
     let name = format!("bench-job-{j}");
@@ -139,5 +141,5 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<Event> {
         }
         .into(),
     );
-    out
+    out.into_iter().map(|e| (e, Some(job))).collect()
 }

@@ -4,15 +4,16 @@
 //! message of every stream as JSON lines; `verify` (in `verify.rs`) proves the live views
 //! equal a replay.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 
 use anyhow::{Context, Result, bail};
+use async_nats::Subject;
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::{
     Assignment, Command, CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp,
 };
-use cairn_streams::{StreamKind, subjects};
+use cairn_streams::{Reader, StreamKind, subjects};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -234,22 +235,11 @@ impl HistoryRow {
 async fn history(global: &Global, entity: Entity, id: &str) -> Result<()> {
     let reader = replay::reader(global).await?;
     replay::events_bounds(&reader).await?;
-    let mut log = Vec::new();
-    let kinds = [
-        StreamKind::Commands,
-        StreamKind::Events,
-        StreamKind::Reports,
-    ];
-    for kind in kinds.into_iter().chain(StreamKind::assignments()) {
-        if records::exists(&reader, kind).await? {
-            log.extend(records::read_all(&reader, kind).await?);
-        }
-    }
-    // One server stamps every stream, so its clock orders them; a command is stored before
-    // the events it causes and a report before the events that follow from it.
-    log.sort_by_key(|r| (r.stored_at_ns, r.stream.name(), r.seq));
-    let concern = Concern::find(entity, id, &log)?;
+    let named = Concern::named(entity, id)?;
+    let log = read_concerning(&reader, entity, &named).await?;
+    let concern = named.found_in(&log.records);
     let rows: Vec<HistoryRow> = log
+        .records
         .iter()
         .filter(|r| concern.includes(r))
         .map(|r| HistoryRow {
@@ -271,8 +261,114 @@ async fn history(global: &Global, entity: Entity, id: &str) -> Result<()> {
     output::print_list(global.output, &rows, true)
 }
 
-/// The jobs, executions, nodes and commands an entity's history covers.
+/// Every message that may concern the entity `named` names, read by subject rather than
+/// stream by stream, in the order the server stored them: a superset of its history, which
+/// [`Concern::includes`] then narrows as it would a read of every stream (of every message
+/// stored where cairn's publishers put it; ARCHITECTURE.md, "replay and audit", says what
+/// else a whole read would show).
+///
+/// - Commands are filed by type (`cairn.cmd.<Type>`), not by job, and their outcomes by
+///   command: both are read whole. They are one message per user action each, the
+///   smallest share of the log.
+/// - Events: a job's own (all jobs' are read, since a job named by name is found only by its
+///   deploys, and they are few: deploys and state changes), then its executions'
+///   (`cairn.evt.exec.<job>.*.*`); an execution's own; a node's own and its executions'.
+///   Execution events of logs written before their subjects named job and node are all
+///   read and narrowed here (`cairn.evt.exec.<execution>`: nothing on a newer log).
+/// - Reports and assignments are filed by node: those of the nodes the entity's executions
+///   were placed on (for a node, its own), each assignment from its node's shard.
+async fn read_concerning(reader: &Reader, entity: Entity, named: &Concern) -> Result<Log> {
+    let mut log = Log::default();
+    log.read(
+        reader,
+        StreamKind::Commands,
+        vec![subjects::COMMANDS.into()],
+    )
+    .await?;
+    let mut events: Vec<Subject> = vec![
+        subjects::COMMAND_OUTCOMES.into(),
+        subjects::LEGACY_EXECUTION_EVENTS.into(),
+    ];
+    match entity {
+        Entity::Job => events.push(subjects::JOB_EVENTS.into()),
+        Entity::Execution => events.extend(
+            named
+                .executions
+                .iter()
+                .map(|e| subjects::execution_events(*e)),
+        ),
+        Entity::Node => {
+            for node in &named.nodes {
+                events.push(subjects::node_events(node));
+                events.push(subjects::node_executions(node));
+            }
+        }
+    }
+    log.read(reader, StreamKind::Events, events).await?;
+    if entity == Entity::Job {
+        let jobs = named.found_in(&log.records).jobs;
+        log.read(
+            reader,
+            StreamKind::Events,
+            jobs.into_iter().map(subjects::job_executions).collect(),
+        )
+        .await?;
+    }
+    let found = named.found_in(&log.records);
+    let mut nodes: BTreeSet<NodeId> = found.nodes.iter().cloned().collect();
+    for record in &log.records {
+        if let Body::Event(e) = &record.body {
+            let touches = e.body.touches();
+            if touches
+                .execution
+                .is_some_and(|x| found.executions.contains(&x))
+            {
+                nodes.extend(touches.node.cloned());
+            }
+        }
+    }
+    let reports = nodes.iter().map(subjects::report).collect();
+    log.read(reader, StreamKind::Reports, reports).await?;
+    let mut shards: BTreeMap<subjects::Shard, Vec<Subject>> = BTreeMap::new();
+    for node in &nodes {
+        shards
+            .entry(subjects::Shard::of(node))
+            .or_default()
+            .push(subjects::assignments(node));
+    }
+    for (shard, work) in shards {
+        log.read(reader, StreamKind::Assignments(shard), work)
+            .await?;
+    }
+    Ok(log)
+}
+
+/// Messages of several streams, in the order the server stored them.
 #[derive(Default)]
+struct Log {
+    records: Vec<Record>,
+}
+
+impl Log {
+    /// Adds the messages `kind` holds on `subjects`.
+    async fn read(
+        &mut self,
+        reader: &Reader,
+        kind: StreamKind,
+        subjects: Vec<Subject>,
+    ) -> Result<()> {
+        self.records
+            .extend(records::read_held(reader, kind, &subjects).await?);
+        // One server stamps every stream, so its clock orders them; a command is stored
+        // before the events it causes and a report before the events that follow from it.
+        self.records
+            .sort_by_key(|r| (r.stored_at_ns, r.stream.name(), r.seq));
+        Ok(())
+    }
+}
+
+/// The jobs, executions, nodes and commands an entity's history covers.
+#[derive(Clone, Default)]
 struct Concern {
     jobs: HashSet<JobId>,
     names: HashSet<String>,
@@ -284,7 +380,8 @@ struct Concern {
 }
 
 impl Concern {
-    fn find(entity: Entity, id: &str, log: &[Record]) -> Result<Self> {
+    /// What the id as typed names, before anything is read.
+    fn named(entity: Entity, id: &str) -> Result<Self> {
         let mut c = Concern {
             token: id.to_owned(),
             ..Default::default()
@@ -306,6 +403,12 @@ impl Concern {
                 c.nodes.insert(NodeId::new(id).context("invalid node id")?);
             }
         }
+        Ok(c)
+    }
+
+    /// Everything the log in stream order says the named entity covers.
+    fn found_in(&self, log: &[Record]) -> Self {
+        let mut c = self.clone();
         let events = || {
             log.iter().filter_map(|r| match &r.body {
                 Body::Event(e) => Some(e),
@@ -339,7 +442,7 @@ impl Concern {
                 c.commands.insert(command.id);
             }
         }
-        Ok(c)
+        c
     }
 
     fn includes(&self, record: &Record) -> bool {

@@ -44,7 +44,13 @@ impl Version {
 pub async fn run(global: &Global, job: &str, with_diff: bool) -> Result<()> {
     let reader = replay::reader(global).await?;
     replay::events_bounds(&reader).await?;
-    let events = records::read_all(&reader, cairn_streams::StreamKind::Events).await?;
+    // Deploys are filed under their job, so the other events are never read.
+    let events = records::read_held(
+        &reader,
+        cairn_streams::StreamKind::Events,
+        &[cairn_streams::subjects::JOB_EVENTS.into()],
+    )
+    .await?;
     let mut versions: Vec<Version> = Vec::new();
     for record in events {
         let Body::Event(envelope) = record.body else {

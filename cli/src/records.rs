@@ -4,6 +4,7 @@
 //! `cairn audit history` all read the log through here.
 
 use anyhow::Result;
+use async_nats::Subject;
 use cairn_shared::codec::{Envelope, Message};
 use cairn_shared::{Assignment, Command, CommandId, Event, Report, Seq, Timestamp};
 use cairn_streams::{LogEntry, RawMessage, ReadFrom, Reader, StreamKind};
@@ -209,16 +210,22 @@ pub async fn read_range(
     Ok(count)
 }
 
-/// Every message of `kind` the stream holds now, in order.
-pub async fn read_all(reader: &Reader, kind: StreamKind) -> Result<Vec<Record>> {
-    let bounds = reader.bounds(kind).await?;
-    let mut out = Vec::new();
-    read_range(reader, kind, bounds.first, bounds.last, |r| {
-        out.push(r);
-        Ok(())
-    })
-    .await?;
-    Ok(out)
+/// Every message of `kind` the stream holds now on any of `subjects` (filters that do not
+/// overlap), in order; none when the stream does not exist.
+pub async fn read_held(
+    reader: &Reader,
+    kind: StreamKind,
+    subjects: &[Subject],
+) -> Result<Vec<Record>> {
+    if subjects.is_empty() || !exists(reader, kind).await? {
+        return Ok(Vec::new());
+    }
+    Ok(reader
+        .held(kind, subjects)
+        .await?
+        .into_iter()
+        .map(|raw| Record::decode(kind, raw))
+        .collect())
 }
 
 /// Whether `kind`'s stream exists (an orchestrator creates them all; the CLI only the

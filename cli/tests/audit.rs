@@ -3,19 +3,31 @@
 //! an update, a node loss, a stop); `audit verify` says `match` and then finds a row
 //! corrupted in the orchestrator's file; `audit history` shows an execution's causal chain;
 //! `job history -p` diffs versions; `audit export` round-trips 100,000 messages; and
-//! replays refuse ranges the stream no longer holds.
+//! replays refuse ranges the stream no longer holds. In a log written by hand, of several
+//! jobs and nodes and both execution subject layouts, a history shows exactly its
+//! entity's messages and asks the server for only their subjects.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_orchestrator::query::{Answer, endpoint};
+use cairn_shared::assignment::{Assignment, RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
 use cairn_shared::command::{DeployJob, StopJob};
-use cairn_shared::event::NodeRegistered;
-use cairn_shared::{Command, CommandId, Event, EventId, JobSpec, NodeId, Seq, Timestamp};
-use cairn_streams::testing::{NatsServer, wait_until};
-use cairn_streams::{Outgoing, Pipeline, Publisher, Reader, StreamKind, Topology};
+use cairn_shared::event::{
+    CommandAccepted, ExecutionAssigned, ExecutionStateChanged, ExecutionStopRequested, JobDeployed,
+    JobStateChanged, NodeRegistered,
+};
+use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::spec::TaskSpec;
+use cairn_shared::{
+    Command, CommandId, Event, EventId, ExecutionId, ExecutionState, JobId, JobSpec, JobState,
+    NodeId, Report, ReportId, Seq, Timestamp,
+};
+use cairn_streams::testing::{ExecutionJobs, NatsServer, wait_until};
+use cairn_streams::{Outgoing, Pipeline, Publisher, Reader, StreamKind, Topology, subjects};
+use futures::StreamExt;
 use serde_json::Value;
 
 mod support;
@@ -285,6 +297,47 @@ async fn as_of_queries_history_and_verification_over_a_scripted_history() {
     let table = String::from_utf8(cairn(&url, &["audit", "history", "node", "e2"]).stdout).unwrap();
     assert!(table.contains("e2 lost"), "{table}");
 
+    // The orchestrator stores every execution event under the execution's job and node, so
+    // a job's history finds its executions by subject: those of `once`, none of `beat`.
+    let mut jobs = std::collections::HashMap::new();
+    let mut filed = 0;
+    for raw in reader
+        .held(StreamKind::Events, &[subjects::EVENTS.into()])
+        .await
+        .unwrap()
+    {
+        let event = Envelope::<Event>::decode(&raw.payload).unwrap().body;
+        if let Event::ExecutionAssigned(a) = &event {
+            jobs.insert(a.execution, a.job);
+        }
+        let touches = event.touches();
+        if let Some(execution) = touches.execution {
+            let (job, node) = (jobs[&execution], touches.node.unwrap());
+            assert_eq!(
+                raw.subject.as_str(),
+                format!("cairn.evt.exec.{job}.{node}.{execution}")
+            );
+            filed += 1;
+        }
+    }
+    assert!(filed > 10, "{filed} execution events");
+    let once = json(&url, &["audit", "history", "job", "once"]);
+    let rows = once.as_array().unwrap();
+    let count = |what: &dyn Fn(&Value) -> bool| rows.iter().filter(|r| what(r)).count();
+    let summary = |r: &Value| r["summary"].as_str().unwrap().to_owned();
+    assert_eq!(count(&|r| r["type"] == "DeployJob"), 1, "{once:#}");
+    assert_eq!(count(&|r| r["type"] == "ExecutionAssigned"), 2, "{once:#}");
+    assert!(
+        rows.iter()
+            .filter(|r| r["type"] == "ExecutionAssigned")
+            .all(|r| summary(r).contains(" of once version 1 ")),
+        "{once:#}"
+    );
+    let completed =
+        |r: &Value| r["type"] == "ExecutionStateChanged" && summary(r).contains(" completed");
+    assert_eq!(count(&completed), 2, "{once:#}");
+    assert!(count(&|r| r["stream"] == "CAIRN_REPORT") >= 2, "{once:#}");
+
     // Versions of a job with the spec's diff.
     let versions = json(&url, &["job", "history", "beat", "-p"]);
     assert_eq!(versions.as_array().unwrap().len(), 2, "{versions:#}");
@@ -515,5 +568,437 @@ async fn export_round_trips_100k_messages_and_trimmed_ranges_are_refused() {
             .map(|l| l["seq"].as_u64().unwrap())
             .collect::<Vec<_>>(),
         [50_001, 50_002, 50_003]
+    );
+}
+
+/// A log written by hand, message by message, each with the histories that must show it.
+struct Script {
+    publisher: Publisher,
+    jobs: ExecutionJobs,
+    /// Every message's id, with the histories (`cairn audit history …` arguments) showing it.
+    written: Vec<(String, Vec<String>)>,
+}
+
+impl Script {
+    fn note(&mut self, id: String, shown_in: &[&String]) {
+        self.written
+            .push((id, shown_in.iter().map(|s| s.to_string()).collect()));
+    }
+
+    /// The ids `history` must list, in the order they were written.
+    fn shown_in(&self, history: &str) -> Vec<String> {
+        self.written
+            .iter()
+            .filter(|(_, shown)| shown.iter().any(|s| s == history))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    async fn append(&self, out: Outgoing) {
+        self.publisher.append(out).await.unwrap();
+    }
+
+    async fn command(&mut self, body: Command, shown_in: &[&String]) -> CommandId {
+        let envelope = Envelope::new(CommandId::generate(), None, Timestamp::now(), body);
+        self.append(Outgoing::command(&envelope).unwrap()).await;
+        self.note(envelope.id.to_string(), shown_in);
+        envelope.id
+    }
+
+    fn event_envelope(&mut self, cause: Option<CommandId>, body: Event) -> Outgoing {
+        let envelope = Envelope::new(EventId::generate(), cause, Timestamp::now(), body);
+        self.jobs.outgoing(&envelope).unwrap()
+    }
+
+    async fn event(&mut self, cause: Option<CommandId>, body: Event, shown_in: &[&String]) {
+        let out = self.event_envelope(cause, body);
+        self.append(out.clone()).await;
+        self.note(out.msg_id, shown_in);
+    }
+
+    /// An execution event where logs written before execution subjects named job and node
+    /// kept it: `cairn.evt.exec.<execution>`.
+    async fn legacy_event(&mut self, cause: Option<CommandId>, body: Event, shown_in: &[&String]) {
+        let Some(execution) = body.touches().execution else {
+            panic!("not an execution event: {body:?}");
+        };
+        let mut out = self.event_envelope(cause, body);
+        out.subject = format!("cairn.evt.exec.{execution}").into();
+        self.append(out.clone()).await;
+        self.note(out.msg_id, shown_in);
+    }
+
+    async fn report(&mut self, node: &NodeId, body: Report, shown_in: &[&String]) {
+        let envelope = Envelope::new(ReportId::generate(), None, Timestamp::now(), body);
+        self.append(Outgoing::report(node, &envelope).unwrap())
+            .await;
+        self.note(envelope.id.to_string(), shown_in);
+    }
+
+    async fn assignment(
+        &mut self,
+        node: &NodeId,
+        cause: CommandId,
+        body: Assignment,
+        shown_in: &[&String],
+    ) {
+        let envelope = Envelope::new(EventId::generate(), Some(cause), Timestamp::now(), body);
+        self.append(Outgoing::assignment(node, &envelope).unwrap())
+            .await;
+        self.note(envelope.id.to_string(), shown_in);
+    }
+}
+
+fn task() -> TaskSpec {
+    serde_saphyr::from_str::<JobSpec>(ONCE).unwrap().task
+}
+
+fn assigned(execution: ExecutionId, job: JobId, name: &str, version: u32, node: &NodeId) -> Event {
+    ExecutionAssigned {
+        execution,
+        job,
+        job_name: name.into(),
+        version,
+        node: node.clone(),
+        attempt: 1,
+        task: task(),
+    }
+    .into()
+}
+
+fn changed(execution: ExecutionId, node: &NodeId, state: ExecutionState) -> Event {
+    ExecutionStateChanged {
+        execution,
+        node: node.clone(),
+        state,
+        exit_code: None,
+        reason: None,
+    }
+    .into()
+}
+
+fn update(execution: ExecutionId, node: &NodeId, state: ExecutionState) -> Report {
+    ExecutionUpdate {
+        node: node.clone(),
+        execution,
+        attempt: 1,
+        state,
+        exit_code: None,
+        reason: None,
+    }
+    .into()
+}
+
+fn run(execution: ExecutionId, job: JobId, name: &str, version: u32) -> Assignment {
+    RunExecution {
+        execution,
+        attempt: 1,
+        job,
+        job_name: name.into(),
+        version,
+        task: task(),
+    }
+    .into()
+}
+
+fn stop(execution: ExecutionId) -> Assignment {
+    StopExecution {
+        execution,
+        attempt: 1,
+        reason: "test".into(),
+    }
+    .into()
+}
+
+fn deployed(job: JobId, version: u32, spec: JobSpec) -> Event {
+    JobDeployed { job, version, spec }.into()
+}
+
+fn deploy(name: &str, marker: &str) -> (Command, JobSpec) {
+    let mut spec = serde_saphyr::from_str::<JobSpec>(ONCE).unwrap();
+    spec.name = name.into();
+    spec.task.env.insert("MARKER".into(), marker.into());
+    (DeployJob { spec: spec.clone() }.into(), spec)
+}
+
+/// What `cairn` asked JetStream for while it ran: every consumer created (stream and
+/// subject filters) and every direct get (stream and subject).
+async fn asked_while(
+    client: &async_nats::Client,
+    url: &str,
+    args: &[&str],
+) -> (Value, Vec<(String, Vec<String>)>) {
+    use futures::FutureExt;
+    let mut creates = client.subscribe("$JS.API.CONSUMER.CREATE.>").await.unwrap();
+    let mut gets = client.subscribe("$JS.API.DIRECT.GET.>").await.unwrap();
+    client.flush().await.unwrap();
+    let (url, args): (String, Vec<String>) =
+        (url.to_owned(), args.iter().map(|a| a.to_string()).collect());
+    let answer = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        json(&url, &args)
+    })
+    .await
+    .unwrap();
+    // The server sent this connection every request it saw before the pong.
+    client.flush().await.unwrap();
+    let mut asked = Vec::new();
+    while let Some(Some(request)) = creates.next().now_or_never() {
+        let body: Value = serde_json::from_slice(&request.payload).unwrap();
+        let config = &body["config"];
+        let mut filters: Vec<String> = config["filter_subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect();
+        filters.extend(config["filter_subject"].as_str().map(str::to_owned));
+        asked.push((body["stream_name"].as_str().unwrap().to_owned(), filters));
+    }
+    while let Some(Some(request)) = gets.next().now_or_never() {
+        let body: Value = serde_json::from_slice(&request.payload).unwrap();
+        let stream = request
+            .subject
+            .as_str()
+            .trim_start_matches("$JS.API.DIRECT.GET.");
+        let subject = body["next_by_subj"].as_str().unwrap_or("").to_owned();
+        asked.push((stream.to_owned(), vec![subject]));
+    }
+    (answer, asked)
+}
+
+#[tokio::test]
+async fn history_of_one_entity_shows_exactly_its_messages_and_reads_only_its_subjects() {
+    const OTHERS: usize = 1_500;
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = server.connect().await;
+    let js = cairn_streams::jetstream(client.clone());
+    Topology::default().ensure(&js).await.unwrap();
+    let mut log = Script {
+        publisher: Publisher::new(js.clone()),
+        jobs: ExecutionJobs::default(),
+        written: Vec::new(),
+    };
+    let [n1, n2, n3] = ["n1", "n2", "n3"].map(|n| NodeId::new(n).unwrap());
+    let (alpha, beta) = (JobId::generate(), JobId::generate());
+    let (a1, a2, b0) = (
+        ExecutionId::generate(),
+        ExecutionId::generate(),
+        ExecutionId::generate(),
+    );
+    let (job, execution, node) = (
+        "job alpha".to_owned(),
+        format!("execution {a1}"),
+        "node n1".to_owned(),
+    );
+    let (j, x, n) = (&job, &execution, &node);
+    for (node, shown) in [(&n1, &[n][..]), (&n2, &[]), (&n3, &[])] {
+        let registered = NodeRegistered {
+            node: node.clone(),
+            labels: BTreeMap::new(),
+            capacity: 4,
+        };
+        log.event(None, registered.into(), shown).await;
+    }
+
+    // Version 1 of alpha, in the layout of earlier logs.
+    let (command, spec) = deploy("alpha", "one");
+    let c1 = log.command(command, &[j, x, n]).await;
+    log.event(Some(c1), deployed(alpha, 1, spec), &[j]).await;
+    log.legacy_event(Some(c1), assigned(a1, alpha, "alpha", 1, &n1), &[j, x, n])
+        .await;
+    let accepted = |command, job| -> Event {
+        CommandAccepted {
+            command,
+            job: Some(job),
+        }
+        .into()
+    };
+    log.event(Some(c1), accepted(c1, alpha), &[j, x, n]).await;
+    log.assignment(&n1, c1, run(a1, alpha, "alpha", 1), &[j, x, n])
+        .await;
+    log.report(&n1, update(a1, &n1, ExecutionState::Running), &[j, x, n])
+        .await;
+    log.legacy_event(None, changed(a1, &n1, ExecutionState::Running), &[j, x, n])
+        .await;
+
+    // Beta, much larger than alpha: one execution beside alpha's on n1, the rest on n3.
+    let (command, spec) = deploy("beta", "one");
+    let c2 = log.command(command, &[n]).await;
+    log.event(Some(c2), deployed(beta, 1, spec), &[]).await;
+    log.event(Some(c2), assigned(b0, beta, "beta", 1, &n1), &[n])
+        .await;
+    let others: Vec<ExecutionId> = (0..OTHERS).map(|_| ExecutionId::generate()).collect();
+    let mut bulk = Vec::new();
+    for &b in &others {
+        bulk.push(log.event_envelope(Some(c2), assigned(b, beta, "beta", 1, &n3)));
+    }
+    log.event(Some(c2), accepted(c2, beta), &[n]).await;
+    log.assignment(&n1, c2, run(b0, beta, "beta", 1), &[n])
+        .await;
+    for &b in &others {
+        let work = Envelope::new(
+            EventId::generate(),
+            Some(c2),
+            Timestamp::now(),
+            run(b, beta, "beta", 1),
+        );
+        bulk.push(Outgoing::assignment(&n3, &work).unwrap());
+        let report = Envelope::new(
+            ReportId::generate(),
+            None,
+            Timestamp::now(),
+            update(b, &n3, ExecutionState::Completed),
+        );
+        bulk.push(Outgoing::report(&n3, &report).unwrap());
+        bulk.push(log.event_envelope(None, changed(b, &n3, ExecutionState::Completed)));
+    }
+    Pipeline::new(log.publisher.clone(), Pipeline::DEFAULT_WINDOW)
+        .append_all(bulk)
+        .await
+        .unwrap();
+    log.report(&n1, update(b0, &n1, ExecutionState::Running), &[n])
+        .await;
+    log.event(None, changed(b0, &n1, ExecutionState::Running), &[n])
+        .await;
+    // Only n1's hello is its history's; n2's reports are read for alpha's, and left out.
+    let hello = |node: &NodeId| -> Report {
+        NodeHello {
+            node: node.clone(),
+            labels: BTreeMap::new(),
+            capacity: 4,
+        }
+        .into()
+    };
+    log.report(&n1, hello(&n1), &[n]).await;
+    log.report(&n2, hello(&n2), &[]).await;
+
+    // Version 2 of alpha replaces a1 with a2 on n2; then alpha is stopped.
+    let (command, spec) = deploy("alpha", "two");
+    let c4 = log.command(command, &[j, x, n]).await;
+    log.event(Some(c4), deployed(alpha, 2, spec), &[j]).await;
+    let stopping = |execution, node: &NodeId| -> Event {
+        ExecutionStopRequested {
+            execution,
+            node: node.clone(),
+            reason: "test".into(),
+            attempt: 1,
+        }
+        .into()
+    };
+    log.event(Some(c4), stopping(a1, &n1), &[j, x, n]).await;
+    log.event(Some(c4), assigned(a2, alpha, "alpha", 2, &n2), &[j])
+        .await;
+    log.event(Some(c4), accepted(c4, alpha), &[j, x, n]).await;
+    log.assignment(&n1, c4, stop(a1), &[j, x, n]).await;
+    log.assignment(&n2, c4, run(a2, alpha, "alpha", 2), &[j])
+        .await;
+    log.report(&n2, update(a2, &n2, ExecutionState::Accepted), &[j])
+        .await;
+    log.event(None, changed(a2, &n2, ExecutionState::Accepted), &[j])
+        .await;
+    let c3 = log
+        .command(
+            StopJob {
+                job: cairn_shared::command::JobRef("alpha".into()),
+            }
+            .into(),
+            &[j],
+        )
+        .await;
+    log.event(Some(c3), stopping(a2, &n2), &[j]).await;
+    let stopped = JobStateChanged {
+        job: alpha,
+        state: JobState::Stopped,
+        reason: None,
+    };
+    log.event(Some(c3), stopped.into(), &[j]).await;
+    log.event(Some(c3), accepted(c3, alpha), &[j]).await;
+    log.assignment(&n2, c3, stop(a2), &[j]).await;
+    log.report(&n1, update(a1, &n1, ExecutionState::Stopped), &[j, x, n])
+        .await;
+    log.event(None, changed(a1, &n1, ExecutionState::Stopped), &[j, x, n])
+        .await;
+
+    for history in [j, x, n] {
+        let mut args = vec!["audit", "history"];
+        args.extend(history.split(' '));
+        let started = Instant::now();
+        let rows = json(&url, &args);
+        eprintln!("{history}: {:?}", started.elapsed());
+        let ids: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, log.shown_in(history), "{history}: {rows:#}");
+        for row in rows.as_array().unwrap() {
+            let keys: Vec<&str> = row
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                keys,
+                ["cause", "id", "seq", "stream", "summary", "time", "type"],
+                "{row}"
+            );
+        }
+    }
+    let by_id = json(&url, &["audit", "history", "job", &alpha.to_string()]);
+    let ids: Vec<&str> = by_id
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, log.shown_in(j), "a job named by id");
+
+    // The history asked the server only for alpha's share of each stream (beta's job
+    // events excepted, which a job named by name is found among), and the versions only
+    // for job events.
+    let (_, asked) = asked_while(&client, &url, &["audit", "history", "job", "alpha"]).await;
+    assert!(
+        asked.iter().any(|(stream, _)| stream == "CAIRN_REPORT"),
+        "{asked:?}"
+    );
+    for (stream, filters) in &asked {
+        let whole = stream != "CAIRN_CMD"
+            && (filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| f.ends_with('>') || f == "cairn.report.*"));
+        let beta_or_n3 = filters
+            .iter()
+            .any(|f| f.contains(&beta.to_string()) || f.split('.').any(|t| t == "n3"));
+        assert!(!whole && !beta_or_n3, "{stream} {filters:?} in {asked:?}");
+    }
+    let (versions, asked) = asked_while(&client, &url, &["job", "history", "alpha"]).await;
+    assert_eq!(
+        asked,
+        [(
+            "CAIRN_EVT".to_owned(),
+            vec![subjects::JOB_EVENTS.to_owned()]
+        )]
+    );
+    let versions: Vec<(u64, &str, &str)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["job_id"].as_str().unwrap(),
+                v["command_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (alpha, c1, c4) = (alpha.to_string(), c1.to_string(), c4.to_string());
+    assert_eq!(
+        versions,
+        [(1, alpha.as_str(), c1.as_str()), (2, &alpha, &c4)]
     );
 }

@@ -14,8 +14,8 @@ use cairn_shared::codec::Envelope;
 use cairn_shared::event::{ExecutionAssigned, ExecutionStateChanged, NodeRegistered};
 use cairn_shared::spec::{Engine, TaskSpec};
 use cairn_shared::*;
-use cairn_streams::testing::{NatsServer, wait_until};
-use cairn_streams::{Outgoing, Pipeline, Publisher, ReadFrom, Reader, StreamKind, Topology};
+use cairn_streams::testing::{ExecutionJobs, NatsServer, wait_until};
+use cairn_streams::{Pipeline, Publisher, ReadFrom, Reader, StreamKind, Topology};
 use futures::StreamExt;
 
 const EVENTS: u64 = 40_000;
@@ -105,9 +105,11 @@ async fn fault_orchestrator_killed_repeatedly_while_projecting_ends_equal_to_a_f
     let client = server.connect().await;
     let js = cairn_streams::jetstream(client.clone());
     Topology::default().ensure(&js).await.unwrap();
+    let mut jobs = ExecutionJobs::default();
     let outgoing = events().take(EVENTS as usize).enumerate().map(|(i, body)| {
         let at = Timestamp(1_800_000_000_000 + i as u64);
-        Outgoing::event(&Envelope::new(EventId::generate(), None, at, body)).unwrap()
+        jobs.outgoing(&Envelope::new(EventId::generate(), None, at, body))
+            .unwrap()
     });
     Pipeline::new(Publisher::new(js.clone()), Pipeline::DEFAULT_WINDOW)
         .append_all(outgoing)

@@ -9,8 +9,8 @@ use cairn_shared::codec::Envelope;
 use cairn_shared::event::*;
 use cairn_shared::spec::{Engine, TaskSpec};
 use cairn_shared::*;
-use cairn_streams::testing::{NatsServer, wait_until};
-use cairn_streams::{Outgoing, Publisher, StreamKind, Topology};
+use cairn_streams::testing::{ExecutionJobs, NatsServer, wait_until};
+use cairn_streams::{Publisher, StreamKind, Topology};
 use serde_json::Value;
 
 mod support;
@@ -119,10 +119,11 @@ async fn append(server: &NatsServer, events: Vec<Event>) {
     let js = cairn_streams::jetstream(server.connect().await);
     Topology::default().ensure(&js).await.unwrap();
     let publisher = Publisher::new(js);
+    let mut jobs = ExecutionJobs::default();
     for (i, body) in events.into_iter().enumerate() {
         let envelope = Envelope::new(EventId::generate(), None, at(i as u64), body);
         publisher
-            .append(Outgoing::event(&envelope).unwrap())
+            .append(jobs.outgoing(&envelope).unwrap())
             .await
             .unwrap();
     }

@@ -229,7 +229,7 @@ impl Engine {
                 self.create_consumers(registered).await;
                 let created = creating.elapsed();
                 let appending = Instant::now();
-                self.last = self.append(&decisions).await?;
+                self.last = self.append(&decisions, &draft).await?;
                 self.state = draft;
                 tracing::debug!(
                     inputs = steps.len(),
@@ -265,18 +265,28 @@ impl Engine {
     /// placing a daemon on over a thousand nodes — is appended in several; a crash between
     /// them leaves a prefix without the `CommandAccepted` that comes last, so the
     /// redelivered input is decided again and its placement completes the rest.)
-    async fn append(&self, decisions: &[(Vec<Event>, Option<CommandId>)]) -> Result<Seq> {
+    /// `decided` is the state with every one of these events evolved in: it knows the job
+    /// of every execution they are about, which their subjects name.
+    async fn append(
+        &self,
+        decisions: &[(Vec<Event>, Option<CommandId>)],
+        decided: &State,
+    ) -> Result<Seq> {
         let at = Timestamp::now();
         let limit = cairn_streams::publish::MAX_ATOMIC_BATCH;
         let mut last = self.last;
         let mut batch: Vec<Envelope<Event>> = Vec::new();
         for (events, cause) in decisions {
             if !batch.is_empty() && batch.len() + events.len() > limit {
-                last = self.append_batch(std::mem::take(&mut batch), last).await?;
+                last = self
+                    .append_batch(std::mem::take(&mut batch), last, decided)
+                    .await?;
             }
             for event in events {
                 if batch.len() == limit {
-                    last = self.append_batch(std::mem::take(&mut batch), last).await?;
+                    last = self
+                        .append_batch(std::mem::take(&mut batch), last, decided)
+                        .await?;
                 }
                 batch.push(Envelope::new(
                     EventId::generate(),
@@ -287,17 +297,22 @@ impl Engine {
             }
         }
         if !batch.is_empty() {
-            last = self.append_batch(batch, last).await?;
+            last = self.append_batch(batch, last, decided).await?;
         }
         Ok(last)
     }
 
     /// Appends one atomic batch after `last` and hands it to the dispatcher; returns the
     /// stream's new last sequence.
-    async fn append_batch(&self, batch: Vec<Envelope<Event>>, last: Seq) -> Result<Seq> {
+    async fn append_batch(
+        &self,
+        batch: Vec<Envelope<Event>>,
+        last: Seq,
+        decided: &State,
+    ) -> Result<Seq> {
         let outgoing = batch
             .iter()
-            .map(Outgoing::event)
+            .map(|event| Outgoing::event_with(event, |id| decided.execution(id).map(|e| e.job)))
             .collect::<cairn_streams::Result<Vec<_>>>()?;
         let stored = self
             .publisher

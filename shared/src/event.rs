@@ -160,7 +160,10 @@ messages! {
 }
 
 /// The entity an event is about. It names the event's subject, so per-entity history and
-/// per-entity optimistic concurrency come from JetStream subject filters.
+/// per-entity optimistic concurrency come from JetStream subject filters. An execution's
+/// subject also names its job and node, so a job's or a node's executions are one filter
+/// too; only `ExecutionAssigned` carries the job, so whoever publishes the others says it
+/// (see the streams crate's `subjects::event`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Aggregate {
     Node(NodeId),

@@ -1,6 +1,6 @@
 //! The one error type of the streams crate.
 
-use cairn_shared::Seq;
+use cairn_shared::{ExecutionId, Seq};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -8,6 +8,19 @@ pub enum Error {
     /// to `actual` and decide again. `actual` is what the server reported, when it did.
     #[error("append conflict: expected last sequence {expected}, stream is at {}", actual.map_or("an unreported sequence".to_owned(), |s| s.to_string()))]
     Conflict { expected: Seq, actual: Option<Seq> },
+
+    /// An execution event's subject names the execution's job and node
+    /// (`cairn.evt.exec.<job>.<node>.<execution>`), and this one neither carries the
+    /// `missing` one nor was given it by its publisher: published without it, the event would
+    /// be missing from that job's or node's history.
+    #[error(
+        "{event} of execution {execution} cannot be published: its subject names the execution's {missing}, which was not given"
+    )]
+    Unaddressed {
+        event: &'static str,
+        execution: ExecutionId,
+        missing: &'static str,
+    },
 
     #[error("encoding message: {0}")]
     Codec(#[from] cairn_shared::codec::Error),
@@ -59,7 +72,7 @@ impl Error {
             Error::Conflict { .. } => true,
             Error::Publish { retryable, .. } | Error::Setup { retryable, .. } => *retryable,
             Error::Connect(_) | Error::Read { .. } | Error::Consumer { .. } => true,
-            Error::Codec(_) | Error::Trimmed { .. } => false,
+            Error::Codec(_) | Error::Trimmed { .. } | Error::Unaddressed { .. } => false,
         }
     }
 }

@@ -15,7 +15,7 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErro
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use cairn_shared::codec::Envelope;
-use cairn_shared::{Assignment, Command, Event, NodeId, Report, Seq};
+use cairn_shared::{Assignment, Command, Event, ExecutionId, JobId, NodeId, Report, Seq};
 
 use crate::error::{Error, Result};
 use crate::subjects;
@@ -65,10 +65,23 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// An event on its entity's subject, de-duplicated by event id.
+    /// An event on its entity's subject, de-duplicated by event id: for events that name
+    /// everything their subject needs, which is all but `ExecutionStopRequested` and
+    /// `ExecutionStateChanged` (their subject names the execution's job, which they do not
+    /// carry: those are refused, see [`Outgoing::event_with`]).
     pub fn event(envelope: &Envelope<Event>) -> Result<Self> {
+        Self::event_with(envelope, |_| None)
+    }
+
+    /// An event on its entity's subject, where `job_of` gives the job of an execution
+    /// whose event does not name it, as [`subjects::event`] asks: the publisher, which
+    /// decided the event, knows it.
+    pub fn event_with(
+        envelope: &Envelope<Event>,
+        job_of: impl FnOnce(ExecutionId) -> Option<JobId>,
+    ) -> Result<Self> {
         Ok(Self {
-            subject: subjects::event(&envelope.body.aggregate()),
+            subject: subjects::event(&envelope.body, job_of)?,
             msg_id: envelope.id.to_string(),
             payload: envelope.encode()?.into(),
             expect: Expect::Nothing,

@@ -126,8 +126,18 @@ impl Reader {
             .get_stream_no_info(kind.name())
             .await
             .map_err(|e| Self::read_error(kind, e))?;
+        Self::next_held_on(&stream, kind, kind.subjects(), from).await
+    }
+
+    /// [`Reader::next_held`] among the messages on `subject` (a filter).
+    async fn next_held_on(
+        stream: &jetstream::stream::Stream<()>,
+        kind: StreamKind,
+        subject: &str,
+        from: Seq,
+    ) -> Result<Option<RawMessage>> {
         match stream
-            .direct_get_next_for_subject(kind.subjects(), Some(from.0.max(1)))
+            .direct_get_next_for_subject(subject, Some(from.0.max(1)))
             .await
         {
             Ok(message) => {
@@ -147,6 +157,87 @@ impl Reader {
             }
             Err(e) => Err(Self::read_error(kind, e)),
         }
+    }
+
+    /// Every message the stream holds now on any of `subjects` (filters, which must not
+    /// overlap), in stream order, up to the last one stored when the read began: one
+    /// entity's share of a stream, for audits, where [`Reader::read`] follows a stream
+    /// forever. A work queue is read by direct gets, as [`Reader::next_held`] reads it, so
+    /// its work stays where it is.
+    ///
+    /// The server counts what matches when the read begins and says with every message
+    /// how much is left, so the read ends without waiting past the last match. One that
+    /// stalls for [`HELD_STALL`] (its messages deleted meanwhile) fails.
+    pub async fn held(&self, kind: StreamKind, subjects: &[Subject]) -> Result<Vec<RawMessage>> {
+        let mut filters: Vec<String> = subjects.iter().map(|s| s.to_string()).collect();
+        filters.sort();
+        filters.dedup();
+        let last = self.bounds(kind).await?.last;
+        if filters.is_empty() || last == Seq::ZERO {
+            return Ok(Vec::new());
+        }
+        let stream = self
+            .js
+            .get_stream_no_info(kind.name())
+            .await
+            .map_err(|e| Self::read_error(kind, e))?;
+        let mut held = Vec::new();
+        if matches!(kind, StreamKind::Assignments(_)) {
+            // A consumer of a work queue would take its work; a shard holds little (only work
+            // not yet acked, or not yet swept), so message by message is fine.
+            for filter in &filters {
+                let mut next = Seq(1);
+                while let Some(raw) = Self::next_held_on(&stream, kind, filter, next).await? {
+                    if raw.seq > last {
+                        break;
+                    }
+                    next = raw.seq.next();
+                    held.push(raw);
+                }
+            }
+            held.sort_by_key(|raw| raw.seq);
+            return Ok(held);
+        }
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                filter_subjects: filters,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Self::read_error(kind, e))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(held);
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Self::read_error(kind, e))?;
+        loop {
+            let message = match tokio::time::timeout(HELD_STALL, messages.next()).await {
+                Ok(Some(message)) => message.map_err(|e| Self::read_error(kind, e))?,
+                Ok(None) => return Err(Self::read_error(kind, "the read ended early")),
+                Err(_) => {
+                    return Err(Self::read_error(
+                        kind,
+                        format!(
+                            "nothing arrived for {HELD_STALL:?} after sequence {}",
+                            held.last().map_or(Seq::ZERO, |raw: &RawMessage| raw.seq)
+                        ),
+                    ));
+                }
+            };
+            let raw = Self::raw(kind, message)?;
+            if raw.seq > last {
+                break;
+            }
+            let done = raw.seq >= last || raw.pending == 0;
+            held.push(raw);
+            if done {
+                break;
+            }
+        }
+        Ok(held)
     }
 
     /// Every message from `from` on (optionally only those matching `filter`), in stream
@@ -235,31 +326,38 @@ impl Reader {
             .map_err(|e| Self::read_error(kind, e))?;
         Ok(messages.map(move |item| {
             let message = item.map_err(|e| Self::read_error(kind, e))?;
-            let (seq, stored_at_ns, pending) = {
-                let info = message.info().map_err(|e| Self::read_error(kind, e))?;
-                let nanos = info.published.unix_timestamp_nanos();
-                (
-                    Seq(info.stream_sequence),
-                    u64::try_from(nanos).unwrap_or(0),
-                    info.pending,
-                )
-            };
-            // Moved, not cloned: a header map is a heap allocation per message, which a
-            // replay of millions of events notices.
-            let inner = message.message;
-            Ok(RawMessage {
-                seq,
-                stored_at: Timestamp(stored_at_ns / 1_000_000),
-                stored_at_ns,
-                subject: inner.subject,
-                payload: inner.payload,
-                headers: inner.headers,
-                pending,
-            })
+            Self::raw(kind, message)
         }))
+    }
+
+    /// A message a consumer delivered, as stored.
+    fn raw(kind: StreamKind, message: jetstream::Message) -> Result<RawMessage> {
+        let (seq, stored_at_ns, pending) = {
+            let info = message.info().map_err(|e| Self::read_error(kind, e))?;
+            let nanos = info.published.unix_timestamp_nanos();
+            (
+                Seq(info.stream_sequence),
+                u64::try_from(nanos).unwrap_or(0),
+                info.pending,
+            )
+        };
+        // Moved, not cloned: a header map is a heap allocation per message, which a
+        // replay of millions of events notices.
+        let inner = message.message;
+        Ok(RawMessage {
+            seq,
+            stored_at: Timestamp(stored_at_ns / 1_000_000),
+            stored_at_ns,
+            subject: inner.subject,
+            payload: inner.payload,
+            headers: inner.headers,
+            pending,
+        })
     }
 }
 
+/// How long [`Reader::held`] waits for a message it was told is there.
+pub const HELD_STALL: Duration = Duration::from_secs(30);
 /// How often a quiet read looks whether the client reconnected.
 pub const RECONNECT_CHECK: Duration = Duration::from_millis(250);
 /// Between attempts to reopen a read while the server cannot be reached.

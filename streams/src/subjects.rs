@@ -4,21 +4,26 @@
 //!
 //! Layout (the first token after `cairn` names the stream):
 //!
-//! | subject                              | stream        | written by   |
-//! |--------------------------------------|---------------|--------------|
-//! | `cairn.cmd.<CommandType>`            | CAIRN_CMD     | CLI          |
-//! | `cairn.evt.node.<node>`              | CAIRN_EVT     | orchestrator |
-//! | `cairn.evt.job.<job>`                | CAIRN_EVT     | orchestrator |
-//! | `cairn.evt.exec.<execution>`         | CAIRN_EVT     | orchestrator |
-//! | `cairn.evt.cmd.<command>`            | CAIRN_EVT     | orchestrator |
-//! | `cairn.evt.input`                    | CAIRN_EVT     | orchestrator |
-//! | `cairn.report.<node>`                | CAIRN_REPORT  | that edge    |
-//! | `cairn.assign.<shard>.<node>`        | `CAIRN_ASSIGN_<shard>` | orchestrator |
-//! | `cairn.log.<node>.<execution>`       | CAIRN_LOG     | that edge    |
-//! | `cairn.hb.<node>` (core NATS)        | none          | that edge    |
+//! | subject                                   | stream        | written by   |
+//! |-------------------------------------------|---------------|--------------|
+//! | `cairn.cmd.<CommandType>`                 | CAIRN_CMD     | CLI          |
+//! | `cairn.evt.node.<node>`                   | CAIRN_EVT     | orchestrator |
+//! | `cairn.evt.job.<job>`                     | CAIRN_EVT     | orchestrator |
+//! | `cairn.evt.exec.<job>.<node>.<execution>` | CAIRN_EVT     | orchestrator |
+//! | `cairn.evt.cmd.<command>`                 | CAIRN_EVT     | orchestrator |
+//! | `cairn.evt.input`                         | CAIRN_EVT     | orchestrator |
+//! | `cairn.report.<node>`                     | CAIRN_REPORT  | that edge    |
+//! | `cairn.assign.<shard>.<node>`             | `CAIRN_ASSIGN_<shard>` | orchestrator |
+//! | `cairn.log.<node>.<execution>`            | CAIRN_LOG     | that edge    |
+//! | `cairn.hb.<node>` (core NATS)             | none          | that edge    |
 //!
 //! Everything an edge may publish or pull carries its node id in a fixed position, so
 //! per-node credentials can confine an edge to its own subjects.
+//!
+//! An execution's events name its job and node besides the execution, so the executions of
+//! one job or one node are one subject filter away ([`job_executions`],
+//! [`node_executions`]). Logs written before that layout hold them on
+//! `cairn.evt.exec.<execution>`, which only [`LEGACY_EXECUTION_EVENTS`] matches.
 //!
 //! Work addressed to nodes is spread over [`Shard::COUNT`] streams by a hash of the node id.
 //! nats-server checks every consumer of a work-queue stream on each ack and each consumer
@@ -28,36 +33,79 @@
 
 use async_nats::Subject;
 use cairn_shared::event::Aggregate;
-use cairn_shared::{Command, CommandId, ExecutionId, Message, NodeId};
+use cairn_shared::{Command, CommandId, Event, ExecutionId, JobId, Message, NodeId};
+
+use crate::error::{Error, Result};
 
 pub const COMMANDS: &str = "cairn.cmd.>";
 pub const EVENTS: &str = "cairn.evt.>";
 pub const REPORTS: &str = "cairn.report.*";
 pub const LOGS: &str = "cairn.log.*.*";
 pub const HEARTBEATS: &str = "cairn.hb.*";
-/// Every event about any job (a filter on the event stream).
+/// Every event about any job itself (deploys, state changes; a filter on the event stream).
 pub const JOB_EVENTS: &str = "cairn.evt.job.*";
+/// Every command's outcome, `CommandAccepted` or `CommandRejected` (a filter).
+pub const COMMAND_OUTCOMES: &str = "cairn.evt.cmd.*";
+/// Execution events as logs written before execution subjects named their job and node
+/// hold them, `cairn.evt.exec.<execution>` (a filter; the current subjects have more
+/// tokens, so it matches none of them).
+pub const LEGACY_EXECUTION_EVENTS: &str = "cairn.evt.exec.*";
 
 /// The subject a command is published on.
 pub fn command(command: &Command) -> Subject {
     format!("cairn.cmd.{}", command.type_name()).into()
 }
 
-/// The subject of every event about one entity.
-pub fn event(aggregate: &Aggregate) -> Subject {
-    match aggregate {
-        Aggregate::Node(id) => format!("cairn.evt.node.{id}"),
-        Aggregate::Job(id) => format!("cairn.evt.job.{id}"),
-        Aggregate::Execution(id) => format!("cairn.evt.exec.{id}"),
-        Aggregate::Command(id) => format!("cairn.evt.cmd.{id}"),
-        Aggregate::Input => "cairn.evt.input".to_owned(),
-    }
-    .into()
+/// The subject an event is published on: that of the entity it is about, which for an
+/// execution also names the execution's job and node. Only `ExecutionAssigned` names the
+/// job itself; for other execution events `job_of` is asked for it (and only then), and
+/// without an answer the event is refused with [`Error::Unaddressed`].
+pub fn event(event: &Event, job_of: impl FnOnce(ExecutionId) -> Option<JobId>) -> Result<Subject> {
+    Ok(match event.aggregate() {
+        Aggregate::Node(id) => node_events(&id),
+        Aggregate::Job(id) => format!("cairn.evt.job.{id}").into(),
+        Aggregate::Execution(execution) => {
+            let touches = event.touches();
+            let unaddressed = |missing| Error::Unaddressed {
+                event: event.type_name(),
+                execution,
+                missing,
+            };
+            let job = touches
+                .job
+                .or_else(|| job_of(execution))
+                .ok_or_else(|| unaddressed("job"))?;
+            let node = touches.node.ok_or_else(|| unaddressed("node"))?;
+            format!("cairn.evt.exec.{job}.{node}.{execution}").into()
+        }
+        Aggregate::Command(id) => command_outcome(id),
+        Aggregate::Input => "cairn.evt.input".into(),
+    })
 }
 
 /// The subject on which a command's outcome event appears.
 pub fn command_outcome(command: CommandId) -> Subject {
-    event(&Aggregate::Command(command))
+    format!("cairn.evt.cmd.{command}").into()
+}
+
+/// Every event about one node itself (registered, disconnected, …), not its executions.
+pub fn node_events(node: &NodeId) -> Subject {
+    format!("cairn.evt.node.{node}").into()
+}
+
+/// A filter matching every event of every execution of `job`.
+pub fn job_executions(job: JobId) -> Subject {
+    format!("cairn.evt.exec.{job}.*.*").into()
+}
+
+/// A filter matching every event of every execution placed on `node`.
+pub fn node_executions(node: &NodeId) -> Subject {
+    format!("cairn.evt.exec.*.{node}.*").into()
+}
+
+/// A filter matching every event of one execution.
+pub fn execution_events(execution: ExecutionId) -> Subject {
+    format!("cairn.evt.exec.*.*.{execution}").into()
 }
 
 pub fn report(node: &NodeId) -> Subject {
@@ -224,6 +272,94 @@ mod tests {
         assert_eq!(
             log(&node, exec).as_str(),
             format!("cairn.log.edge-7.{exec}")
+        );
+    }
+
+    #[test]
+    fn an_execution_events_subject_names_its_job_and_node() {
+        use cairn_shared::event::{
+            CommandAccepted, ExecutionAssigned, ExecutionStateChanged, ExecutionStopRequested,
+            JobStateChanged, NodeLost,
+        };
+        use cairn_shared::{ExecutionState, JobState};
+        let (node, job, other) = (
+            NodeId::new("edge-7").unwrap(),
+            JobId::generate(),
+            JobId::generate(),
+        );
+        let execution = ExecutionId::generate();
+        let unasked = |_| -> Option<JobId> { panic!("asked for a job the event names") };
+        let assigned: Event = ExecutionAssigned {
+            execution,
+            job,
+            job_name: "web".into(),
+            version: 1,
+            node: node.clone(),
+            attempt: 1,
+            task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
+        }
+        .into();
+        let at = format!("cairn.evt.exec.{job}.edge-7.{execution}");
+        assert_eq!(event(&assigned, unasked).unwrap().as_str(), at);
+        let stop: Event = ExecutionStopRequested {
+            execution,
+            node: node.clone(),
+            reason: "test".into(),
+            attempt: 1,
+        }
+        .into();
+        let changed: Event = ExecutionStateChanged {
+            execution,
+            node: node.clone(),
+            state: ExecutionState::Running,
+            exit_code: None,
+            reason: None,
+        }
+        .into();
+        for e in [&stop, &changed] {
+            let mut asked = None;
+            let subject = event(e, |id| {
+                asked = Some(id);
+                Some(job)
+            });
+            assert_eq!(subject.unwrap().as_str(), at);
+            assert_eq!(asked, Some(execution));
+            let refused = event(e, |_| None).unwrap_err();
+            assert!(
+                matches!(refused, Error::Unaddressed { missing: "job", execution: x, .. } if x == execution),
+                "{refused}"
+            );
+            assert!(!refused.is_retryable());
+        }
+        // The event's own job wins; nothing else is asked for one.
+        assert_eq!(event(&assigned, |_| Some(other)).unwrap().as_str(), at);
+        let lost: Event = NodeLost { node: node.clone() }.into();
+        assert_eq!(event(&lost, unasked).unwrap(), node_events(&node));
+        let state: Event = JobStateChanged {
+            job,
+            state: JobState::Running,
+            reason: None,
+        }
+        .into();
+        assert_eq!(
+            event(&state, unasked).unwrap().as_str(),
+            format!("cairn.evt.job.{job}")
+        );
+        let command = CommandId::generate();
+        let accepted: Event = CommandAccepted {
+            command,
+            job: Some(job),
+        }
+        .into();
+        assert_eq!(event(&accepted, unasked).unwrap(), command_outcome(command));
+        assert_eq!(
+            job_executions(job).as_str(),
+            format!("cairn.evt.exec.{job}.*.*")
+        );
+        assert_eq!(node_executions(&node).as_str(), "cairn.evt.exec.*.edge-7.*");
+        assert_eq!(
+            execution_events(execution).as_str(),
+            format!("cairn.evt.exec.*.*.{execution}")
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Test support (feature `test-util`): a real `nats-server` with JetStream on a free port
 //! and a temporary store, killed on drop, that fault tests can SIGKILL and restart on the
-//! same store and port; three of them clustered on loopback ([`NatsCluster`]); and a helper
-//! that waits for a condition with a deadline.
+//! same store and port; three of them clustered on loopback ([`NatsCluster`]); a helper
+//! that waits for a condition with a deadline; and one that files a hand-written history
+//! of events on their subjects ([`ExecutionJobs`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -329,4 +330,26 @@ pub async fn fresh_streams(
         let _ = js.delete_stream(kind.name()).await;
     }
     topology.ensure(js).await
+}
+
+/// Publishes a hand-written history of events in order, as the orchestrator would: it
+/// remembers the job of every execution assigned so far, which the subjects of that
+/// execution's later events name (see [`crate::subjects::event`]).
+#[derive(Debug, Default)]
+pub struct ExecutionJobs {
+    jobs: std::collections::HashMap<cairn_shared::ExecutionId, cairn_shared::JobId>,
+}
+
+impl ExecutionJobs {
+    /// `envelope` ready to append; refused like [`crate::Outgoing::event`] for an event of
+    /// an execution this history has not assigned.
+    pub fn outgoing(
+        &mut self,
+        envelope: &cairn_shared::codec::Envelope<cairn_shared::Event>,
+    ) -> crate::Result<crate::Outgoing> {
+        if let cairn_shared::Event::ExecutionAssigned(a) = &envelope.body {
+            self.jobs.insert(a.execution, a.job);
+        }
+        crate::Outgoing::event_with(envelope, |id| self.jobs.get(&id).copied())
+    }
 }

@@ -1,5 +1,6 @@
 //! The event log against a real nats-server: set-up, ordered read-back, de-duplication,
-//! optimistic concurrency, pipelining and replay bounds.
+//! optimistic concurrency, pipelining, replay bounds, bounded reads of a few subjects, and
+//! execution events stored under their job and node.
 
 use std::time::Duration;
 
@@ -663,4 +664,204 @@ async fn a_read_resumes_where_it_was_after_the_server_restarts() {
         Envelope::<Event>::decode(&raw.payload).unwrap().id,
         after.id
     );
+}
+
+/// An execution's events of one job on one node, as the orchestrator decides them.
+fn execution_events(
+    job: cairn_shared::JobId,
+    node: &str,
+    execution: cairn_shared::ExecutionId,
+) -> [Envelope<Event>; 2] {
+    use cairn_shared::event::{ExecutionAssigned, ExecutionStateChanged};
+    let node = NodeId::new(node).unwrap();
+    let assigned = ExecutionAssigned {
+        execution,
+        job,
+        job_name: format!("job-{job}"),
+        version: 1,
+        node: node.clone(),
+        attempt: 1,
+        task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
+    };
+    let running = ExecutionStateChanged {
+        execution,
+        node,
+        state: cairn_shared::ExecutionState::Running,
+        exit_code: None,
+        reason: None,
+    };
+    [assigned.into(), running.into()]
+        .map(|body| Envelope::new(EventId::generate(), None, Timestamp::now(), body))
+}
+
+#[tokio::test]
+async fn an_execution_event_is_stored_under_its_job_and_node_and_read_by_either() {
+    use cairn_shared::{ExecutionId, JobId};
+    use cairn_streams::subjects;
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    let (web, db) = (JobId::generate(), JobId::generate());
+    let runs = [
+        (web, "edge-1", ExecutionId::generate()),
+        (web, "edge-2", ExecutionId::generate()),
+        (db, "edge-1", ExecutionId::generate()),
+    ];
+    for (job, node, execution) in runs {
+        let [assigned, running] = execution_events(job, node, execution);
+        // The assignment names its job; a later event of the execution is told it.
+        publisher
+            .append(Outgoing::event(&assigned).unwrap())
+            .await
+            .unwrap();
+        let refused = Outgoing::event(&running).unwrap_err();
+        assert!(
+            matches!(&refused, Error::Unaddressed { missing: "job", execution: e, .. } if *e == execution),
+            "{refused}"
+        );
+        publisher
+            .append(Outgoing::event_with(&running, |e| (e == execution).then_some(job)).unwrap())
+            .await
+            .unwrap();
+    }
+    // An execution event stored before execution subjects named their job and node.
+    let old = runs[0].2;
+    let [_, legacy] = execution_events(web, "edge-1", old);
+    publisher
+        .context()
+        .publish(
+            format!("cairn.evt.exec.{old}"),
+            legacy.encode().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    publisher
+        .append(Outgoing::event(&event("edge-1", 4)).unwrap())
+        .await
+        .unwrap();
+
+    let all = read_n(&reader, ReadFrom::Start, 8).await;
+    let stored: Vec<&str> = all.iter().map(|raw| raw.subject.as_str()).collect();
+    let at = |(job, node, execution): (JobId, &str, ExecutionId)| {
+        format!("cairn.evt.exec.{job}.{node}.{execution}")
+    };
+    assert_eq!(
+        stored,
+        [
+            at(runs[0]),
+            at(runs[0]),
+            at(runs[1]),
+            at(runs[1]),
+            at(runs[2]),
+            at(runs[2]),
+            format!("cairn.evt.exec.{old}"),
+            "cairn.evt.node.edge-1".to_owned(),
+        ],
+    );
+    let held = |filters| held_events(&reader, filters);
+    assert_eq!(
+        held(vec![subjects::job_executions(web)]).await,
+        [1, 2, 3, 4]
+    );
+    assert_eq!(held(vec![subjects::job_executions(db)]).await, [5, 6]);
+    let edge_1 = NodeId::new("edge-1").unwrap();
+    assert_eq!(
+        held(vec![subjects::node_executions(&edge_1)]).await,
+        [1, 2, 5, 6]
+    );
+    assert_eq!(
+        held(vec![subjects::execution_events(runs[1].2)]).await,
+        [3, 4]
+    );
+    // The old layout's filter matches only the old layout; filters combine, in stream order.
+    assert_eq!(
+        held(vec![subjects::LEGACY_EXECUTION_EVENTS.into()]).await,
+        [7]
+    );
+    assert_eq!(
+        held(vec![
+            subjects::node_events(&edge_1),
+            subjects::LEGACY_EXECUTION_EVENTS.into(),
+            subjects::job_executions(db),
+        ])
+        .await,
+        [5, 6, 7, 8]
+    );
+    assert_eq!(
+        held(vec![subjects::job_executions(JobId::generate())]).await,
+        [0u64; 0]
+    );
+    assert_eq!(held(vec![]).await, [0u64; 0]);
+}
+
+/// The sequences of the events a held read of `filters` yields.
+async fn held_events(reader: &Reader, filters: Vec<async_nats::Subject>) -> Vec<u64> {
+    let held = reader.held(StreamKind::Events, &filters).await.unwrap();
+    held.into_iter().map(|raw| raw.seq.0).collect()
+}
+
+#[tokio::test]
+async fn a_held_read_yields_what_its_subjects_hold_and_ends() {
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    for (i, node) in ["n1", "n2", "n1", "n3", "n2"].into_iter().enumerate() {
+        publisher
+            .append(Outgoing::event(&event(node, i as u32)).unwrap())
+            .await
+            .unwrap();
+    }
+    let held = |filters: &[&str]| {
+        let filters: Vec<async_nats::Subject> = filters.iter().map(|&f| f.into()).collect();
+        held_events(&reader, filters)
+    };
+    // It ends at its last match, however much of the stream comes after.
+    assert_eq!(held(&["cairn.evt.node.n1"]).await, [1, 3]);
+    assert_eq!(
+        held(&["cairn.evt.node.n3", "cairn.evt.node.n1"]).await,
+        [1, 3, 4]
+    );
+    assert_eq!(held(&["cairn.evt.node.*"]).await, [1, 2, 3, 4, 5]);
+    assert_eq!(held(&["cairn.evt.node.n9"]).await, [0u64; 0]);
+    assert_eq!(held(&[]).await, [0u64; 0]);
+}
+
+#[tokio::test]
+async fn a_held_read_of_a_work_queue_reads_its_nodes_subjects_and_takes_nothing() {
+    use cairn_shared::assignment::{Assignment, StopExecution};
+    let server = NatsServer::start();
+    let (publisher, reader) = setup(&server).await;
+    // Two nodes of one shard, and another node's work in the same shard between theirs.
+    let nodes: Vec<NodeId> = {
+        let shard = Shard::of(&NodeId::new("edge-0").unwrap());
+        (0..)
+            .map(|i| NodeId::new(format!("edge-{i}")).unwrap())
+            .filter(|n| Shard::of(n) == shard)
+            .take(3)
+            .collect()
+    };
+    for node in nodes.iter().cycle().take(6) {
+        let stop: Assignment = StopExecution {
+            execution: cairn_shared::ExecutionId::generate(),
+            attempt: 1,
+            reason: "test".into(),
+        }
+        .into();
+        let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), stop);
+        publisher
+            .append(Outgoing::assignment(node, &envelope).unwrap())
+            .await
+            .unwrap();
+    }
+    let shard = StreamKind::assignments_of(&nodes[0]);
+    let filters = [
+        cairn_streams::subjects::assignments(&nodes[2]),
+        cairn_streams::subjects::assignments(&nodes[0]),
+    ];
+    for _ in 0..2 {
+        let held = reader.held(shard, &filters).await.unwrap();
+        let seqs: Vec<u64> = held.iter().map(|raw| raw.seq.0).collect();
+        assert_eq!(seqs, [1, 3, 4, 6], "in stream order, and still there");
+    }
+    assert!(reader.held(shard, &[]).await.unwrap().is_empty());
 }
