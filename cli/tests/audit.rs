@@ -662,6 +662,7 @@ fn assigned(execution: ExecutionId, job: JobId, name: &str, version: u32, node: 
         node: node.clone(),
         attempt: 1,
         task: task(),
+        resources: None,
     }
     .into()
 }
@@ -797,7 +798,8 @@ async fn history_of_one_entity_shows_exactly_its_messages_and_reads_only_its_sub
         let registered = NodeRegistered {
             node: node.clone(),
             labels: BTreeMap::new(),
-            capacity: 4,
+            capacity: Some(4),
+            resources: None,
         };
         log.event(None, registered.into(), shown).await;
     }
@@ -867,7 +869,8 @@ async fn history_of_one_entity_shows_exactly_its_messages_and_reads_only_its_sub
         NodeHello {
             node: node.clone(),
             labels: BTreeMap::new(),
-            capacity: 4,
+            capacity: Some(4),
+            resources: None,
         }
         .into()
     };

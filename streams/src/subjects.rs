@@ -297,6 +297,7 @@ mod tests {
             node: node.clone(),
             attempt: 1,
             task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
+            resources: None,
         }
         .into();
         let at = format!("cairn.evt.exec.{job}.edge-7.{execution}");

@@ -682,6 +682,7 @@ fn execution_events(
         node: node.clone(),
         attempt: 1,
         task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
+        resources: None,
     };
     let running = ExecutionStateChanged {
         execution,
