@@ -210,6 +210,7 @@ async fn follow_job(
     done: impl Fn(JobState) -> bool,
 ) -> Result<Settled> {
     let mut shown = None;
+    let mut said = None;
     loop {
         let query = JobQuery {
             job: job.to_string(),
@@ -221,10 +222,18 @@ async fn follow_job(
             Err(e) => return Err(e),
         };
         if let Some(answer) = answer.filter(|a: &Answer<JobDetail>| a.applied_seq >= decided_at) {
-            let state = answer.result.job.state;
-            if shown != Some(state) {
-                eprintln!("job {}: {state}", answer.result.job.name);
+            let job = &answer.result.job;
+            let state = job.state;
+            let reason = crate::query::job_reason(job);
+            if shown != Some(state) || said != reason {
+                match &reason {
+                    Some(reason) if job.placement.is_some() => {
+                        eprintln!("job {}: {state}, {reason}", job.name);
+                    }
+                    _ => eprintln!("job {}: {state}", job.name),
+                }
                 shown = Some(state);
+                said = reason;
             }
             if done(state) || matches!(state, JobState::Failed | JobState::Stopped) {
                 return Ok(Settled {
@@ -235,8 +244,9 @@ async fn follow_job(
         }
         if Instant::now() >= deadline {
             bail!(
-                "timed out waiting for job {job}; its state is {}",
-                shown.map_or("unknown".to_owned(), |s| s.to_string())
+                "timed out waiting for job {job}; its state is {}{}",
+                shown.map_or("unknown".to_owned(), |s| s.to_string()),
+                said.map(|r| format!(" ({r})")).unwrap_or_default()
             );
         }
         // The views follow the log within milliseconds; a person waits on this loop.

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use cairn_orchestrator::query::{Answer, ExecutionQuery, JobDetail, JobQuery, endpoint};
 use cairn_orchestrator::store::NodeSummary;
 use cairn_orchestrator::views::{ExecutionView, JobView};
+use cairn_shared::placement::Placement;
 use cairn_shared::{ExecutionState, JobSpec, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -167,8 +168,21 @@ pub struct JobRow {
     job_type: cairn_shared::JobType,
     version: u32,
     state: cairn_shared::JobState,
+    /// Why the job is in its state, or why some of it waits for a node.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// While some of it waits for a node: what ruled out each node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<Placement>,
+}
+
+/// The reason a job gives: its state's, else why some of it waits for a node.
+pub fn job_reason(j: &JobView) -> Option<String> {
+    j.reason.clone().or_else(|| {
+        j.placement
+            .as_ref()
+            .map(|p| format!("waiting for a node: {p}"))
+    })
 }
 
 impl From<&JobView> for JobRow {
@@ -179,7 +193,8 @@ impl From<&JobView> for JobRow {
             job_type: j.job_type,
             version: j.version,
             state: j.state,
-            reason: j.reason.clone(),
+            reason: job_reason(j),
+            placement: j.placement.clone(),
         }
     }
 }

@@ -139,10 +139,87 @@ async fn requests_fit_into_what_an_edge_offers() {
     );
     let job = support::json(&url, &["job", "describe", "big"]);
     assert_eq!(job["state"], "queued", "{job:#}");
+    assert_eq!(job["placement"]["unplaced"], 1, "{job:#}");
+    assert_eq!(job["placement"]["nodes"], 1, "{job:#}");
+    assert_eq!(job["placement"]["exhausted"]["memory"], 1, "{job:#}");
+    let reason = job["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("1 short of memory"), "{job:#}");
+    let table = String::from_utf8(cairn(&url, &["job", "describe", "big"]).stdout).unwrap();
+    assert!(table.contains("waiting for a node"), "{table}");
+    // Waiting for it says why, and gives up at the timeout with the reason.
+    let out = cairn(
+        &url,
+        &[
+            "job",
+            "deploy",
+            stack.spec("big", BIG).to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("job big: queued, waiting for a node")
+            && stderr.contains("short of memory"),
+        "{stderr}"
+    );
 
     // Stopping the service frees the memory; the batch still does not fit, and nothing
     // else waits.
     support::json(&url, &["job", "stop", "small", "--wait"]);
     stack.executions_in("small", "stopped", 2).await;
     assert!(executions(&url, "big").is_empty());
+}
+
+const HOG: &str = r#"
+name: hog
+type: service
+resources: {memory: 200Mi}
+task:
+  engine: exec
+  command: ["sh", "-c", "while true; do sleep 1; done"]
+"#;
+
+const LATER: &str = r#"
+name: later
+type: service
+resources: {memory: 200Mi}
+task:
+  engine: exec
+  command: ["sh", "-c", "while true; do sleep 1; done"]
+"#;
+
+#[tokio::test]
+async fn a_job_waiting_for_room_is_placed_the_moment_room_is_freed() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edge = stack.edge_with("tiny", &[], &["--memory", "256Mi"]);
+    stack.nodes_in(&["tiny"], "connected").await;
+    let hog = stack.deploy("hog", HOG, true);
+    assert_eq!(hog["state"], "running", "{hog:#}");
+    stack.deploy("later", LATER, false);
+    let blocked = support::stack::eventually("later to be blocked", 30, || {
+        // Until the views have the job, describing it fails: keep waiting.
+        let out = cairn(&url, &["job", "describe", "later", "-o", "json"]);
+        let job: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        match job["placement"]["exhausted"]["memory"].as_u64() {
+            Some(1) => Ok(job),
+            _ => Err(format!("{job:#}")),
+        }
+    })
+    .await;
+    assert_eq!(blocked["state"], "queued", "{blocked:#}");
+
+    support::json(&url, &["job", "stop", "hog", "--wait"]);
+    stack.executions_in("later", "running", 1).await;
+    let job = support::json(&url, &["job", "describe", "later"]);
+    assert!(
+        job.get("placement").is_none(),
+        "nothing waits any more: {job:#}"
+    );
+    assert!(job.get("reason").is_none(), "{job:#}");
 }
