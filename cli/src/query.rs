@@ -88,8 +88,9 @@ pub async fn ask<Q: Serialize, T: DeserializeOwned>(
     serde_json::from_slice(&reply.payload).context("the orchestrator's answer does not decode")
 }
 
-/// `node list` rows: `{id, state, labels, executions}` plus the cap (`null` without one)
-/// and the resources the node declared (absent when it declared none).
+/// `node list` rows: `{id, state, labels, executions}` plus the cap (`null` without one),
+/// the resources the node declared (absent when it declared none) and what its
+/// executions ask of them (`allocated`).
 #[derive(Serialize)]
 pub struct NodeRow {
     id: NodeId,
@@ -99,6 +100,8 @@ pub struct NodeRow {
     capacity: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<cairn_shared::Resources>,
+    /// What its non-terminal executions ask of it.
+    allocated: cairn_shared::Resources,
 }
 
 impl From<NodeSummary> for NodeRow {
@@ -110,6 +113,7 @@ impl From<NodeSummary> for NodeRow {
             executions: n.executions,
             capacity: n.node.capacity,
             resources: n.node.resources,
+            allocated: n.allocated,
         }
     }
 }
@@ -124,6 +128,7 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 
 impl Tabular for NodeRow {
     /// Node ids are chosen by people and never shortened, so `wide` changes nothing here.
+    /// Cpu and memory read allocated/offered.
     fn table(rows: &[Self], _wide: bool) -> String {
         output::table(
             &[
@@ -145,10 +150,16 @@ impl Tabular for NodeRow {
                             .map_or_else(|| "-".to_owned(), |c| c.to_string())
                             .into(),
                         n.resources
-                            .map_or_else(|| "-".to_owned(), |r| r.cpu.to_string())
+                            .map_or_else(
+                                || "-".to_owned(),
+                                |r| format!("{}/{}", n.allocated.cpu, r.cpu),
+                            )
                             .into(),
                         n.resources
-                            .map_or_else(|| "-".to_owned(), |r| r.memory.to_string())
+                            .map_or_else(
+                                || "-".to_owned(),
+                                |r| format!("{}/{}", n.allocated.memory, r.memory),
+                            )
                             .into(),
                         labels_text(&n.labels).into(),
                     ]

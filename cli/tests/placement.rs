@@ -131,6 +131,15 @@ async fn requests_fit_into_what_an_edge_offers() {
     // Two replicas of 100Mi fit in 256Mi, the third waits.
     stack.deploy("small", SMALL, false);
     stack.executions_in("small", "running", 2).await;
+    let nodes = support::json(&url, &["node", "list"]);
+    let tiny = &nodes.as_array().unwrap()[0];
+    assert_eq!(tiny["allocated"]["memory"], "200Mi", "{tiny:#}");
+    assert_eq!(tiny["allocated"]["cpu"], "500m", "{tiny:#}");
+    let table = String::from_utf8(cairn(&url, &["node", "list"]).stdout).unwrap();
+    assert!(
+        table.contains("500m/2") && table.contains("200Mi/256Mi"),
+        "{table}"
+    );
     let job = support::json(&url, &["job", "describe", "small"]);
     assert_eq!(job["state"], "deploying", "{job:#}");
     assert!(

@@ -9,7 +9,8 @@ use cairn_shared::event::{
 };
 use cairn_shared::placement::Placement;
 use cairn_shared::{
-    DesiredState, Event, ExecutionState, JobId, JobState, NodeId, NodeState, Seq, Timestamp,
+    DesiredState, Event, ExecutionState, JobId, JobState, NodeId, NodeState, Resources, Seq,
+    Timestamp,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -218,6 +219,7 @@ fn execution_assigned<T: Tables>(
         state: ExecutionState::Pending,
         exit_code: None,
         reason: None,
+        resources: e.resources,
         created_at: at,
         updated_at: at,
     };
@@ -234,7 +236,7 @@ fn execution_assigned<T: Tables>(
         &index_key(e.node.as_str(), e.execution),
         &(),
     )?;
-    adjust_load(t, &e.node, 1)?;
+    adjust_load(t, &view, true)?;
     Ok(Applied::Changed)
 }
 
@@ -276,10 +278,8 @@ fn execution_state<T: Tables>(
     }
     view.updated_at = at;
     put(t, Table::Executions, &key, &view)?;
-    match (was_active, is_active) {
-        (true, false) => adjust_load(t, &view.node_id, -1)?,
-        (false, true) => adjust_load(t, &view.node_id, 1)?,
-        _ => {}
+    if was_active != is_active {
+        adjust_load(t, &view, is_active)?;
     }
     Ok(Applied::Changed)
 }
@@ -294,10 +294,24 @@ fn outcome<T: Tables>(t: &mut T, outcome: CommandOutcome) -> Result<Applied> {
     Ok(Applied::Changed)
 }
 
-fn adjust_load<T: Tables>(t: &mut T, node: &NodeId, delta: i64) -> Result<()> {
-    let load = get::<u32, _>(t, Table::NodeLoad, node.as_str())?.unwrap_or(0);
-    let load = u32::try_from((i64::from(load) + delta).max(0)).unwrap_or(u32::MAX);
-    put(t, Table::NodeLoad, node.as_str(), &load)
+/// Counts the execution on its node, and what it asks of it, when it becomes active
+/// (`starts`) or stops being.
+fn adjust_load<T: Tables>(t: &mut T, execution: &ExecutionView, starts: bool) -> Result<()> {
+    let node = execution.node_id.as_str();
+    let load = get::<u32, _>(t, Table::NodeLoad, node)?.unwrap_or(0);
+    let load = if starts {
+        load.saturating_add(1)
+    } else {
+        load.saturating_sub(1)
+    };
+    put(t, Table::NodeLoad, node, &load)?;
+    let allocated = get::<Resources, _>(t, Table::NodeAllocated, node)?.unwrap_or_default();
+    let allocated = if starts {
+        allocated + execution.request()
+    } else {
+        allocated - execution.request()
+    };
+    put(t, Table::NodeAllocated, node, &allocated)
 }
 
 pub(crate) fn get<V: DeserializeOwned, T: Tables>(

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use cairn_shared::codec::Envelope;
-use cairn_shared::{CommandId, Event, ExecutionState, JobId, NodeId, Seq};
+use cairn_shared::{CommandId, Event, ExecutionState, JobId, NodeId, Resources, Seq};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::digest::{RowHash, RowValue, TableDigest, TableHasher, row_hash};
@@ -18,6 +18,12 @@ use crate::views::{
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const APPLIED_SEQ: &str = "applied_seq";
+/// The shape of the views a file holds. A file of another shape is emptied at open and
+/// its views are rebuilt from the event stream, the record they are a fold of. Files
+/// without the key are of shape 1.
+const SCHEMA: &str = "views_schema";
+/// 2: executions carry their request, nodes their allocation (`node_allocated`).
+const VIEWS_SCHEMA: u64 = 2;
 
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(table.name())
@@ -83,7 +89,21 @@ impl ViewStore {
         })?;
         let txn = db.begin_write()?;
         {
-            txn.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
+            let applied = meta.get(APPLIED_SEQ)?.map_or(0, |v| v.value());
+            let schema = meta.get(SCHEMA)?.map_or(1, |v| v.value());
+            if applied > 0 && schema != VIEWS_SCHEMA {
+                tracing::warn!(
+                    path = %path.display(),
+                    schema,
+                    "the views were written in an earlier shape; rebuilding them from the event stream"
+                );
+                for table in Table::ALL {
+                    txn.delete_table(definition(table))?;
+                }
+                meta.remove(APPLIED_SEQ)?;
+            }
+            meta.insert(SCHEMA, VIEWS_SCHEMA)?;
             for table in Table::ALL {
                 txn.open_table(definition(table))?;
             }
@@ -190,12 +210,14 @@ pub enum Lookup<T> {
     },
 }
 
-/// A node with the number of its non-terminal executions.
+/// A node with the number of its non-terminal executions and what they ask of it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
     #[serde(flatten)]
     pub node: NodeView,
     pub executions: u32,
+    #[serde(default)]
+    pub allocated: Resources,
 }
 
 /// Read-only queries over one snapshot of the views.
@@ -244,14 +266,24 @@ impl ViewReader {
     /// Every node, by id.
     pub fn nodes(&self) -> Result<Vec<NodeSummary>> {
         let load = self.txn.open_table(definition(Table::NodeLoad))?;
+        let allocation = self.txn.open_table(definition(Table::NodeAllocated))?;
         self.all::<NodeView>(Table::Nodes)?
             .into_iter()
             .map(|node| {
-                let executions = match load.get(node.id.as_str())? {
-                    Some(v) => decode(Table::NodeLoad, node.id.as_str(), v.value())?,
+                let id = node.id.as_str();
+                let executions = match load.get(id)? {
+                    Some(v) => decode(Table::NodeLoad, id, v.value())?,
                     None => 0,
                 };
-                Ok(NodeSummary { node, executions })
+                let allocated = match allocation.get(id)? {
+                    Some(v) => decode(Table::NodeAllocated, id, v.value())?,
+                    None => Resources::default(),
+                };
+                Ok(NodeSummary {
+                    node,
+                    executions,
+                    allocated,
+                })
             })
             .collect()
     }

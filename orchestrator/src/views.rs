@@ -23,6 +23,9 @@ pub enum Table {
     /// Non-terminal executions per node, kept apart from `Nodes` so the count is exact even
     /// for executions placed before their node's registration was projected.
     NodeLoad,
+    /// What the non-terminal executions on each node ask of it, summed; apart from `Nodes`
+    /// for the same reason.
+    NodeAllocated,
     Jobs,
     JobNames,
     Executions,
@@ -34,9 +37,10 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Nodes,
         Table::NodeLoad,
+        Table::NodeAllocated,
         Table::Jobs,
         Table::JobNames,
         Table::Executions,
@@ -51,6 +55,7 @@ impl Table {
         match self {
             Table::Nodes => "nodes",
             Table::NodeLoad => "node_load",
+            Table::NodeAllocated => "node_allocated",
             Table::Jobs => "jobs",
             Table::JobNames => "job_names",
             Table::Executions => "executions",
@@ -175,8 +180,18 @@ pub struct ExecutionView {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What it asks of its node, when its job said (the defaults otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl ExecutionView {
+    /// What it asks of its node, defaults filled in.
+    pub fn request(&self) -> Resources {
+        self.resources.unwrap_or(Resources::REQUEST_DEFAULT)
+    }
 }
 
 /// What became of a command.

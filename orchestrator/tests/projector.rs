@@ -688,3 +688,53 @@ async fn garbage_on_event_subjects_is_recorded_and_skipped() {
         ]
     );
 }
+
+/// Views written in an earlier shape are emptied at open, checkpoint included, so the
+/// projector folds them again from the event stream; a file of the current shape is kept.
+#[test]
+fn views_of_an_earlier_shape_are_emptied_to_be_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let registered = Envelope::new(
+        EventId::generate(),
+        None,
+        Timestamp::now(),
+        Event::from(NodeRegistered {
+            node: NodeId::new("n1").unwrap(),
+            labels: BTreeMap::new(),
+            capacity: Some(2),
+            resources: None,
+        }),
+    );
+    let payload = registered.encode().unwrap();
+    {
+        let store = ViewStore::open(&path).unwrap();
+        store
+            .apply_batch(&[Incoming::decode(Seq(1), "cairn.evt.node.n1", &payload)])
+            .unwrap();
+    }
+    let store = ViewStore::open(&path).unwrap();
+    assert_eq!(
+        store.applied_seq().unwrap(),
+        Seq(1),
+        "the current shape is kept"
+    );
+    assert_eq!(store.read().unwrap().nodes().unwrap().len(), 1);
+    drop(store);
+
+    // As a build before the shape was recorded left it.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.remove("views_schema").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = ViewStore::open(&path).unwrap();
+    assert_eq!(store.applied_seq().unwrap(), Seq(0));
+    assert!(store.read().unwrap().nodes().unwrap().is_empty());
+}
