@@ -475,10 +475,12 @@ impl Concern {
             || touches.command.is_some_and(|c| self.commands.contains(&c))
     }
 
-    /// Whether a command names this job (by name or id).
+    /// Whether a command names this job (by name or id) or this node.
     fn command(&self, command: &Command) -> bool {
-        let job = command.job();
-        self.names.contains(job) || self.jobs.iter().any(|j| j.to_string() == job)
+        let names_job = command.job().is_some_and(|job| {
+            self.names.contains(job) || self.jobs.iter().any(|j| j.to_string() == job)
+        });
+        names_job || command.node().is_some_and(|n| self.nodes.contains(n))
     }
 }
 

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use cairn_shared::codec::Envelope;
-use cairn_shared::command::{DeployJob, JobRef, StopJob};
-use cairn_shared::{Command, CommandId, Event, JobId, JobSpec, JobState, JobType, Seq, Timestamp};
+use cairn_shared::command::{DeployJob, JobRef, SetNodeEligibility, StopJob};
+use cairn_shared::{
+    Command, CommandId, Event, JobId, JobSpec, JobState, JobType, NodeId, Seq, Timestamp,
+};
 use cairn_streams::{Outgoing, Publisher, ReadFrom, Reader, StreamKind, Topology, subjects};
 use futures::StreamExt;
 use serde::Serialize;
@@ -330,6 +332,48 @@ fn print_result<T: Serialize>(global: &Global, value: &T) -> Result<()> {
             .unwrap_or_default();
         output::table(&["field", "value"], rows)
     })
+}
+
+/// What `node eligibility` sets a node to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Eligibility {
+    Enable,
+    Disable,
+}
+
+/// What `node eligibility` prints: `state` is `submitted`, or with `--wait` `decided`.
+#[derive(Serialize)]
+struct EligibilitySet {
+    node_id: NodeId,
+    eligibility: &'static str,
+    command_id: CommandId,
+    state: &'static str,
+}
+
+pub async fn eligibility(
+    global: &Global,
+    node: NodeId,
+    to: Eligibility,
+    wait: bool,
+    timeout: Duration,
+) -> Result<()> {
+    let eligible = to == Eligibility::Enable;
+    let command = SetNodeEligibility {
+        node: node.clone(),
+        eligible,
+    };
+    let (command_id, reader) = submit(global, command.into()).await?;
+    let mut result = EligibilitySet {
+        node_id: node,
+        eligibility: if eligible { "eligible" } else { "ineligible" },
+        command_id,
+        state: "submitted",
+    };
+    if wait {
+        outcome(&reader, command_id, Instant::now() + timeout).await?;
+        result.state = "decided";
+    }
+    print_result(global, &result)
 }
 
 /// What `job stop` prints: `job_id` is the job the command names when the CLI knows it

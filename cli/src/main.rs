@@ -123,6 +123,23 @@ enum NodeCommand {
         #[command(flatten)]
         at: replay::AsOf,
     },
+    /// Make a node eligible for new work, or not: an ineligible node keeps what it runs and
+    /// is given nothing new.
+    #[command(
+        after_help = "Examples:\n  cairn node eligibility edge-1 disable\n  cairn node eligibility edge-1 enable --wait"
+    )]
+    Eligibility {
+        /// The node's id.
+        node: cairn_shared::NodeId,
+        /// enable or disable.
+        to: commands::Eligibility,
+        /// Wait until the orchestrator has decided the change.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -323,6 +340,12 @@ fn main() -> ExitCode {
             Command::Node(NodeCommand::List { table, at }) => {
                 query::node_list(&global, &at, table.wide).await
             }
+            Command::Node(NodeCommand::Eligibility {
+                node,
+                to,
+                wait,
+                timeout,
+            }) => commands::eligibility(&global, node, to, wait, timeout.into()).await,
             Command::Job(JobCommand::List { table, at }) => {
                 query::job_list(&global, &at, table.wide).await
             }

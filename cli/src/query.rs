@@ -102,6 +102,8 @@ pub struct NodeRow {
     resources: Option<cairn_shared::Resources>,
     /// What its non-terminal executions ask of it.
     allocated: cairn_shared::Resources,
+    /// `eligible`, or `ineligible` for new work.
+    eligibility: &'static str,
 }
 
 impl From<NodeSummary> for NodeRow {
@@ -114,6 +116,11 @@ impl From<NodeSummary> for NodeRow {
             capacity: n.node.capacity,
             resources: n.node.resources,
             allocated: n.allocated,
+            eligibility: if n.node.eligible {
+                "eligible"
+            } else {
+                "ineligible"
+            },
         }
     }
 }
@@ -134,6 +141,7 @@ impl Tabular for NodeRow {
             &[
                 "id",
                 "state",
+                "eligibility",
                 "executions",
                 "capacity",
                 "cpu",
@@ -145,6 +153,7 @@ impl Tabular for NodeRow {
                     vec![
                         n.id.to_string().into(),
                         Cell::state(n.state),
+                        n.eligibility.into(),
                         n.executions.to_string().into(),
                         n.capacity
                             .map_or_else(|| "-".to_owned(), |c| c.to_string())

@@ -232,3 +232,60 @@ async fn a_job_waiting_for_room_is_placed_the_moment_room_is_freed() {
     );
     assert!(job.get("reason").is_none(), "{job:#}");
 }
+
+const PAIR: &str = r#"
+name: pair
+type: service
+count: 2
+task:
+  engine: exec
+  command: ["sh", "-c", "while true; do sleep 1; done"]
+"#;
+
+const EVERYWHERE: &str = r#"
+name: everywhere
+type: daemon
+task:
+  engine: exec
+  command: ["sh", "-c", "while true; do sleep 1; done"]
+"#;
+
+#[tokio::test]
+async fn an_ineligible_node_gets_no_new_work_until_it_is_enabled() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edges = [
+        stack.edge_labelled("a", &[], 4),
+        stack.edge_labelled("b", &[], 4),
+    ];
+    stack.nodes_in(&["a", "b"], "connected").await;
+
+    let set = support::json(&url, &["node", "eligibility", "a", "disable", "--wait"]);
+    assert_eq!(set["eligibility"], "ineligible", "{set:#}");
+    assert_eq!(set["state"], "decided", "{set:#}");
+    let nodes = support::json(&url, &["node", "list"]);
+    let a = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "a")
+        .unwrap();
+    assert_eq!(a["eligibility"], "ineligible", "{nodes:#}");
+
+    let pair = stack.deploy("pair", PAIR, true);
+    assert_eq!(pair["state"], "running", "{pair:#}");
+    let running = stack.executions_in("pair", "running", 2).await;
+    assert_eq!(nodes_of(&running), ["b".into()].into(), "nothing new on a");
+
+    support::json(&url, &["node", "eligibility", "a", "enable", "--wait"]);
+    let everywhere = stack.deploy("everywhere", EVERYWHERE, true);
+    assert_eq!(everywhere["state"], "running", "{everywhere:#}");
+    let running = stack.executions_in("everywhere", "running", 2).await;
+    assert_eq!(nodes_of(&running), ["a".into(), "b".into()].into());
+
+    let out = cairn(&url, &["node", "eligibility", "ghost", "disable", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown node \"ghost\""), "{stderr}");
+}

@@ -1,7 +1,8 @@
-//! Commands: deploy a job (or a new version of it), stop it, run it again.
+//! Commands: deploy a job (or a new version of it), stop it, run it again; make a node
+//! eligible for new work or not.
 
-use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
-use cairn_shared::event::{JobDeployed, JobStateChanged};
+use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, SetNodeEligibility, StopJob};
+use cairn_shared::event::{JobDeployed, JobStateChanged, NodeEligibilityChanged};
 use cairn_shared::{JobId, JobState};
 
 use super::draft::Draft;
@@ -16,11 +17,29 @@ pub(super) fn handle(
     ids: &mut impl IdSource,
 ) -> Result<Option<JobId>, Rejection> {
     match command {
-        Command::DeployJob(c) => deploy(draft, c, ids),
-        Command::StopJob(c) => stop(draft, c),
-        Command::RerunJob(c) => rerun(draft, c),
+        Command::DeployJob(c) => deploy(draft, c, ids).map(Some),
+        Command::StopJob(c) => stop(draft, c).map(Some),
+        Command::RerunJob(c) => rerun(draft, c).map(Some),
+        Command::SetNodeEligibility(c) => set_eligibility(draft, c).map(|()| None),
     }
-    .map(Some)
+}
+
+/// An ineligible node keeps what it runs and takes nothing new; made eligible again, it
+/// takes what waits. Asking for what the node already is changes nothing.
+fn set_eligibility(draft: &mut Draft, c: &SetNodeEligibility) -> Result<(), Rejection> {
+    let node = draft.state.node(&c.node).ok_or_else(|| {
+        Rejection::new(
+            RejectionKind::UnknownNode,
+            format!("unknown node {:?}", c.node.as_str()),
+        )
+    })?;
+    if node.eligible != c.eligible {
+        draft.emit(NodeEligibilityChanged {
+            node: c.node.clone(),
+            eligible: c.eligible,
+        });
+    }
+    Ok(())
 }
 
 fn deploy(draft: &mut Draft, c: &DeployJob, ids: &mut impl IdSource) -> Result<JobId, Rejection> {

@@ -85,6 +85,9 @@ impl Draft {
                 (None, true)
             }
             Event::JobDeployed(e) => (Some(e.job), true),
+            // A node that takes work again may take what waits; one that stops changes what
+            // daemons ask for there.
+            Event::NodeEligibilityChanged(_) => (None, true),
             Event::JobStateChanged(e) => {
                 let restarts = self
                     .state

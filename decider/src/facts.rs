@@ -43,6 +43,9 @@ pub struct Node {
     /// limited by its cap alone.
     pub resources: Option<Resources>,
     pub state: NodeState,
+    /// Whether it takes new work (`cairn node eligibility`); it keeps what it runs either
+    /// way. A node is eligible when it first registers, and registering again keeps it.
+    pub eligible: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +125,12 @@ impl Facts {
             Event::NodeDisconnected(e) => self.set_node_state(&e.node, NodeState::Disconnected),
             Event::NodeReconnected(e) => self.set_node_state(&e.node, NodeState::Connected),
             Event::NodeLost(e) => self.set_node_state(&e.node, NodeState::Lost),
+            Event::NodeEligibilityChanged(e) => {
+                if let Some(node) = self.nodes.get_mut(&e.node) {
+                    node.eligible = e.eligible;
+                }
+                Recorded::Node(e.node.clone())
+            }
             Event::JobDeployed(e) => self.job_deployed(e),
             Event::JobStateChanged(e) => self.job_state_changed(e),
             Event::JobBlocked(e) => self.job_blocked(e.job, Some(&e.placement)),
@@ -157,6 +166,7 @@ impl Facts {
             capacity: None,
             resources: None,
             state: NodeState::Connected,
+            eligible: true,
         });
         node.labels = e.labels.clone();
         node.capacity = e.capacity;
@@ -288,6 +298,11 @@ impl Node {
     pub fn may_run(&self, spec: &JobSpec) -> bool {
         self.state != NodeState::Lost && self.matches(spec)
     }
+
+    /// Whether the node takes new work of the job now: it may run it and is eligible.
+    pub fn takes_new(&self, spec: &JobSpec) -> bool {
+        self.eligible && self.may_run(spec)
+    }
 }
 
 impl Run {
@@ -302,7 +317,7 @@ impl Run {
             JobType::Ops => {
                 run.pinned = nodes
                     .values()
-                    .filter(|n| n.may_run(spec))
+                    .filter(|n| n.takes_new(spec))
                     .map(|n| (n.id.clone(), Slot::default()))
                     .collect();
             }

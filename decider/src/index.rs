@@ -451,7 +451,14 @@ impl RunIndex {
             SlotKey::Counted(_) => None,
             SlotKey::Pinned(id) => Some((id, facts.nodes.get(id))),
         };
-        let usable = node.is_none_or(|(_, n)| n.is_some_and(|n| n.may_run(spec)));
+        // A daemon asks nothing of a node that takes no new work; an ops target that stops
+        // taking it waits for it, as for a node at its cap, rather than failing.
+        let usable = node.is_none_or(|(_, n)| {
+            n.is_some_and(|n| match job_type {
+                JobType::Daemon => n.takes_new(spec),
+                _ => n.may_run(spec),
+            })
+        });
         let Some(slot) = job.run.slot(key) else {
             if let (Some((id, _)), JobType::Daemon, true) = (node, job_type, usable) {
                 self.tally.fresh.insert(id.clone());

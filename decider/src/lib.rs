@@ -52,7 +52,9 @@
 //!   moved to a new version). A slot thus never has two executions meant to run; a batch
 //!   slot can still end with two completed attempts when both ran while the node was cut
 //!   off, which the log then shows (the case `replace: false` exists for).
-//! - **Eligibility:** a node takes an execution when it is not lost, its labels contain every
+//! - **Eligibility:** a node takes an execution when it is not lost, an operator has not
+//!   made it ineligible (`SetNodeEligibility`: it keeps what it runs; a daemon asks nothing
+//!   of it; an ops target not yet placed there waits for it), its labels contain every
 //!   selector pair and meet every constraint, its non-terminal executions are fewer than its
 //!   cap if it set one (a cap of 0 takes nothing), and the execution's request fits in what
 //!   the node's declared resources leave after what its non-terminal executions ask (a node
@@ -238,6 +240,7 @@ pub struct Rejection {
 pub enum RejectionKind {
     InvalidSpec,
     UnknownJob,
+    UnknownNode,
     JobStillActive,
     TooManyVersions,
     NodeMismatch,

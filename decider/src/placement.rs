@@ -165,6 +165,8 @@ pub(super) fn diagnose(state: &State, job: &Job, unplaced: usize) -> Placement {
             .and_then(|offered| (offered - state.allocated(&node.id)).short_of(&request));
         if node.state == NodeState::Lost {
             p.lost += 1;
+        } else if !node.eligible {
+            p.ineligible += 1;
         } else if !job.spec.selects(&node.labels) {
             p.selector += 1;
         } else if let Some(constraint) = failed {
@@ -203,7 +205,7 @@ impl Candidates {
         let request = job.spec.request();
         let nodes = state
             .nodes_with_room()
-            .filter(|n| n.may_run(&job.spec))
+            .filter(|n| n.takes_new(&job.spec))
             .map(|n| (n, state.fits(n, &request)))
             .filter(|(_, room)| *room > 0)
             .map(|(n, room)| {

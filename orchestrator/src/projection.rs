@@ -60,6 +60,7 @@ fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Re
         Event::NodeDisconnected(e) => node_state(t, &e.node, NodeState::Disconnected, at),
         Event::NodeReconnected(e) => node_state(t, &e.node, NodeState::Connected, at),
         Event::NodeLost(e) => node_state(t, &e.node, NodeState::Lost, at),
+        Event::NodeEligibilityChanged(e) => node_eligibility(t, &e.node, e.eligible, at),
         Event::JobDeployed(e) => job_deployed(t, e, at),
         Event::JobStateChanged(e) => job_state(t, e, at),
         Event::JobBlocked(e) => job_blocked(t, e.job, Some(&e.placement), at),
@@ -109,14 +110,16 @@ fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Re
 
 fn node_registered<T: Tables>(t: &mut T, e: &NodeRegistered, at: Timestamp) -> Result<Applied> {
     let key = e.node.as_str();
-    let registered_at = get::<NodeView, _>(t, Table::Nodes, key)?.map_or(at, |n| n.registered_at);
+    let known = get::<NodeView, _>(t, Table::Nodes, key)?;
     let view = NodeView {
         id: e.node.clone(),
         state: NodeState::Connected,
         labels: e.labels.clone(),
         capacity: e.capacity,
         resources: e.resources,
-        registered_at,
+        // Registering again keeps what an operator set.
+        eligible: known.as_ref().is_none_or(|n| n.eligible),
+        registered_at: known.map_or(at, |n| n.registered_at),
         updated_at: at,
     };
     put(t, Table::Nodes, key, &view)?;
@@ -133,6 +136,23 @@ fn node_state<T: Tables>(
         return Ok(Applied::Ignored(format!("{state} for unknown node {node}")));
     };
     view.state = state;
+    view.updated_at = at;
+    put(t, Table::Nodes, node.as_str(), &view)?;
+    Ok(Applied::Changed)
+}
+
+fn node_eligibility<T: Tables>(
+    t: &mut T,
+    node: &NodeId,
+    eligible: bool,
+    at: Timestamp,
+) -> Result<Applied> {
+    let Some(mut view) = get::<NodeView, _>(t, Table::Nodes, node.as_str())? else {
+        return Ok(Applied::Ignored(format!(
+            "eligibility of unknown node {node}"
+        )));
+    };
+    view.eligible = eligible;
     view.updated_at = at;
     put(t, Table::Nodes, node.as_str(), &view)?;
     Ok(Applied::Changed)

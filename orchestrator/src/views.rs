@@ -132,6 +132,10 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+fn eligible() -> bool {
+    true
+}
+
 /// A node as the orchestrator sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
@@ -143,6 +147,9 @@ pub struct NodeView {
     /// What it offers placement, if it declared it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Whether it takes new work.
+    #[serde(default = "eligible")]
+    pub eligible: bool,
     pub registered_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
-use crate::ids::CommandId;
+use crate::ids::{CommandId, NodeId};
 use crate::spec::JobSpec;
 
 /// A job named by id or by name, as a user types it (`cairn job stop ID|NAME`).
@@ -30,21 +30,39 @@ pub struct RerunJob {
     pub job: JobRef,
 }
 
+/// Make a node eligible for new work, or not (`cairn node eligibility ID enable|disable`).
+/// An ineligible node keeps what it runs and takes nothing new.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetNodeEligibility {
+    pub node: NodeId,
+    pub eligible: bool,
+}
+
 messages! {
     /// Everything a user can ask of cairn.
     pub enum Command: id = CommandId {
         DeployJob = ("DeployJob", 1),
         StopJob = ("StopJob", 1),
         RerunJob = ("RerunJob", 1),
+        SetNodeEligibility = ("SetNodeEligibility", 1),
     }
 }
 
 impl Command {
-    /// The job the command names, as its user wrote it (a name or an id).
-    pub fn job(&self) -> &str {
+    /// The job the command names, as its user wrote it (a name or an id), if it names one.
+    pub fn job(&self) -> Option<&str> {
         match self {
-            Command::DeployJob(DeployJob { spec }) => &spec.name,
-            Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => &job.0,
+            Command::DeployJob(DeployJob { spec }) => Some(&spec.name),
+            Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => Some(&job.0),
+            Command::SetNodeEligibility(_) => None,
+        }
+    }
+
+    /// The node the command names, if it names one.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            Command::SetNodeEligibility(c) => Some(&c.node),
+            Command::DeployJob(_) | Command::StopJob(_) | Command::RerunJob(_) => None,
         }
     }
 
@@ -56,6 +74,11 @@ impl Command {
             }
             Command::StopJob(StopJob { job }) => format!("stop {}", job.0),
             Command::RerunJob(RerunJob { job }) => format!("rerun {}", job.0),
+            Command::SetNodeEligibility(c) => format!(
+                "make node {} {}",
+                c.node,
+                if c.eligible { "eligible" } else { "ineligible" }
+            ),
         }
     }
 }

@@ -43,6 +43,13 @@ pub struct NodeLost {
     pub node: NodeId,
 }
 
+/// A node became eligible for new work, or ineligible (it keeps what it runs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEligibilityChanged {
+    pub node: NodeId,
+    pub eligible: bool,
+}
+
 /// A job, or a new version of it, was accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDeployed {
@@ -150,6 +157,7 @@ messages! {
         JobStateChanged = ("JobStateChanged", 1),
         JobBlocked = ("JobBlocked", 1),
         JobUnblocked = ("JobUnblocked", 1),
+        NodeEligibilityChanged = ("NodeEligibilityChanged", 1),
         ExecutionAssigned = ("ExecutionAssigned", 1),
         ExecutionStopRequested = ("ExecutionStopRequested", 1),
         ExecutionStateChanged = ("ExecutionStateChanged", 1),
@@ -184,6 +192,7 @@ impl Event {
             Event::JobDeployed(e) => Aggregate::Job(e.job),
             Event::JobStateChanged(e) => Aggregate::Job(e.job),
             Event::JobBlocked(e) => Aggregate::Job(e.job),
+            Event::NodeEligibilityChanged(e) => Aggregate::Node(e.node.clone()),
             Event::JobUnblocked(e) => Aggregate::Job(e.job),
             Event::ExecutionAssigned(e) => Aggregate::Execution(e.execution),
             Event::ExecutionStopRequested(e) => Aggregate::Execution(e.execution),
@@ -236,6 +245,10 @@ impl Event {
             },
             Event::JobBlocked(e) => Touches {
                 job: Some(e.job),
+                ..none
+            },
+            Event::NodeEligibilityChanged(e) => Touches {
+                node: Some(&e.node),
                 ..none
             },
             Event::JobUnblocked(e) => Touches {
@@ -291,6 +304,15 @@ impl Event {
             }
             Event::JobBlocked(b) => format!("job {} blocked: {}", b.job, b.placement),
             Event::JobUnblocked(u) => format!("job {} unblocked", u.job),
+            Event::NodeEligibilityChanged(n) => format!(
+                "{} {}",
+                n.node,
+                if n.eligible {
+                    "eligible for new work"
+                } else {
+                    "ineligible for new work"
+                }
+            ),
             Event::ExecutionAssigned(a) => format!(
                 "{} of {} version {} attempt {} assigned to {}",
                 a.execution, a.job_name, a.version, a.attempt, a.node

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::resources::Resource;
 
 /// The nodes placement read for a job, and what ruled each out. A node is counted once,
-/// for the first of: lost, the selector, a constraint, its cap, a resource it is short of.
+/// for the first of: lost, ineligible, the selector, a constraint, its cap, a resource it
+/// is short of.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     /// The job's slots (or daemon nodes) that wait for an execution.
@@ -18,6 +19,9 @@ pub struct Placement {
     pub nodes: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lost: u32,
+    /// Nodes made ineligible for new work.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ineligible: u32,
     /// Nodes whose labels lack a selector pair.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub selector: u32,
@@ -63,6 +67,9 @@ impl fmt::Display for Placement {
         )?;
         if self.lost > 0 {
             write!(f, ", {} lost", self.lost)?;
+        }
+        if self.ineligible > 0 {
+            write!(f, ", {} ineligible", self.ineligible)?;
         }
         if self.selector > 0 {
             write!(f, ", {} not matching the selector", self.selector)?;

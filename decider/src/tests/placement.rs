@@ -741,3 +741,74 @@ fn room_taken_without_placing_anything_renews_the_reasons_of_other_blocked_jobs(
     let blocked = s.job("b").blocked.clone().expect("still blocked");
     assert_eq!((blocked.capped, blocked.available), (2, 0));
 }
+
+// --- eligibility ------------------------------------------------------------------------
+
+#[test]
+fn an_ineligible_node_keeps_what_it_runs_and_gets_nothing_new() {
+    let mut s = Scenario::new();
+    s.nodes(&["a", "b"], 4);
+    s.deploy(daemon("agent"));
+    let d = s.eligible("a", false);
+    assert_eq!(d.names(), ["NodeEligibilityChanged", "CommandAccepted"]);
+    assert!(d.stopped().is_empty(), "what runs there keeps running");
+    assert_eq!(s.live("agent").len(), 2);
+    let d = s.deploy(service("web", 2));
+    assert_eq!(d.assigned(), [("b".into(), 1), ("b".into(), 1)]);
+    let d = s.deploy(batch("elsewhere", 1));
+    assert_eq!(d.assigned(), [("b".into(), 1)]);
+    // Asking again for what it is changes nothing.
+    let d = s.eligible("a", false);
+    assert_eq!(d.names(), ["CommandAccepted"]);
+}
+
+#[test]
+fn a_node_made_eligible_again_takes_what_waited_and_a_blockage_names_ineligible_nodes() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 4);
+    s.eligible("a", false);
+    let d = s.deploy(service("web", 1));
+    assert!(d.assigned().is_empty());
+    let blocked = s.job("web").blocked.clone().expect("blocked");
+    assert_eq!((blocked.nodes, blocked.ineligible), (1, 1));
+    let d = s.eligible("a", true);
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+    assert!(d.names().contains(&"JobUnblocked"), "{:?}", d.names());
+}
+
+#[test]
+fn eligibility_of_an_unknown_node_is_refused() {
+    let mut s = Scenario::new();
+    let d = s.eligible("ghost", false);
+    assert_eq!(d.rejected(), Some(crate::RejectionKind::UnknownNode));
+    assert_eq!(d.reason(), "unknown node \"ghost\"");
+}
+
+#[test]
+fn registering_again_keeps_a_node_ineligible() {
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 4);
+    s.eligible("a", false);
+    let d = s.join("a", &[("role", "edge")], 8);
+    assert_eq!(d.names(), ["NodeRegistered"]);
+    assert!(!s.state.node(&node("a")).unwrap().eligible);
+    assert!(s.deploy(batch("j", 1)).assigned().is_empty());
+}
+
+#[test]
+fn an_ops_target_made_ineligible_before_its_placement_waits_for_it_and_does_not_fail() {
+    let mut s = Scenario::new();
+    s.nodes(&["full"], 0);
+    s.deploy(ops("patch"));
+    s.eligible("full", false);
+    assert_eq!(s.job_state("patch"), JobState::Queued);
+    let blocked = s
+        .job("patch")
+        .blocked
+        .clone()
+        .expect("it waits, and says why");
+    assert_eq!(blocked.ineligible, 1);
+    s.eligible("full", true);
+    let d = s.join("full", &[], 1);
+    assert_eq!(d.assigned(), [("full".into(), 1)]);
+}

@@ -62,13 +62,23 @@ enum Step {
         node: u8,
         pick: u8,
     },
+    /// `cairn node eligibility`.
+    Eligible {
+        node: u8,
+        eligible: bool,
+    },
+    /// A hello offering one core and 512 MiB and no cap.
+    Offers {
+        node: u8,
+        role: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => (0..5u8, 0..3u8, 0..4u32)
             .prop_map(|(node, role, capacity)| Step::Hello { node, role, capacity }),
-        3 => (0..3u8, 0..4u8, 0..4u32, 0..3u8, 0..2u8).prop_map(
+        3 => (0..3u8, 0..4u8, 0..4u32, 0..3u8, 0..5u8).prop_map(
             |(name, job_type, count, role, variant)| Step::Deploy { name, job_type, count, role, variant }
         ),
         1 => (0..4u8).prop_map(|name| Step::Stop { name }),
@@ -82,6 +92,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..5u8).prop_map(|node| Step::Lost { node }),
         1 => (0..5u8).prop_map(|node| Step::Brief { node }),
         2 => (0..5u8, any::<u8>()).prop_map(|(node, pick)| Step::Back { node, pick }),
+        1 => (0..5u8, any::<bool>()).prop_map(|(node, eligible)| Step::Eligible { node, eligible }),
+        1 => (0..5u8, 0..3u8).prop_map(|(node, role)| Step::Offers { node, role }),
     ]
 }
 
@@ -156,6 +168,7 @@ impl Run {
                             replace: true,
                         });
                     }
+                    4 => spec = asking(spec, "300m", "200Mi"),
                     _ => {}
                 }
                 self.command(Command::DeployJob(DeployJob { spec }));
@@ -190,6 +203,13 @@ impl Run {
             }
             Step::Lost { node } => {
                 self.s.lose(&node_name(*node));
+            }
+            Step::Eligible { node, eligible } => {
+                self.s.eligible(&node_name(*node), *eligible);
+            }
+            Step::Offers { node, role: r } => {
+                let id = node_name(*node);
+                self.s.offering_as(&id, &role(*r), "1", "512Mi");
             }
             Step::Brief { node } => {
                 self.s
@@ -261,7 +281,7 @@ const PINNED_SEQUENCES: usize = 200;
 /// The hash of the events decided for the pinned sequences. A change that must not change
 /// behaviour (a refactor) leaves it as it is; a change of behaviour updates it on purpose,
 /// and its commit says why.
-const PINNED_LOGS: u64 = 0x8b56_fd45_d7fe_3dc2;
+const PINNED_LOGS: u64 = 0xd0fe_6673_b00c_d9e0;
 
 /// The decider's behaviour, pinned: [`PINNED_SEQUENCES`] random input sequences drawn from
 /// a fixed seed, decided one after the other, and every event of every log encoded as the

@@ -185,6 +185,16 @@ impl Scenario {
         self.when(Input::Command { id, command })
     }
 
+    /// `cairn node eligibility ID enable|disable`.
+    pub fn eligible(&mut self, id: &str, eligible: bool) -> Decision {
+        self.command(Command::SetNodeEligibility(
+            cairn_shared::command::SetNodeEligibility {
+                node: node(id),
+                eligible,
+            },
+        ))
+    }
+
     /// The id of the last command sent.
     pub fn last_command(&self) -> CommandId {
         cmd_id(self.commands)
@@ -226,6 +236,17 @@ impl Scenario {
     /// A node with no labels and no cap, offering `cpu` and `memory` (`"2"`, `"1Gi"`) and
     /// no disk.
     pub fn offering(&mut self, id: &str, cpu: &str, memory: &str) -> Decision {
+        self.offering_as(id, &[], cpu, memory)
+    }
+
+    /// Like [`Scenario::offering`], with labels.
+    pub fn offering_as(
+        &mut self,
+        id: &str,
+        pairs: &[(&str, &str)],
+        cpu: &str,
+        memory: &str,
+    ) -> Decision {
         let resources = Resources {
             cpu: cpu.parse().expect("a test cpu amount"),
             memory: memory.parse().expect("a test memory amount"),
@@ -233,7 +254,7 @@ impl Scenario {
         };
         let hello = Report::NodeHello(NodeHello {
             node: node(id),
-            labels: Labels::new(),
+            labels: labels(pairs),
             capacity: None,
             resources: Some(resources),
         });

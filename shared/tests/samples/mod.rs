@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_shared::assignment::{RunExecution, StopExecution};
-use cairn_shared::command::{DeployJob, JobRef, RerunJob, StopJob};
+use cairn_shared::command::{DeployJob, JobRef, RerunJob, SetNodeEligibility, StopJob};
 use cairn_shared::event::*;
 use cairn_shared::heartbeat::{Heartbeat, Liveness};
 use cairn_shared::placement::Placement;
@@ -151,6 +151,11 @@ pub fn events() -> Vec<Envelope<Event>> {
         }
         .into(),
         JobUnblocked { job: job_id() }.into(),
+        NodeEligibilityChanged {
+            node: node(),
+            eligible: false,
+        }
+        .into(),
     ];
     bodies
         .into_iter()
@@ -168,6 +173,11 @@ pub fn commands() -> Vec<Envelope<Command>> {
         .into(),
         RerunJob {
             job: JobRef(job_id().to_string()),
+        }
+        .into(),
+        SetNodeEligibility {
+            node: node(),
+            eligible: false,
         }
         .into(),
     ];
