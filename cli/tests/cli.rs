@@ -287,8 +287,30 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     .await;
     assert!(!processes_mentioning(&data.path().display().to_string()).is_empty());
 
+    // The README's flow: the sample daemon and one more run on both dev edges, and the
+    // sample batch still finds room beside them (the edges' resources hold them all; a
+    // count of executions per core once filled each edge with the two loops).
+    let heartbeat = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/heartbeat.yaml");
+    let another = data.path().join("watchdog.yaml");
+    let text = std::fs::read_to_string(heartbeat).unwrap();
+    std::fs::write(&another, text.replace("name: heartbeat", "name: watchdog")).unwrap();
+    for spec in [std::path::Path::new(heartbeat), another.as_path()] {
+        let out = cairn()
+            .args(["--nats", &url, "job", "deploy"])
+            .arg(spec)
+            .args(["--wait", "--timeout", "30s", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(deployed["state"], "running", "{deployed}");
+    }
     // The sample job runs to completion on the dev edges, as the README promises.
-    deploy_hello(&url, &[]);
+    deploy_hello(&url, &["--timeout", "30s"]);
     let out = cairn()
         .args([
             "--nats",
