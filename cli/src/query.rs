@@ -196,13 +196,13 @@ pub struct JobRow {
     placement: Option<Placement>,
 }
 
-/// The reason a job gives: its state's, else why some of it waits for a node.
+/// The reason a job gives: why some of it waits for a node while it does, else its
+/// state's.
 pub fn job_reason(j: &JobView) -> Option<String> {
-    j.reason.clone().or_else(|| {
-        j.placement
-            .as_ref()
-            .map(|p| format!("waiting for a node: {p}"))
-    })
+    j.placement
+        .as_ref()
+        .map(|p| format!("waiting for a node: {p}"))
+        .or_else(|| j.reason.clone())
 }
 
 impl From<&JobView> for JobRow {

@@ -60,14 +60,15 @@
 //!   the node's declared resources leave after what its non-terminal executions ask (a node
 //!   that declared none is limited by its cap alone). A node that lowers its cap or its
 //!   resources below what it runs keeps it and takes nothing new until it has room. An
-//!   execution's request is fixed when it is placed (`ExecutionAssigned.resources`, the
-//!   defaults when absent) and counts until it ends. Connected nodes are preferred; a disconnected node is used only when no
+//!   execution's request is fixed when it is placed (`ExecutionAssigned.resources`; when
+//!   its job asks nothing it is absent and reads as the defaults of the build reading it,
+//!   so logs of jobs without resources encode as before) and counts until it ends. Connected nodes are preferred; a disconnected node is used only when no
 //!   connected one fits, because its assignment waits durably on its subject (no skipped
 //!   dispatch) but may wait long. Among equals: a node this slot has not used before, then
 //!   fewer executions of this job, then fewer executions overall, then the node id.
 //! - **Why work waits is a fact.** When slots still wait after placing, the decider
-//!   reads every node and records what ruled each out (lost, the selector, a constraint,
-//!   its cap, a resource it is short of) as `JobBlocked`, again whenever that changes, and
+//!   reads every node and records what ruled each out (lost, ineligible, the selector, a
+//!   constraint, its cap, a resource it is short of) as `JobBlocked`, again whenever that changes, and
 //!   `JobUnblocked` once nothing waits; a terminal state or a new run ends a blockage
 //!   without an event. Reasons are read after every placement of the decision, for every
 //!   job with something waiting whenever room was taken or placement was due, so no
@@ -81,8 +82,8 @@
 //!   a crash) do. Ops executions are never retried.
 //! - **A failed job stops what it still runs**: its outcome is decided and the rest would only
 //!   hold capacity.
-//! - **ops** runs once on every node that matches (and is not lost) when the run starts; the
-//!   set is fixed then. It completes when every target has ended and all completed; it fails
+//! - **ops** runs once on every node that matches (and is not lost, and is eligible) when the
+//!   run starts; the set is fixed then. It completes when every target has ended and all completed; it fails
 //!   if any failed, stopped, was lost, or its node was lost before it was placed. An ops job
 //!   that matches no node fails at once.
 //! - **daemon** keeps one execution on every matching, non-lost node, including nodes that
@@ -104,7 +105,8 @@
 //!   otherwise `running` (`accepted` counts as up). Terminal states stick until a rerun or a
 //!   new version. `JobStateChanged` is emitted only on a change.
 //! - **Placement reacts to facts, not to timers**: it runs when a decision deployed or reran a
-//!   job, registered, reconnected or lost a node, or ended an execution; then every active
+//!   job, registered, reconnected or lost a node, changed a node's eligibility, or ended an
+//!   execution; then every active
 //!   job is reconciled, oldest job id first, so older jobs get freed capacity first. Unplaced
 //!   demand is not stored as such: it is what the state says is missing, so it is retried on
 //!   the next such fact.

@@ -198,7 +198,9 @@ fn verdict(state: &State, job: &Job) -> (JobState, Option<String>) {
                 "an execution used all {MAX_ATTEMPTS} attempts; the last {last}"
             ))
         }
-        Verdict::NoTarget => Some("no node matched the selector when the job started".to_owned()),
+        Verdict::NoTarget => {
+            Some("no eligible node matched the selector when the job started".to_owned())
+        }
         Verdict::Ended { missed: 0, .. } | Verdict::Is(_) => None,
         Verdict::Ended { missed, of } => {
             Some(format!("{missed} of {of} nodes did not complete it"))

@@ -639,12 +639,13 @@ impl Engine {
                     }
                 }
                 Some(done) = self.recreating.join_next_with_id(), if !self.recreating.is_empty() => {
-                    // An aborted task's node belongs to the one that took over from it.
-                    if let Ok((task, node)) = done
-                        && self.being_recreated.get(&node).is_some_and(|r| r.task.id() == task)
-                    {
-                        self.being_recreated.remove(&node);
-                    }
+                    // An aborted task's node belongs to the one that took over from it; a
+                    // task that panicked gives no node, so its entry is found by its id.
+                    let task = match &done {
+                        Ok((task, _)) => *task,
+                        Err(e) => e.id(),
+                    };
+                    self.being_recreated.retain(|_, r| r.task.id() != task);
                 }
                 _ = tick.tick() => {
                     let reconnected = self.reconnected();

@@ -149,7 +149,8 @@ pub struct InputRejected {
 messages! {
     /// Every fact cairn records.
     pub enum Event: id = EventId {
-        NodeRegistered = ("NodeRegistered", 1),
+        // 2: `capacity` may be absent (no cap), and `resources` came.
+        NodeRegistered = ("NodeRegistered", 2),
         NodeDisconnected = ("NodeDisconnected", 1),
         NodeReconnected = ("NodeReconnected", 1),
         NodeLost = ("NodeLost", 1),

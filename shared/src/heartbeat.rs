@@ -46,6 +46,7 @@ messages! {
     /// What an edge sends on `cairn.hb.<node>`. The envelope id is fresh per beat; the
     /// type name and version let the format grow like every other message.
     pub enum Liveness: id = ReportId {
-        Heartbeat = ("Heartbeat", 1),
+        // 2: `capacity` may be absent (no cap).
+        Heartbeat = ("Heartbeat", 2),
     }
 }

@@ -39,7 +39,8 @@ pub struct ExecutionUpdate {
 messages! {
     /// Everything an edge reports.
     pub enum Report: id = ReportId {
-        NodeHello = ("NodeHello", 1),
+        // 2: `capacity` may be absent (no cap), and `resources` came.
+        NodeHello = ("NodeHello", 2),
         ExecutionUpdate = ("ExecutionUpdate", 1),
     }
 }

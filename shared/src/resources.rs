@@ -76,6 +76,10 @@ impl Resources {
         disk: Bytes(0),
     };
 
+    /// The most a request may ask of any resource (2^50: a petabyte, or a million million
+    /// millicores), so that sums of requests never saturate.
+    pub const MAX_REQUEST: u64 = 1 << 50;
+
     /// The amount of one resource.
     pub fn get(&self, resource: Resource) -> u64 {
         match resource {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::resources::{Request, Resources};
+use crate::resources::{Request, Resource, Resources};
 
 /// Node labels and selectors: label equality, ordered so encodings are deterministic.
 pub type Labels = BTreeMap<String, String>;
@@ -320,6 +320,17 @@ impl JobSpec {
                 return Err(SpecError::new("selector", "label keys must not be empty"));
             }
         }
+        if let Some(request) = self.resources {
+            let asked = request.resolve();
+            for resource in Resource::ALL {
+                if asked.get(resource) > Resources::MAX_REQUEST {
+                    return Err(SpecError::new(
+                        format!("resources.{resource}"),
+                        "is beyond what any node offers",
+                    ));
+                }
+            }
+        }
         for (i, c) in self.constraints.iter().enumerate() {
             let field = || format!("constraints[{i}]");
             if c.key.is_empty() {
@@ -517,6 +528,12 @@ mod tests {
             values: vec![],
         }];
         assert_eq!(s.validate().unwrap_err().field, "constraints[0]");
+        let mut s = spec();
+        s.resources = Some(Request {
+            memory: Some(crate::resources::Bytes(u64::MAX)),
+            ..Request::default()
+        });
+        assert_eq!(s.validate().unwrap_err().field, "resources.memory");
         let unknown = serde_json::from_str::<Constraint>(r#"{"key": "a", "op": "like"}"#);
         assert!(unknown.is_err(), "an unknown op is an error, not ignored");
     }
