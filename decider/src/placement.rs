@@ -155,25 +155,26 @@ pub(super) fn diagnose(state: &State, job: &Job, unplaced: usize) -> Placement {
     };
     for node in state.nodes() {
         p.nodes += 1;
-        let failed = job
-            .spec
-            .constraints
-            .iter()
-            .find(|c| !c.admits(&node.labels));
-        let short = node
-            .resources
-            .and_then(|offered| (offered - state.allocated(&node.id)).short_of(&request));
+        // Each test only for a node the ones before it let through.
         if node.state == NodeState::Lost {
             p.lost += 1;
         } else if !node.eligible {
             p.ineligible += 1;
         } else if !job.spec.selects(&node.labels) {
             p.selector += 1;
-        } else if let Some(constraint) = failed {
+        } else if let Some(constraint) = job
+            .spec
+            .constraints
+            .iter()
+            .find(|c| !c.admits(&node.labels))
+        {
             *p.constraints.entry(constraint.to_string()).or_default() += 1;
         } else if state.cap_room(node) == 0 {
             p.capped += 1;
-        } else if let Some(resource) = short {
+        } else if let Some(resource) = node
+            .resources
+            .and_then(|offered| (offered - state.allocated(&node.id)).short_of(&request))
+        {
             *p.exhausted.entry(resource).or_default() += 1;
         } else {
             p.available += 1;

@@ -45,21 +45,22 @@ pub(super) fn schedule(draft: &mut Draft, ids: &mut impl IdSource) {
 
 /// Records the placement of every job with something waiting or blocked.
 pub(super) fn note_all_placements(draft: &mut Draft) {
-    let mut next = draft.state.unsettled_from(None);
-    while let Some(job) = next {
-        note_placement(draft, job);
-        next = draft.state.unsettled_from(Some(job));
-    }
+    each_unsettled(draft, note_placement);
 }
 
 /// Reconciles every active job with something to do, oldest first, so older jobs get
 /// freed capacity first. The others are settled: reconciling them would emit nothing, so
-/// a decision costs what it changes, not the number of active jobs. Each visit can settle
-/// or unsettle later jobs, so the next one is looked up after it.
+/// a decision costs what it changes, not the number of active jobs.
 pub(super) fn reconcile_all(draft: &mut Draft, ids: &mut impl IdSource) {
+    each_unsettled(draft, |draft, job| reconcile(draft, ids, job));
+}
+
+/// Visits every unsettled job, oldest first. Each visit can settle or unsettle later
+/// jobs, so the next one is looked up after it.
+fn each_unsettled(draft: &mut Draft, mut visit: impl FnMut(&mut Draft, JobId)) {
     let mut next = draft.state.unsettled_from(None);
     while let Some(job) = next {
-        reconcile(draft, ids, job);
+        visit(draft, job);
         next = draft.state.unsettled_from(Some(job));
     }
 }
