@@ -217,10 +217,15 @@ fn start_dev_with(url: &str, data: &std::path::Path, args: &[&str]) -> (Dev, Str
 /// completed.
 fn deploy_hello(url: &str, extra: &[&str]) {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
+    deploy_waiting(url, std::path::Path::new(example), extra, "completed");
+}
+
+/// Deploys `spec` with `--wait` (and `extra` flags) and checks that it reached `state`.
+fn deploy_waiting(url: &str, spec: &std::path::Path, extra: &[&str], state: &str) {
     let out = cairn()
-        .args([
-            "--nats", url, "job", "deploy", example, "--wait", "-o", "json",
-        ])
+        .args(["--nats", url, "job", "deploy"])
+        .arg(spec)
+        .args(["--wait", "-o", "json"])
         .args(extra)
         .output()
         .unwrap();
@@ -230,7 +235,7 @@ fn deploy_hello(url: &str, extra: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(deployed["state"], "completed", "{deployed}");
+    assert_eq!(deployed["state"], state, "{deployed}");
 }
 
 /// Sends `cairn dev` SIGINT and checks that it exits 0 within `within` and leaves no
@@ -295,19 +300,7 @@ async fn dev_starts_a_stack_and_stops_cleanly_on_ctrl_c() {
     let text = std::fs::read_to_string(heartbeat).unwrap();
     std::fs::write(&another, text.replace("name: heartbeat", "name: watchdog")).unwrap();
     for spec in [std::path::Path::new(heartbeat), another.as_path()] {
-        let out = cairn()
-            .args(["--nats", &url, "job", "deploy"])
-            .arg(spec)
-            .args(["--wait", "--timeout", "30s", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(deployed["state"], "running", "{deployed}");
+        deploy_waiting(&url, spec, &["--timeout", "30s"], "running");
     }
     // The sample job runs to completion on the dev edges, as the README promises.
     deploy_hello(&url, &["--timeout", "30s"]);
