@@ -1,11 +1,12 @@
 //! Commands: deploy a job (or a new version of it), stop it, run it again; make a node
-//! eligible for new work or not.
+//! eligible for new work or not, or drain it (`drain.rs`).
 
 use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, SetNodeEligibility, StopJob};
 use cairn_shared::event::{JobDeployed, JobStateChanged, NodeEligibilityChanged};
 use cairn_shared::{JobId, JobState};
 
 use super::draft::Draft;
+use super::drain;
 use super::facts::Job;
 use super::state::State;
 use super::{IdSource, Rejection, RejectionKind};
@@ -21,6 +22,7 @@ pub(super) fn handle(
         Command::StopJob(c) => stop(draft, c).map(Some),
         Command::RerunJob(c) => rerun(draft, c).map(Some),
         Command::SetNodeEligibility(c) => set_eligibility(draft, c).map(|()| None),
+        Command::DrainNode(c) => drain::start(draft, c).map(|()| None),
     }
 }
 

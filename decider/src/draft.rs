@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use cairn_shared::event::ExecutionStopRequested;
-use cairn_shared::{DesiredState, Event, JobId};
+use cairn_shared::{DesiredState, Event, ExecutionId, JobId, NodeId};
 
 use super::state::{State, evolve};
 
@@ -19,6 +19,9 @@ pub(super) struct Draft {
     /// Whether an emitted fact took room on a node (an execution placed, or a lost one
     /// running again), which changes why other jobs' slots cannot be placed.
     room_taken: bool,
+    /// Draining nodes whose drain may have moved on: one started, or an execution there
+    /// ended.
+    drains: BTreeSet<NodeId>,
 }
 
 impl Draft {
@@ -29,6 +32,7 @@ impl Draft {
             placement_due: false,
             touched: BTreeSet::new(),
             room_taken: false,
+            drains: BTreeSet::new(),
         }
     }
 
@@ -55,6 +59,16 @@ impl Draft {
         self.room_taken
     }
 
+    /// The draining nodes to look at again, taken once per decision.
+    pub(super) fn take_drains(&mut self) -> BTreeSet<NodeId> {
+        std::mem::take(&mut self.drains)
+    }
+
+    /// Asks that the node's drain be looked at again.
+    pub(super) fn check_drain(&mut self, node: &NodeId) {
+        self.drains.insert(node.clone());
+    }
+
     /// Asks every execution of `job` (any version) that is still meant to run to stop.
     pub(super) fn stop_executions(&mut self, job: JobId, reason: &str) {
         let Some(job) = self.state.job(job) else {
@@ -67,7 +81,16 @@ impl Draft {
             .filter(|e| e.desired == DesiredState::Running)
             .map(|e| (e.id, e.node.clone(), e.attempt))
             .collect();
-        for (execution, node, attempt) in wanted {
+        self.request_stops(wanted, reason);
+    }
+
+    /// Asks each `(execution, node, attempt)` to stop, for one reason.
+    pub(super) fn request_stops(
+        &mut self,
+        stops: impl IntoIterator<Item = (ExecutionId, NodeId, u32)>,
+        reason: &str,
+    ) {
+        for (execution, node, attempt) in stops {
             self.emit(ExecutionStopRequested {
                 execution,
                 node,
@@ -86,8 +109,12 @@ impl Draft {
             }
             Event::JobDeployed(e) => (Some(e.job), true),
             // A node that takes work again may take what waits; one that stops changes what
-            // daemons ask for there.
+            // daemons ask for there, and a drain moves service replicas.
             Event::NodeEligibilityChanged(_) => (None, true),
+            Event::NodeDrainStarted(e) => {
+                self.drains.insert(e.node.clone());
+                (None, true)
+            }
             Event::JobStateChanged(e) => {
                 let restarts = self
                     .state
@@ -106,9 +133,13 @@ impl Draft {
                     .execution(e.execution)
                     .is_some_and(|x| x.state.is_terminal() && !e.state.is_terminal());
                 self.room_taken |= resumes;
+                if e.state.is_terminal() && self.state.node(&e.node).is_some_and(|n| n.draining()) {
+                    self.drains.insert(e.node.clone());
+                }
                 (execution_job(e.execution), e.state.is_terminal())
             }
             Event::NodeDisconnected(_)
+            | Event::NodeDrained(_)
             | Event::JobBlocked(_)
             | Event::JobUnblocked(_)
             | Event::CommandAccepted(_)

@@ -17,7 +17,7 @@ use cairn_shared::placement::Placement;
 use cairn_shared::spec::Labels;
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
-    NodeId, NodeState,
+    NodeId, NodeState, Timestamp,
 };
 use imbl::{OrdMap, OrdSet, Vector};
 
@@ -46,6 +46,9 @@ pub struct Node {
     /// Whether it takes new work (`cairn node eligibility`); it keeps what it runs either
     /// way. A node is eligible when it first registers, and registering again keeps it.
     pub eligible: bool,
+    /// The deadline of its drain, while it drains (`cairn node drain`): ineligible, its
+    /// work moving off it.
+    pub drain: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +131,23 @@ impl Facts {
             Event::NodeEligibilityChanged(e) => {
                 if let Some(node) = self.nodes.get_mut(&e.node) {
                     node.eligible = e.eligible;
+                    // Eligible again is back in service: a drain in progress ends.
+                    if e.eligible {
+                        node.drain = None;
+                    }
+                }
+                Recorded::Node(e.node.clone())
+            }
+            Event::NodeDrainStarted(e) => {
+                if let Some(node) = self.nodes.get_mut(&e.node) {
+                    node.eligible = false;
+                    node.drain = Some(e.deadline);
+                }
+                Recorded::Node(e.node.clone())
+            }
+            Event::NodeDrained(e) => {
+                if let Some(node) = self.nodes.get_mut(&e.node) {
+                    node.drain = None;
                 }
                 Recorded::Node(e.node.clone())
             }
@@ -167,6 +187,7 @@ impl Facts {
             resources: None,
             state: NodeState::Connected,
             eligible: true,
+            drain: None,
         });
         node.labels = e.labels.clone();
         node.capacity = e.capacity;
@@ -302,6 +323,11 @@ impl Node {
     /// Whether the node takes new work of the job now: it may run it and is eligible.
     pub fn takes_new(&self, spec: &JobSpec) -> bool {
         self.eligible && self.may_run(spec)
+    }
+
+    /// Whether its work is being moved off it (`cairn node drain`).
+    pub fn draining(&self) -> bool {
+        self.drain.is_some()
     }
 }
 

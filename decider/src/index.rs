@@ -30,6 +30,8 @@ pub struct Index {
     /// waiting on a fleet at its caps learns it without reading every node. Whether a
     /// job's request fits in what is left of a node's resources is placement's question.
     pub(super) with_room: OrdSet<NodeId>,
+    /// The nodes draining: the few whose drain the shell times and the decider follows.
+    pub(super) draining: OrdSet<NodeId>,
     /// The non-terminal executions of each job, every version: what a stop must reach.
     pub(super) live: OrdMap<JobId, Live>,
     /// The jobs not in a terminal state: what the scheduler reconciles, without reading
@@ -104,6 +106,9 @@ impl Index {
         }
         for node in facts.nodes.values() {
             index.note_room(node);
+            if node.draining() {
+                index.draining.insert(node.id.clone());
+            }
         }
         for job in facts.jobs.values() {
             index.note_unsettled(job);
@@ -122,9 +127,9 @@ impl Index {
         }
     }
 
-    /// A node's facts decide its room, whether its pinned slots can be filled and which
-    /// daemons may use it, so every active run reads what it has on that node again. Node
-    /// facts are rare.
+    /// A node's facts decide its room, whether its pinned slots can be filled, which
+    /// daemons may use it and whether the service replicas it runs move, so every active
+    /// run reads what it has on that node again. Node facts are rare.
     fn node_changed(&mut self, facts: &Facts, id: &NodeId) {
         let Some(node) = facts.nodes.get(id) else {
             return;
@@ -132,6 +137,26 @@ impl Index {
         self.active.entry(id.clone()).or_default();
         self.allocated.entry(id.clone()).or_default();
         self.note_room(node);
+        if node.draining() {
+            self.draining.insert(id.clone());
+        } else {
+            self.draining.remove(id);
+        }
+        let running_here: Vec<&Execution> = self
+            .active
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| facts.executions.get(e))
+            .collect();
+        for e in running_here {
+            let (Some(run), Some(job)) = (self.runs.get_mut(&e.job), facts.jobs.get(&e.job)) else {
+                continue;
+            };
+            if let Some(key @ SlotKey::Counted(_)) = run.slot_of.get(&e.id).cloned() {
+                run.refresh(&key, job, facts);
+            }
+        }
         let key = SlotKey::Pinned(id.clone());
         let active: Vec<JobId> = self.active_jobs.iter().copied().collect();
         for job in active.iter().filter_map(|id| facts.jobs.get(id)) {
@@ -324,10 +349,13 @@ impl Index {
                 } else {
                     // A used counted slot is open exactly when it waits or is exhausted,
                     // and the tally lists those: no scan of the run.
+                    // A moving slot takes its replacement beside the execution that runs.
                     let state_of = |id| executions.get(&id).map(|e: &Execution| e.state);
                     let continues = |slot: &usize| {
                         run.counted.get(*slot).is_some_and(|s| {
-                            s.executions.len() == prior && s.is_open(job_type, state_of)
+                            s.executions.len() == prior
+                                && (s.is_open(job_type, state_of)
+                                    || index.counted.get(*slot) == Some(&Status::Moving))
                         })
                     };
                     let lowest = |keys: &OrdSet<SlotKey>| {
@@ -466,7 +494,15 @@ impl RunIndex {
             return;
         };
         let executions = &facts.executions;
-        let status = classify(job_type, slot, usable, spec.replaces_lost(), executions);
+        let draining = |id: &NodeId| facts.nodes.get(id).is_some_and(Node::draining);
+        let status = classify(
+            job_type,
+            slot,
+            usable,
+            spec.replaces_lost(),
+            executions,
+            draining,
+        );
         match key {
             SlotKey::Counted(index) => {
                 while self.counted.len() <= *index {

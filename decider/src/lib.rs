@@ -49,7 +49,8 @@
 //!   never refused. The execution takes its slot back when it still runs, or completed a
 //!   batch slot its replacement has not: the replacement is asked to stop. Otherwise, if it
 //!   still runs, it is asked to stop itself (its slot was completed, its job stopped or
-//!   moved to a new version). A slot thus never has two executions meant to run; a batch
+//!   moved to a new version). A slot thus never has two executions meant to run (but for a
+//!   replica moving off a draining node, until its replacement runs); a batch
 //!   slot can still end with two completed attempts when both ran while the node was cut
 //!   off, which the log then shows (the case `replace: false` exists for).
 //! - **Eligibility:** a node takes an execution when it is not lost, an operator has not
@@ -66,6 +67,17 @@
 //!   connected one fits, because its assignment waits durably on its subject (no skipped
 //!   dispatch) but may wait long. Among equals: a node this slot has not used before, then
 //!   fewer executions of this job, then fewer executions overall, then the node id.
+//! - **Draining** (`DrainNode`, see `drain.rs`) makes a node ineligible and moves its work
+//!   off it without leaving a slot empty that need not be: a service replica there is
+//!   given a replacement elsewhere (its slot's next attempt, beside it) and asked to stop
+//!   once the replacement runs. Batch and ops work is not moved, because restarted
+//!   elsewhere it would run twice: it runs out on the node. Daemons serve the node until
+//!   nothing else runs there, then are asked to stop. At the deadline, carried in the
+//!   command because the decider reads no clock, the shell's timer ([`Input::DrainDeadline`])
+//!   has whatever still runs there asked to stop, and a batch or service slot whose
+//!   execution ends so is placed elsewhere without paying an attempt. The drain ends
+//!   (`NodeDrained`) once nothing runs on the node, which stays ineligible; making it
+//!   eligible again ends a drain in progress, and what it still runs stays.
 //! - **Why work waits is a fact.** When slots still wait after placing, the decider
 //!   reads every node and records what ruled each out (lost, ineligible, the selector, a
 //!   constraint, its cap, a resource it is short of) as `JobBlocked`, again whenever that changes, and
@@ -105,8 +117,8 @@
 //!   otherwise `running` (`accepted` counts as up). Terminal states stick until a rerun or a
 //!   new version. `JobStateChanged` is emitted only on a change.
 //! - **Placement reacts to facts, not to timers**: it runs when a decision deployed or reran a
-//!   job, registered, reconnected or lost a node, changed a node's eligibility, or ended an
-//!   execution; then every active
+//!   job, registered, reconnected or lost a node, changed a node's eligibility or started
+//!   its drain, or ended an execution; then every active
 //!   job is reconciled, oldest job id first, so older jobs get freed capacity first. Unplaced
 //!   demand is not stored as such: it is what the state says is missing, so it is retried on
 //!   the next such fact.
@@ -115,7 +127,8 @@
 //!   A heartbeat's attempts are read before the reconnection, so a daemon still running on a
 //!   returning node is not placed there a second time.
 //! - **No time is needed**: events carry no timestamps (the shell stamps envelopes when it
-//!   appends), and liveness inputs carry the instant the shell measured from.
+//!   appends), liveness inputs carry the instant the shell measured from, and a drain's
+//!   deadline is an instant its command names, which the shell's timer compares.
 //! - **The state keeps every decided command id and every execution** so redelivery and late
 //!   reports are recognised forever. That is memory proportional to history; pruning belongs
 //!   with snapshots, later.
@@ -142,6 +155,7 @@
 
 mod command;
 mod draft;
+mod drain;
 mod facts;
 mod index;
 mod liveness;
@@ -206,6 +220,8 @@ pub enum Input {
         node: NodeId,
         running: Vec<RunningAttempt>,
     },
+    /// The shell's drain timer: it is `now`, and the node's drain deadline may have passed.
+    DrainDeadline { node: NodeId, now: Timestamp },
     /// The shell's liveness timer: the node has been silent since `since`.
     NodeSilent { node: NodeId, since: Timestamp },
     /// The shell's liveness timer: the node has been silent for `silent` (since `since`),
@@ -275,6 +291,7 @@ pub fn decide(state: &State, input: &Input, ids: &mut impl IdSource) -> Decision
             run(state, ids, |d| liveness::heard(d, node, running))
         }
         Input::NodeSilent { node, .. } => run(state, ids, |d| liveness::silent(d, node)),
+        Input::DrainDeadline { node, now } => run(state, ids, |d| drain::deadline(d, node, *now)),
         Input::NodeSilentTooLong {
             node,
             since,

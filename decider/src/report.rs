@@ -10,6 +10,7 @@ use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::{DesiredState, ExecutionId, ExecutionState, NodeId, NodeState, Report};
 
 use super::draft::Draft;
+use super::drain;
 use super::{Rejection, RejectionKind};
 
 /// Applies a report that arrived on `subject_node`'s subject.
@@ -140,6 +141,9 @@ pub(super) fn execution_update(
     });
     if late {
         reconcile(draft, id);
+    }
+    if to == ExecutionState::Running {
+        drain::superseded(draft, id);
     }
     Ok(())
 }

@@ -5,12 +5,11 @@
 //! `index.rs`): the waiting slots are planned onto eligible nodes (`placement.rs`), and the job's state follows
 //! from the counts, so a job's reconciliation costs what it places, not the size of its run.
 
-use cairn_shared::event::{
-    ExecutionAssigned, ExecutionStopRequested, JobBlocked, JobStateChanged, JobUnblocked,
-};
+use cairn_shared::event::{ExecutionAssigned, JobBlocked, JobStateChanged, JobUnblocked};
 use cairn_shared::{JobId, JobState, JobType};
 
 use super::draft::Draft;
+use super::drain;
 use super::facts::{Execution, Job, Slot};
 use super::placement;
 use super::state::State;
@@ -25,6 +24,10 @@ use super::{IdSource, MAX_ATTEMPTS};
 /// taken or placement was due that is every job with something waiting or blocked; a
 /// decision that took no room and placed nothing changes only its own jobs' reasons.
 pub(super) fn schedule(draft: &mut Draft, ids: &mut impl IdSource) {
+    // A drain's steps stop work and end the drain, but never place or free room.
+    for node in draft.take_drains() {
+        drain::progress(draft, &node);
+    }
     let due = draft.placement_due();
     let touched: Vec<JobId> = draft.touched().iter().copied().collect();
     if due {
@@ -171,14 +174,7 @@ fn stop_unmatched(draft: &mut Draft, job_id: JobId) {
         .filter_map(|slot| current(&draft.state, slot))
         .map(|e| (e.id, e.node.clone(), e.attempt))
         .collect();
-    for (execution, node, attempt) in unmatched {
-        draft.emit(ExecutionStopRequested {
-            execution,
-            node,
-            reason: "node labels no longer match the job's selector".to_owned(),
-            attempt,
-        });
-    }
+    draft.request_stops(unmatched, "node labels no longer match the job's selector");
 }
 
 /// The job's state as its run's tally says, with the reason for a failure.

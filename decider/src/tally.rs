@@ -27,6 +27,9 @@ pub enum SlotKey {
 pub enum Status {
     /// Its execution has not ended; `pending` until the edge accepts it.
     Live { pending: bool },
+    /// A service slot whose execution still runs, on a node that is draining: it needs a
+    /// replacement elsewhere, and keeps running until the replacement does.
+    Moving,
     /// It needs an execution. A slot nothing was placed in yet waits.
     #[default]
     Waiting,
@@ -48,6 +51,7 @@ pub enum Status {
 pub struct Counts {
     pub pending: usize,
     pub up: usize,
+    pub moving: usize,
     pub waiting: usize,
     pub idle: usize,
     pub away: usize,
@@ -62,6 +66,7 @@ impl Counts {
         match status {
             Status::Live { pending: true } => &mut self.pending,
             Status::Live { pending: false } => &mut self.up,
+            Status::Moving => &mut self.moving,
             Status::Waiting => &mut self.waiting,
             Status::Idle => &mut self.idle,
             Status::Away => &mut self.away,
@@ -75,6 +80,7 @@ impl Counts {
     pub fn slots(&self) -> usize {
         self.pending
             + self.up
+            + self.moving
             + self.waiting
             + self.idle
             + self.away
@@ -89,8 +95,8 @@ impl Counts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     pub counts: Counts,
-    /// Waiting slots, except the counted ones never used: those are always the run's
-    /// `first_empty..`, so listing them would cost a batch run's `count` up front.
+    /// Waiting and moving slots, except the counted ones never used: those are always the
+    /// run's `first_empty..`, so listing them would cost a batch run's `count` up front.
     pub waiting: OrdSet<SlotKey>,
     /// Slots that used all their attempts; the first one names the job's failure.
     pub exhausted: OrdSet<SlotKey>,
@@ -126,9 +132,9 @@ impl Verdict {
 }
 
 impl Tally {
-    /// Slots and fresh daemon nodes that need an execution.
+    /// Slots and fresh daemon nodes that need an execution, moving slots included.
     pub fn waiting(&self) -> usize {
-        self.counts.waiting + self.fresh.len()
+        self.counts.waiting + self.counts.moving + self.fresh.len()
     }
 
     /// Whether placement has something to do: demand waits and nothing is exhausted (an
@@ -157,7 +163,7 @@ impl Tally {
             _ => {}
         }
         // Work on a node that is away may well be running; the job is not idle.
-        let in_flight = counts.pending + counts.up + counts.away > 0;
+        let in_flight = counts.pending + counts.up + counts.moving + counts.away > 0;
         let any_done = counts.done + counts.ended_ok + counts.ended_failed > 0;
         let deploying = self.waiting() + counts.pending > 0;
         Verdict::Is(if !in_flight && !any_done {
@@ -177,6 +183,9 @@ impl Tally {
             Status::Waiting if listed => {
                 self.waiting.insert(key.clone());
             }
+            Status::Moving => {
+                self.waiting.insert(key.clone());
+            }
             Status::Exhausted => {
                 self.exhausted.insert(key.clone());
             }
@@ -194,18 +203,28 @@ impl Tally {
 }
 
 /// Reads one slot. `usable` is whether the slot's node may run the job (counted slots have
-/// no node and always are); `replaces` whether the job replaces lost work.
+/// no node and always are); `replaces` whether the job replaces lost work; `draining`
+/// whether a node is draining.
 pub(super) fn classify(
     job_type: JobType,
     slot: &Slot,
     usable: bool,
     replaces: bool,
     executions: &OrdMap<ExecutionId, Execution>,
+    draining: impl Fn(&NodeId) -> bool,
 ) -> Status {
     let current = slot.current().and_then(|id| executions.get(&id));
     if let Some(e) = current.filter(|e| !e.state.is_terminal()) {
-        return Status::Live {
-            pending: e.state == ExecutionState::Pending,
+        // Only a service moves ahead of the deadline: a batch or ops task restarted
+        // elsewhere would run twice, and a daemon belongs to its node.
+        let moves =
+            job_type == JobType::Service && e.desired == DesiredState::Running && draining(&e.node);
+        return if moves {
+            Status::Moving
+        } else {
+            Status::Live {
+                pending: e.state == ExecutionState::Pending,
+            }
         };
     }
     if job_type == JobType::Ops {

@@ -60,7 +60,19 @@ fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Re
         Event::NodeDisconnected(e) => node_state(t, &e.node, NodeState::Disconnected, at),
         Event::NodeReconnected(e) => node_state(t, &e.node, NodeState::Connected, at),
         Event::NodeLost(e) => node_state(t, &e.node, NodeState::Lost, at),
-        Event::NodeEligibilityChanged(e) => node_eligibility(t, &e.node, e.eligible, at),
+        Event::NodeEligibilityChanged(e) => node_change(t, &e.node, at, "eligibility", |n| {
+            n.eligible = e.eligible;
+            if e.eligible {
+                n.drain_deadline = None;
+            }
+        }),
+        Event::NodeDrainStarted(e) => node_change(t, &e.node, at, "drain", |n| {
+            n.eligible = false;
+            n.drain_deadline = Some(e.deadline);
+        }),
+        Event::NodeDrained(e) => node_change(t, &e.node, at, "end of drain", |n| {
+            n.drain_deadline = None;
+        }),
         Event::JobDeployed(e) => job_deployed(t, e, at),
         Event::JobStateChanged(e) => job_state(t, e, at),
         Event::JobBlocked(e) => job_blocked(t, e.job, Some(&e.placement), at),
@@ -119,6 +131,7 @@ fn node_registered<T: Tables>(t: &mut T, e: &NodeRegistered, at: Timestamp) -> R
         resources: e.resources,
         // Registering again keeps what an operator set.
         eligible: known.as_ref().is_none_or(|n| n.eligible),
+        drain_deadline: known.as_ref().and_then(|n| n.drain_deadline),
         registered_at: known.map_or(at, |n| n.registered_at),
         updated_at: at,
     };
@@ -141,18 +154,18 @@ fn node_state<T: Tables>(
     Ok(Applied::Changed)
 }
 
-fn node_eligibility<T: Tables>(
+/// An operator's change to a known node (`what` names it when the node is unknown).
+fn node_change<T: Tables>(
     t: &mut T,
     node: &NodeId,
-    eligible: bool,
     at: Timestamp,
+    what: &str,
+    change: impl FnOnce(&mut NodeView),
 ) -> Result<Applied> {
     let Some(mut view) = get::<NodeView, _>(t, Table::Nodes, node.as_str())? else {
-        return Ok(Applied::Ignored(format!(
-            "eligibility of unknown node {node}"
-        )));
+        return Ok(Applied::Ignored(format!("{what} of unknown node {node}")));
     };
-    view.eligible = eligible;
+    change(&mut view);
     view.updated_at = at;
     put(t, Table::Nodes, node.as_str(), &view)?;
     Ok(Applied::Changed)

@@ -150,6 +150,9 @@ pub struct NodeView {
     /// Whether it takes new work.
     #[serde(default = "eligible")]
     pub eligible: bool,
+    /// The deadline of its drain, while it drains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline: Option<Timestamp>,
     pub registered_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::messages;
 use crate::ids::{CommandId, NodeId};
 use crate::spec::JobSpec;
+use crate::time::Timestamp;
 
 /// A job named by id or by name, as a user types it (`cairn job stop ID|NAME`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,6 +39,17 @@ pub struct SetNodeEligibility {
     pub eligible: bool,
 }
 
+/// Take a node out of service (`cairn node drain ID [--deadline D]`): it takes no new
+/// work, its service replicas move to other nodes as their replacements come up, and
+/// whatever still runs there at `deadline` (batch and ops work, daemons, replicas nowhere
+/// else could take) is asked to stop. The deadline is an instant, computed by whoever
+/// asks, because the decider reads no clock; draining again sets a new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainNode {
+    pub node: NodeId,
+    pub deadline: Timestamp,
+}
+
 messages! {
     /// Everything a user can ask of cairn.
     pub enum Command: id = CommandId {
@@ -45,6 +57,7 @@ messages! {
         StopJob = ("StopJob", 1),
         RerunJob = ("RerunJob", 1),
         SetNodeEligibility = ("SetNodeEligibility", 1),
+        DrainNode = ("DrainNode", 1),
     }
 }
 
@@ -54,7 +67,7 @@ impl Command {
         match self {
             Command::DeployJob(DeployJob { spec }) => Some(&spec.name),
             Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => Some(&job.0),
-            Command::SetNodeEligibility(_) => None,
+            Command::SetNodeEligibility(_) | Command::DrainNode(_) => None,
         }
     }
 
@@ -62,6 +75,7 @@ impl Command {
     pub fn node(&self) -> Option<&NodeId> {
         match self {
             Command::SetNodeEligibility(c) => Some(&c.node),
+            Command::DrainNode(c) => Some(&c.node),
             Command::DeployJob(_) | Command::StopJob(_) | Command::RerunJob(_) => None,
         }
     }
@@ -79,6 +93,7 @@ impl Command {
                 c.node,
                 if c.eligible { "eligible" } else { "ineligible" }
             ),
+            Command::DrainNode(c) => format!("drain node {} by {}", c.node, c.deadline),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::placement::Placement;
 use crate::resources::Resources;
 use crate::spec::{JobSpec, Labels, TaskSpec};
 use crate::state::{ExecutionState, JobState};
+use crate::time::Timestamp;
 
 /// A node registered for the first time, or re-registered with new labels, cap or
 /// resources.
@@ -48,6 +49,22 @@ pub struct NodeLost {
 pub struct NodeEligibilityChanged {
     pub node: NodeId,
     pub eligible: bool,
+}
+
+/// A node started draining (`cairn node drain`): it is ineligible for new work from now
+/// on, and what still runs there at `deadline` is asked to stop. Draining a node that
+/// drains already sets a new deadline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDrainStarted {
+    pub node: NodeId,
+    pub deadline: Timestamp,
+}
+
+/// A draining node runs nothing any more: its drain is over, and it stays ineligible
+/// until an operator makes it eligible again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDrained {
+    pub node: NodeId,
 }
 
 /// A job, or a new version of it, was accepted.
@@ -159,6 +176,8 @@ messages! {
         JobBlocked = ("JobBlocked", 1),
         JobUnblocked = ("JobUnblocked", 1),
         NodeEligibilityChanged = ("NodeEligibilityChanged", 1),
+        NodeDrainStarted = ("NodeDrainStarted", 1),
+        NodeDrained = ("NodeDrained", 1),
         ExecutionAssigned = ("ExecutionAssigned", 1),
         ExecutionStopRequested = ("ExecutionStopRequested", 1),
         ExecutionStateChanged = ("ExecutionStateChanged", 1),
@@ -194,6 +213,8 @@ impl Event {
             Event::JobStateChanged(e) => Aggregate::Job(e.job),
             Event::JobBlocked(e) => Aggregate::Job(e.job),
             Event::NodeEligibilityChanged(e) => Aggregate::Node(e.node.clone()),
+            Event::NodeDrainStarted(e) => Aggregate::Node(e.node.clone()),
+            Event::NodeDrained(e) => Aggregate::Node(e.node.clone()),
             Event::JobUnblocked(e) => Aggregate::Job(e.job),
             Event::ExecutionAssigned(e) => Aggregate::Execution(e.execution),
             Event::ExecutionStopRequested(e) => Aggregate::Execution(e.execution),
@@ -249,6 +270,14 @@ impl Event {
                 ..none
             },
             Event::NodeEligibilityChanged(e) => Touches {
+                node: Some(&e.node),
+                ..none
+            },
+            Event::NodeDrainStarted(e) => Touches {
+                node: Some(&e.node),
+                ..none
+            },
+            Event::NodeDrained(e) => Touches {
                 node: Some(&e.node),
                 ..none
             },
@@ -314,6 +343,13 @@ impl Event {
                     "ineligible for new work"
                 }
             ),
+            Event::NodeDrainStarted(n) => {
+                format!(
+                    "{} draining: ineligible, what runs there stops by {}",
+                    n.node, n.deadline
+                )
+            }
+            Event::NodeDrained(n) => format!("{} drained: nothing runs there", n.node),
             Event::ExecutionAssigned(a) => format!(
                 "{} of {} version {} attempt {} assigned to {}",
                 a.execution, a.job_name, a.version, a.attempt, a.node

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_shared::{DesiredState, Event, JobType};
+use cairn_shared::{DesiredState, Event, ExecutionState, JobType};
 
 use super::scenario::Counter;
 use crate::draft::Draft;
@@ -114,6 +114,36 @@ pub fn check_state(state: &State, log: &[Event]) {
     check_one_per_node(state);
     check_one_per_slot(state);
     check_settled(state);
+    check_drains(state);
+}
+
+/// A drain is over once nothing runs on its node, and a draining node's daemons are asked
+/// to stop once nothing else runs there.
+fn check_drains(state: &State) {
+    for node in state.nodes().filter(|n| n.draining()) {
+        assert!(!node.eligible, "{} drains but is eligible", node.id);
+        let live: Vec<_> = state
+            .active_on(&node.id)
+            .filter_map(|id| state.execution(id))
+            .collect();
+        assert!(
+            !live.is_empty(),
+            "{} runs nothing but still drains",
+            node.id
+        );
+        let only_daemons = live.iter().all(|e| {
+            state
+                .job(e.job)
+                .is_some_and(|j| j.spec.job_type == JobType::Daemon && j.version == e.version)
+        });
+        if only_daemons {
+            assert!(
+                live.iter().all(|e| e.desired == DesiredState::Stopped),
+                "{} drains and runs only daemons, not all asked to stop",
+                node.id
+            );
+        }
+    }
 }
 
 /// The index `evolve` keeps is the one derived afresh from the facts: the scheduler
@@ -238,7 +268,8 @@ fn check_one_per_node(state: &State) {
 
 /// A slot has at most one execution meant to run at any time: a retry follows an end, and
 /// an execution heard from after its node was lost either takes its slot back (its
-/// replacement asked to stop) or is asked to stop itself.
+/// replacement asked to stop) or is asked to stop itself. The one overlap is a move off a
+/// draining node: the replica keeps running beside its replacement until that runs.
 fn check_one_per_slot(state: &State) {
     for job in state.active_jobs() {
         let run = &job.run;
@@ -251,8 +282,15 @@ fn check_one_per_slot(state: &State) {
                 .filter(|e| !e.state.is_terminal() && e.desired == DesiredState::Running)
                 .map(|e| e.id)
                 .collect();
+            let replacing = slot
+                .current()
+                .and_then(|id| state.execution(id))
+                .is_some_and(|e| {
+                    running.contains(&e.id)
+                        && matches!(e.state, ExecutionState::Pending | ExecutionState::Accepted)
+                });
             assert!(
-                running.len() <= 1,
+                running.len() <= 1 || replacing,
                 "one slot of {} runs {running:?} at once",
                 job.name
             );

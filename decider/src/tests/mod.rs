@@ -2,6 +2,7 @@
 
 mod commands;
 mod disconnect;
+mod drain;
 mod invariants;
 mod liveness;
 mod placement;

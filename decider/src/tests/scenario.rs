@@ -195,6 +195,22 @@ impl Scenario {
         ))
     }
 
+    /// `cairn node drain ID` with its deadline at `deadline` (ms since the epoch).
+    pub fn drain(&mut self, id: &str, deadline: u64) -> Decision {
+        self.command(Command::DrainNode(cairn_shared::command::DrainNode {
+            node: node(id),
+            deadline: Timestamp(deadline),
+        }))
+    }
+
+    /// The shell's drain timer for the node, at `now` (ms since the epoch).
+    pub fn drain_timer(&mut self, id: &str, now: u64) -> Decision {
+        self.when(Input::DrainDeadline {
+            node: node(id),
+            now: Timestamp(now),
+        })
+    }
+
     /// The id of the last command sent.
     pub fn last_command(&self) -> CommandId {
         cmd_id(self.commands)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_shared::assignment::{RunExecution, StopExecution};
-use cairn_shared::command::{DeployJob, JobRef, RerunJob, SetNodeEligibility, StopJob};
+use cairn_shared::command::{DeployJob, DrainNode, JobRef, RerunJob, SetNodeEligibility, StopJob};
 use cairn_shared::event::*;
 use cairn_shared::heartbeat::{Heartbeat, Liveness};
 use cairn_shared::placement::Placement;
@@ -156,6 +156,12 @@ pub fn events() -> Vec<Envelope<Event>> {
             eligible: false,
         }
         .into(),
+        NodeDrainStarted {
+            node: node(),
+            deadline: at(90),
+        }
+        .into(),
+        NodeDrained { node: node() }.into(),
     ];
     bodies
         .into_iter()
@@ -178,6 +184,11 @@ pub fn commands() -> Vec<Envelope<Command>> {
         SetNodeEligibility {
             node: node(),
             eligible: false,
+        }
+        .into(),
+        DrainNode {
+            node: node(),
+            deadline: at(90),
         }
         .into(),
     ];
