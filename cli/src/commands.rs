@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use cairn_shared::codec::Envelope;
-use cairn_shared::command::{DeployJob, JobRef, SetNodeEligibility, StopJob};
+use cairn_shared::command::{DeployJob, DrainNode, JobRef, SetNodeEligibility, StopJob};
 use cairn_shared::{
     Command, CommandId, Event, JobId, JobSpec, JobState, JobType, NodeId, Seq, Timestamp,
 };
@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use cairn_orchestrator::query::{Answer, JobDetail, JobQuery, endpoint};
+use cairn_orchestrator::store::NodeSummary;
 
 use crate::Global;
 use crate::output::{self, Cell};
@@ -374,6 +375,86 @@ pub async fn eligibility(
         result.state = "decided";
     }
     print_result(global, &result)
+}
+
+/// What `node drain` prints: `state` is `submitted`; with `--wait`, `drained`.
+#[derive(Serialize)]
+struct DrainStarted {
+    node_id: NodeId,
+    /// RFC 3339, as every time the CLI prints.
+    deadline: String,
+    command_id: CommandId,
+    state: &'static str,
+}
+
+/// `cairn node drain`: the deadline is taken from this machine's clock, since the decider
+/// reads none. `--wait` follows the node in the views until nothing runs there.
+pub async fn drain(
+    global: &Global,
+    node: NodeId,
+    deadline: Duration,
+    wait: bool,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let at = Timestamp::now().saturating_add(deadline);
+    let command = DrainNode {
+        node: node.clone(),
+        deadline: at,
+    };
+    let (command_id, reader) = submit(global, command.into()).await?;
+    let mut result = DrainStarted {
+        node_id: node,
+        deadline: at.to_string(),
+        command_id,
+        state: "submitted",
+    };
+    if wait {
+        // Past the deadline what is left is asked to stop; a minute more lets it.
+        let until = Instant::now() + timeout.unwrap_or(deadline + Duration::from_secs(60));
+        let decided = outcome(&reader, command_id, until).await?;
+        follow_drain(global, &result.node_id, decided.seq, until).await?;
+        result.state = "drained";
+    }
+    print_result(global, &result)
+}
+
+/// Watches the node through the views until they include the drain and it is over.
+/// Progress goes to stderr.
+async fn follow_drain(
+    global: &Global,
+    node: &NodeId,
+    decided_at: Seq,
+    until: Instant,
+) -> Result<()> {
+    let mut shown = None;
+    loop {
+        let answer: Answer<Vec<NodeSummary>> =
+            crate::query::ask(global, endpoint::NODES, &()).await?;
+        if answer.applied_seq >= decided_at {
+            let summary = answer
+                .result
+                .into_iter()
+                .find(|n| n.node.id == *node)
+                .with_context(|| format!("node {node} is not in the views"))?;
+            if summary.node.drain_deadline.is_none() {
+                return Ok(());
+            }
+            if shown != Some(summary.executions) {
+                eprintln!(
+                    "node {node}: draining, {} executions left",
+                    summary.executions
+                );
+                shown = Some(summary.executions);
+            }
+        }
+        if Instant::now() >= until {
+            bail!(
+                "timed out waiting for node {node} to drain; {} executions left",
+                shown.map_or("how many".to_owned(), |n| n.to_string())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What `job stop` prints: `job_id` is the job the command names when the CLI knows it

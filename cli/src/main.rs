@@ -123,6 +123,26 @@ enum NodeCommand {
         #[command(flatten)]
         at: replay::AsOf,
     },
+    /// Take a node out of service: it gets no new work, its service replicas move to other
+    /// nodes as their replacements come up, batch work runs out, daemons stop once the rest
+    /// has left, and whatever still runs at the deadline is asked to stop. The node stays
+    /// ineligible until `node eligibility ID enable`.
+    #[command(
+        after_help = "Examples:\n  cairn node drain edge-1\n  cairn node drain edge-1 --deadline 10m --wait"
+    )]
+    Drain {
+        /// The node's id.
+        node: cairn_shared::NodeId,
+        /// How long its work has to move or end before what is left is asked to stop.
+        #[arg(long, default_value = "1h")]
+        deadline: humantime::Duration,
+        /// Wait until nothing runs on the node.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (default: the deadline and a minute).
+        #[arg(long)]
+        timeout: Option<humantime::Duration>,
+    },
     /// Make a node eligible for new work, or not: an ineligible node keeps what it runs and
     /// is given nothing new.
     #[command(
@@ -339,6 +359,15 @@ fn main() -> ExitCode {
             Command::Audit(command) => audit::run(&global, command).await,
             Command::Node(NodeCommand::List { table, at }) => {
                 query::node_list(&global, &at, table.wide).await
+            }
+            Command::Node(NodeCommand::Drain {
+                node,
+                deadline,
+                wait,
+                timeout,
+            }) => {
+                let timeout = timeout.map(Into::into);
+                commands::drain(&global, node, deadline.into(), wait, timeout).await
             }
             Command::Node(NodeCommand::Eligibility {
                 node,

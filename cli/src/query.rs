@@ -104,6 +104,11 @@ pub struct NodeRow {
     allocated: cairn_shared::Resources,
     /// `eligible`, or `ineligible` for new work.
     eligibility: &'static str,
+    /// Whether its work is being moved off it (`cairn node drain`).
+    draining: bool,
+    /// While it drains: when what still runs there is asked to stop (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_deadline: Option<String>,
 }
 
 impl From<NodeSummary> for NodeRow {
@@ -121,6 +126,8 @@ impl From<NodeSummary> for NodeRow {
             } else {
                 "ineligible"
             },
+            draining: n.node.drain_deadline.is_some(),
+            drain_deadline: n.node.drain_deadline.map(|t| t.to_string()),
         }
     }
 }
@@ -153,7 +160,11 @@ impl Tabular for NodeRow {
                     vec![
                         n.id.to_string().into(),
                         Cell::state(n.state),
-                        n.eligibility.into(),
+                        if n.draining {
+                            format!("{}, draining", n.eligibility).into()
+                        } else {
+                            n.eligibility.into()
+                        },
                         n.executions.to_string().into(),
                         n.capacity
                             .map_or_else(|| "-".to_owned(), |c| c.to_string())

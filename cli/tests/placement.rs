@@ -274,7 +274,7 @@ async fn an_ineligible_node_gets_no_new_work_until_it_is_enabled() {
     assert_eq!(a["eligibility"], "ineligible", "{nodes:#}");
 
     let pair = stack.deploy("pair", PAIR, true);
-    assert_eq!(pair["state"], "running", "{pair:#}");
+    assert_eq!(pair["state"], "running", "{pair:#?}");
     let running = stack.executions_in("pair", "running", 2).await;
     assert_eq!(nodes_of(&running), ["b".into()].into(), "nothing new on a");
 
@@ -285,6 +285,145 @@ async fn an_ineligible_node_gets_no_new_work_until_it_is_enabled() {
     assert_eq!(nodes_of(&running), ["a".into(), "b".into()].into());
 
     let out = cairn(&url, &["node", "eligibility", "ghost", "disable", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown node \"ghost\""), "{stderr}");
+}
+
+const LONG: &str = r#"
+name: long
+type: batch
+selector: {role: x}
+task:
+  engine: exec
+  command: ["sh", "-c", "while true; do sleep 1; done"]
+"#;
+
+const AFTER: &str = r#"
+name: after
+type: batch
+count: 2
+task:
+  engine: exec
+  command: ["true"]
+"#;
+
+fn node_row(url: &str, id: &str) -> serde_json::Value {
+    let nodes = support::json(url, &["node", "list"]);
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no node {id} in {nodes:#}"))
+}
+
+#[tokio::test]
+async fn a_drained_node_hands_its_replicas_over_and_returns_to_service_when_enabled() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edges = [
+        stack.edge_labelled("a", &[("role", "x")], 4),
+        stack.edge_labelled("b", &[], 4),
+    ];
+    stack.nodes_in(&["a", "b"], "connected").await;
+    stack.deploy("pair", PAIR, true);
+    let running = stack.executions_in("pair", "running", 2).await;
+    assert_eq!(nodes_of(&running), ["a".into(), "b".into()].into());
+    stack.deploy("everywhere", EVERYWHERE, true);
+    stack.executions_in("everywhere", "running", 2).await;
+
+    // The replica on a moves to b; the daemon on a stops once it has; then nothing runs
+    // on a and the drain is over.
+    let drained = support::json(&url, &["node", "drain", "a", "--wait", "--timeout", "60s"]);
+    assert_eq!(drained["state"], "drained", "{drained:#}");
+    let pair = executions(&url, "pair");
+    let running: Vec<_> = pair
+        .iter()
+        .filter(|e| e["state"] == "running")
+        .cloned()
+        .collect();
+    assert_eq!(nodes_of(&running), ["b".into()].into(), "{pair:#?}");
+    assert_eq!(running.len(), 2, "{pair:#?}");
+    let moved: Vec<_> = pair.iter().filter(|e| e["node_id"] == "a").collect();
+    assert_eq!(moved.len(), 1, "{pair:#?}");
+    assert_eq!(
+        moved[0]["state"], "stopped",
+        "asked to stop, not failed: {pair:#?}"
+    );
+    stack.executions_in("everywhere", "stopped", 1).await;
+    let a = node_row(&url, "a");
+    assert_eq!(a["eligibility"], "ineligible", "{a:#}");
+    assert_eq!(a["draining"], false, "{a:#}");
+    assert_eq!(a["executions"], 0, "{a:#}");
+    let job = support::json(&url, &["job", "describe", "pair"]);
+    assert_eq!(job["state"], "running", "{job:#}");
+
+    // A drained node gets no new work.
+    let after = stack.deploy("after", AFTER, true);
+    assert_eq!(after["state"], "completed", "{after:#}");
+    assert_eq!(nodes_of(&executions(&url, "after")), ["b".into()].into());
+
+    // Back in service, it takes work again: the daemon returns to it.
+    support::json(&url, &["node", "eligibility", "a", "enable", "--wait"]);
+    let everywhere = stack.executions_in("everywhere", "running", 2).await;
+    assert_eq!(nodes_of(&everywhere), ["a".into(), "b".into()].into());
+    assert_eq!(node_row(&url, "a")["eligibility"], "eligible");
+
+    // Work nowhere else can take waits for the deadline, then stops; its slot waits, and
+    // says why, until the node is back.
+    stack.deploy("long", LONG, false);
+    stack.executions_in("long", "running", 1).await;
+    let started = support::json(&url, &["node", "drain", "a", "--deadline", "2s"]);
+    assert_eq!(started["state"], "submitted", "{started:#}");
+    let a = support::stack::eventually("a to drain", 30, || {
+        let a = node_row(&url, "a");
+        if a["draining"] == true {
+            Ok(a)
+        } else {
+            Err(format!("{a:#}"))
+        }
+    })
+    .await;
+    assert_eq!(a["eligibility"], "ineligible", "{a:#}");
+    assert!(a["drain_deadline"].is_string(), "{a:#}");
+    let table = String::from_utf8(cairn(&url, &["node", "list"]).stdout).unwrap();
+    assert!(table.contains("ineligible, draining"), "{table}");
+    stack.executions_in("long", "stopped", 1).await;
+    support::stack::eventually("a to be drained", 30, || {
+        let a = node_row(&url, "a");
+        if a["draining"] == false {
+            Ok(())
+        } else {
+            Err(format!("{a:#}"))
+        }
+    })
+    .await;
+    let job = support::json(&url, &["job", "describe", "long"]);
+    assert_eq!(job["state"], "queued", "{job:#}");
+    assert_eq!(job["placement"]["ineligible"], 1, "{job:#}");
+    support::json(&url, &["node", "eligibility", "a", "enable", "--wait"]);
+    let retried = stack.executions_in("long", "running", 1).await;
+    assert_eq!(retried[0]["attempt"], 2, "{retried:#?}");
+
+    // The views a drain left are the ones a replay of the log builds, and the node's
+    // history tells the drain.
+    let verified = cairn(&url, &["audit", "verify"]);
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success() && said.starts_with("match"),
+        "{said}"
+    );
+    let history =
+        String::from_utf8(cairn(&url, &["audit", "history", "node", "a"]).stdout).unwrap();
+    assert!(
+        history.contains("drain node a by") && history.contains("a drained: nothing runs there"),
+        "{history}"
+    );
+
+    let out = cairn(&url, &["node", "drain", "ghost", "--wait"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown node \"ghost\""), "{stderr}");

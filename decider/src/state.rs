@@ -39,6 +39,14 @@ impl State {
         self.facts.nodes.values()
     }
 
+    /// The nodes draining, by id.
+    pub fn draining(&self) -> impl Iterator<Item = &Node> {
+        self.index
+            .draining
+            .iter()
+            .filter_map(|id| self.facts.nodes.get(id))
+    }
+
     /// Nodes below their declared capacity, by id; lost ones included.
     pub fn nodes_with_room(&self) -> impl Iterator<Item = &Node> {
         self.index

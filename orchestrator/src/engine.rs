@@ -11,7 +11,8 @@
 //! stored; one that was not is redelivered and decided again, harmlessly.
 //!
 //! Liveness timers live here too: they turn silence into `NodeSilent` and
-//! `NodeSilentTooLong` inputs. They never delay or gate dispatch.
+//! `NodeSilentTooLong` inputs, and a drain's passed deadline into `DrainDeadline`. They
+//! never delay or gate dispatch.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -577,6 +578,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Tells the decider the time of every drain whose deadline has passed. The decider
+    /// asks what still runs there to stop once; told again (every tick until the drain
+    /// ends, and after a restart) it decides nothing, so nothing needs remembering here.
+    async fn check_drains(&mut self) -> Result<()> {
+        let now = Timestamp::now();
+        let due: Vec<Input> = self
+            .state
+            .draining()
+            .filter(|n| n.drain.is_some_and(|deadline| deadline <= now))
+            .map(|n| Input::DrainDeadline {
+                node: n.id.clone(),
+                now,
+            })
+            .collect();
+        if !due.is_empty() {
+            let steps: Vec<_> = due.iter().map(|input| Step::Decide(input, None)).collect();
+            self.record(&steps).await?;
+        }
+        Ok(())
+    }
+
     /// Runs until shutdown: inputs in order, heartbeats, liveness checks. The input pulls
     /// bind again whenever they break (see [`Intake`]), so no input waits undecided
     /// because its consumer was deleted or its leader moved.
@@ -657,6 +679,7 @@ impl Engine {
                     if self.hearing(reconnected) {
                         self.check_liveness().await?;
                     }
+                    self.check_drains().await?;
                 }
             }
         }
