@@ -75,7 +75,9 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<(Event, Option<
                 resources: None,
                 task: task.clone(),
                 disconnect: None,
+                restart: None,
             },
+            reverted_to: None,
         }
         .into(),
         CommandAccepted {
@@ -103,6 +105,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<(Event, Option<
                 attempt: 1,
                 task: task.clone(),
                 resources: None,
+                delay: None,
             }
             .into(),
         );

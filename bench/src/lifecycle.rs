@@ -40,6 +40,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>, program: &[&str])
             timeout: None,
         },
         disconnect: None,
+        restart: None,
     }
 }
 

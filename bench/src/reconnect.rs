@@ -39,6 +39,7 @@ fn work(node: &NodeId, program: &str) -> Outgoing {
         job_name: "bench".into(),
         version: 1,
         task,
+        delay: None,
     }
     .into();
     let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), body);

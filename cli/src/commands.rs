@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use cairn_shared::codec::Envelope;
-use cairn_shared::command::{DeployJob, DrainNode, JobRef, SetNodeEligibility, StopJob};
+use cairn_shared::command::{
+    DeployJob, DrainNode, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
+};
 use cairn_shared::{
     Command, CommandId, Event, JobId, JobSpec, JobState, JobType, NodeId, Seq, Timestamp,
 };
@@ -210,7 +212,7 @@ async fn follow_job(
     job: JobId,
     decided_at: Seq,
     deadline: Instant,
-    done: impl Fn(JobState) -> bool,
+    done: impl Fn(JobType, JobState) -> bool,
 ) -> Result<Settled> {
     let mut shown = None;
     let mut said = None;
@@ -238,7 +240,7 @@ async fn follow_job(
                 shown = Some(state);
                 said = reason;
             }
-            if done(state) || matches!(state, JobState::Failed | JobState::Stopped) {
+            if done(job.job_type, state) || matches!(state, JobState::Failed | JobState::Stopped) {
                 return Ok(Settled {
                     version: answer.result.job.version,
                     state,
@@ -286,14 +288,8 @@ pub async fn deploy(global: &Global, file: &Path, wait: bool, timeout: Duration)
         let deadline = Instant::now() + timeout;
         let (job, decided_at) = decided_job(&reader, command_id, deadline).await?;
         result.job_id = Some(job);
-        // Long-running jobs are done when running; batch and ops when they finish.
-        let finishes = matches!(job_type, JobType::Batch | JobType::Ops);
-        let settled = follow_job(global, job, decided_at, deadline, |s| {
-            if finishes {
-                s == JobState::Completed
-            } else {
-                matches!(s, JobState::Running | JobState::Completed)
-            }
+        let settled = follow_job(global, job, decided_at, deadline, |_, s| {
+            started(job_type, s)
         })
         .await?;
         result.version = Some(settled.version);
@@ -305,6 +301,120 @@ pub async fn deploy(global: &Global, file: &Path, wait: bool, timeout: Duration)
         return Ok(());
     }
     print_result(global, &result)
+}
+
+/// Whether a job that was (re)started has got where `--wait` waits for: long-running jobs
+/// when they run, batch and ops when they finish.
+fn started(job_type: JobType, state: JobState) -> bool {
+    match job_type {
+        JobType::Batch | JobType::Ops => state == JobState::Completed,
+        JobType::Service | JobType::Daemon => {
+            matches!(state, JobState::Running | JobState::Completed)
+        }
+    }
+}
+
+/// What `job rerun` and `job revert` print: like `job deploy`'s, `version` (the version
+/// that runs) is `null` until `--wait` has seen the decision. `job revert` adds
+/// `reverted_to`, the version whose spec comes back: known at once when `--version` names
+/// it, and otherwise once `--wait` has seen the new version.
+#[derive(Serialize)]
+struct Restarted {
+    job_id: Option<JobId>,
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reverted_to: Option<Option<u32>>,
+    command_id: CommandId,
+    /// `submitted` until an orchestrator decides; with `--wait`, the job's state.
+    state: String,
+}
+
+pub async fn rerun(global: &Global, job: String, wait: bool, timeout: Duration) -> Result<()> {
+    let (job, job_id) = target(global, job).await?;
+    restart(global, RerunJob { job }.into(), job_id, None, wait, timeout).await
+}
+
+pub async fn revert(
+    global: &Global,
+    job: String,
+    version: Option<u32>,
+    wait: bool,
+    timeout: Duration,
+) -> Result<()> {
+    if version == Some(0) {
+        bail!("--version: versions start at 1");
+    }
+    let (job, job_id) = target(global, job).await?;
+    let command = RevertJob { job, version }.into();
+    restart(global, command, job_id, Some(version), wait, timeout).await
+}
+
+/// Stores a command that starts a job's run afresh and prints what it did, with `--wait`
+/// once the run got where `--wait` waits for.
+async fn restart(
+    global: &Global,
+    command: Command,
+    job_id: Option<JobId>,
+    reverted_to: Option<Option<u32>>,
+    wait: bool,
+    timeout: Duration,
+) -> Result<()> {
+    let (command_id, reader) = submit(global, command).await?;
+    let mut result = Restarted {
+        job_id,
+        version: None,
+        reverted_to,
+        command_id,
+        state: "submitted".into(),
+    };
+    if !wait {
+        return print_result(global, &result);
+    }
+    let settled = wait_started(global, &reader, command_id, timeout).await?;
+    result.job_id = Some(settled.job);
+    result.version = Some(settled.version);
+    // A revert by default brings back the version before the one it replaced.
+    if let Some(to @ None) = &mut result.reverted_to {
+        *to = settled.version.checked_sub(2);
+    }
+    result.state = settled.state.to_string();
+    print_result(global, &result)?;
+    settled.ended_badly()
+}
+
+/// Where a (re)started job got to under `--wait`.
+struct Started {
+    job: JobId,
+    version: u32,
+    state: JobState,
+}
+
+impl Started {
+    /// `--wait` fails when the job ended failed or stopped, after printing it.
+    fn ended_badly(&self) -> Result<()> {
+        if matches!(self.state, JobState::Failed | JobState::Stopped) {
+            bail!("job {} {}", self.job, self.state);
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the decision on a command that (re)starts a job, then for the job to run or
+/// finish as `--wait` means it for its type.
+async fn wait_started(
+    global: &Global,
+    reader: &Reader,
+    command_id: CommandId,
+    timeout: Duration,
+) -> Result<Started> {
+    let deadline = Instant::now() + timeout;
+    let (job, decided_at) = decided_job(reader, command_id, deadline).await?;
+    let settled = follow_job(global, job, decided_at, deadline, started).await?;
+    Ok(Started {
+        job,
+        version: settled.version,
+        state: settled.state,
+    })
 }
 
 fn print_result<T: Serialize>(global: &Global, value: &T) -> Result<()> {
@@ -503,7 +613,7 @@ pub async fn stop(global: &Global, job: String, wait: bool, timeout: Duration) -
         let deadline = Instant::now() + timeout;
         let (job, decided_at) = decided_job(&reader, command_id, deadline).await?;
         result.job_id = Some(job);
-        let settled = follow_job(global, job, decided_at, deadline, |s| s.is_terminal()).await?;
+        let settled = follow_job(global, job, decided_at, deadline, |_, s| s.is_terminal()).await?;
         result.state = settled.state.to_string();
     }
     print_result(global, &result)

@@ -20,6 +20,8 @@ struct Version {
     seq: Seq,
     time: String,
     command_id: Option<CommandId>,
+    /// The earlier version whose spec this one brought back (`cairn job revert`).
+    reverted_to: Option<u32>,
     spec: JobSpec,
     /// The spec against the previous version's, line by line (`+ `, `- `, `  `); only with -p.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,7 +29,8 @@ struct Version {
 }
 
 impl Version {
-    const HEADERS: [&'static str; 5] = ["version", "job_id", "seq", "time", "command"];
+    const HEADERS: [&'static str; 6] =
+        ["version", "job_id", "seq", "time", "command", "reverted_to"];
 
     fn row(&self) -> Vec<String> {
         vec![
@@ -37,6 +40,8 @@ impl Version {
             self.time.clone(),
             self.command_id
                 .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            self.reverted_to
+                .map_or_else(|| "-".to_owned(), |v| v.to_string()),
         ]
     }
 }
@@ -60,6 +65,7 @@ pub async fn run(global: &Global, job: &str, with_diff: bool) -> Result<()> {
             job: id,
             version,
             spec,
+            reverted_to,
         }) = envelope.body
         else {
             continue;
@@ -73,6 +79,7 @@ pub async fn run(global: &Global, job: &str, with_diff: bool) -> Result<()> {
             seq: record.seq,
             time: envelope.at.to_string(),
             command_id: envelope.causation,
+            reverted_to,
             spec,
             diff: None,
         });
@@ -100,10 +107,14 @@ pub async fn run(global: &Global, job: &str, with_diff: bool) -> Result<()> {
         }
         let mut out = String::new();
         for v in &versions {
-            let [version, id, seq, time, command] =
-                <[String; 5]>::try_from(v.row()).unwrap_or_else(|_| Default::default());
+            let [version, id, seq, time, command, _] =
+                <[String; 6]>::try_from(v.row()).unwrap_or_else(|_| Default::default());
+            let revert = v
+                .reverted_to
+                .map(|to| format!(", a revert to version {to}"))
+                .unwrap_or_default();
             out += &format!(
-                "Version {version} (job {id}, sequence {seq}, {time}, command {command})\n"
+                "Version {version} (job {id}, sequence {seq}, {time}, command {command}{revert})\n"
             );
             for line in v.diff.iter().flatten() {
                 out += &format!("  {line}\n");

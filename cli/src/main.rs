@@ -193,6 +193,39 @@ enum JobCommand {
         #[arg(long, default_value = "60s")]
         timeout: humantime::Duration,
     },
+    /// Run a finished job's current version again, as if freshly deployed (a batch or ops
+    /// job that completed, failed or was stopped; any job that ended).
+    #[command(
+        after_help = "Examples:\n  cairn job rerun nightly-report\n  cairn job rerun nightly-report --wait --timeout 10m"
+    )]
+    Rerun {
+        /// Job id, unique id prefix, or name.
+        job: String,
+        /// Wait until the run ends (batch, ops) or runs (service, daemon).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+    },
+    /// Deploy an earlier version's spec again, as a new version (default: the version
+    /// before the current one). `cairn job history NAME` lists the versions.
+    #[command(
+        after_help = "Examples:\n  cairn job revert web\n  cairn job revert web --version 1 --wait"
+    )]
+    Revert {
+        /// Job id, unique id prefix, or name.
+        job: String,
+        /// The version whose spec to bring back.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Wait until the new version runs (or, for batch and ops, ends).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+    },
     /// Every job at its current version.
     #[command(
         after_help = "Examples:\n  cairn job list\n  cairn job list --wide\n  cairn job list -o yaml\n  cairn job list --at 10m"
@@ -389,6 +422,15 @@ fn main() -> ExitCode {
             Command::Job(JobCommand::Stop { job, wait, timeout }) => {
                 commands::stop(&global, job, wait, timeout.into()).await
             }
+            Command::Job(JobCommand::Rerun { job, wait, timeout }) => {
+                commands::rerun(&global, job, wait, timeout.into()).await
+            }
+            Command::Job(JobCommand::Revert {
+                job,
+                version,
+                wait,
+                timeout,
+            }) => commands::revert(&global, job, version, wait, timeout.into()).await,
             Command::Job(JobCommand::Describe { job, table, at }) => {
                 query::job_describe(&global, job, &at, table.wide).await
             }

@@ -663,6 +663,7 @@ fn assigned(execution: ExecutionId, job: JobId, name: &str, version: u32, node: 
         attempt: 1,
         task: task(),
         resources: None,
+        delay: None,
     }
     .into()
 }
@@ -698,6 +699,7 @@ fn run(execution: ExecutionId, job: JobId, name: &str, version: u32) -> Assignme
         job_name: name.into(),
         version,
         task: task(),
+        delay: None,
     }
     .into()
 }
@@ -712,7 +714,13 @@ fn stop(execution: ExecutionId) -> Assignment {
 }
 
 fn deployed(job: JobId, version: u32, spec: JobSpec) -> Event {
-    JobDeployed { job, version, spec }.into()
+    JobDeployed {
+        job,
+        version,
+        spec,
+        reverted_to: None,
+    }
+    .into()
 }
 
 fn deploy(name: &str, marker: &str) -> (Command, JobSpec) {

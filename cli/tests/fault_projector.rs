@@ -68,6 +68,7 @@ fn events() -> impl Iterator<Item = Event> {
             attempt: 1,
             task: task.clone(),
             resources: None,
+            delay: None,
         }
         .into();
         let done: Event = ExecutionStateChanged {

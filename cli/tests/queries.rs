@@ -56,6 +56,7 @@ fn spec(name: &str, count: u32) -> JobSpec {
         resources: None,
         task: task(),
         disconnect: None,
+        restart: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn history() -> (JobId, Vec<ExecutionId>, Vec<Event>) {
             job,
             version: 1,
             spec,
+            reverted_to: None,
         }
         .into(),
         JobStateChanged {
@@ -91,6 +93,7 @@ fn history() -> (JobId, Vec<ExecutionId>, Vec<Event>) {
                 attempt: 1,
                 task: task.clone(),
                 resources: None,
+                delay: None,
             }
             .into(),
         );
@@ -293,6 +296,7 @@ async fn close_ids() -> (NatsServer, Proc, tempfile::TempDir) {
                 job,
                 version: 1,
                 spec: spec(name, 2),
+                reverted_to: None,
             }
             .into(),
         );
@@ -313,6 +317,7 @@ async fn close_ids() -> (NatsServer, Proc, tempfile::TempDir) {
                 attempt: 1,
                 task: task(),
                 resources: None,
+                delay: None,
             }
             .into(),
         );

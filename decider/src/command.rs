@@ -1,9 +1,12 @@
-//! Commands: deploy a job (or a new version of it), stop it, run it again; make a node
-//! eligible for new work or not, or drain it (`drain.rs`).
+//! Commands: deploy a job (or a new version of it), stop it, run it again, bring an
+//! earlier version back; make a node eligible for new work or not, or drain it
+//! (`drain.rs`).
 
-use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, SetNodeEligibility, StopJob};
+use cairn_shared::command::{
+    Command, DeployJob, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
+};
 use cairn_shared::event::{JobDeployed, JobStateChanged, NodeEligibilityChanged};
-use cairn_shared::{JobId, JobState};
+use cairn_shared::{JobId, JobSpec, JobState};
 
 use super::draft::Draft;
 use super::drain;
@@ -21,6 +24,7 @@ pub(super) fn handle(
         Command::DeployJob(c) => deploy(draft, c, ids).map(Some),
         Command::StopJob(c) => stop(draft, c).map(Some),
         Command::RerunJob(c) => rerun(draft, c).map(Some),
+        Command::RevertJob(c) => revert(draft, c).map(Some),
         Command::SetNodeEligibility(c) => set_eligibility(draft, c).map(|()| None),
         Command::DrainNode(c) => drain::start(draft, c).map(|()| None),
     }
@@ -49,26 +53,92 @@ fn deploy(draft: &mut Draft, c: &DeployJob, ids: &mut impl IdSource) -> Result<J
     spec.validate().map_err(|e| {
         Rejection::new(RejectionKind::InvalidSpec, format!("invalid job spec: {e}"))
     })?;
-    let (job, version) = match draft.state.job_by_name(&spec.name) {
-        None => (ids.job_id(), 1),
+    let job = match draft.state.job_by_name(&spec.name) {
+        None => {
+            let job = ids.job_id();
+            new_version(draft, job, 1, spec.clone(), None);
+            return Ok(job);
+        }
         Some(job) if job.spec == *spec && !job.state.is_terminal() => return Ok(job.id),
-        Some(job) => {
-            let version = job.version.checked_add(1).ok_or_else(|| {
-                Rejection::new(
-                    RejectionKind::TooManyVersions,
-                    format!("job {:?} has no version numbers left", job.name),
-                )
-            })?;
-            (job.id, version)
+        Some(job) => job,
+    };
+    let (id, version) = (job.id, next_version(job)?);
+    new_version(draft, id, version, spec.clone(), None);
+    Ok(id)
+}
+
+/// An earlier version's spec, deployed as the next version. Reverting to the version that
+/// runs now, or to a spec the current version already has while it runs, is refused: it
+/// would change nothing, and the user asked for a change.
+fn revert(draft: &mut Draft, c: &RevertJob) -> Result<JobId, Rejection> {
+    let job = resolve(&draft.state, &c.job)?;
+    let target = match c.version {
+        Some(v) => v,
+        None if job.version > 1 => job.version - 1,
+        None => {
+            return Err(Rejection::new(
+                RejectionKind::UnknownVersion,
+                format!(
+                    "job {:?} has only version 1: there is nothing to revert to",
+                    job.name
+                ),
+            ));
         }
     };
+    let spec = job.versions.get(&target).ok_or_else(|| {
+        Rejection::new(
+            RejectionKind::UnknownVersion,
+            format!(
+                "job {:?} has no version {target}: its versions are 1 to {}",
+                job.name, job.version
+            ),
+        )
+    })?;
+    if target == job.version {
+        return Err(Rejection::new(
+            RejectionKind::UnknownVersion,
+            format!("version {target} is job {:?}'s current version", job.name),
+        ));
+    }
+    if **spec == job.spec && !job.state.is_terminal() {
+        return Err(Rejection::new(
+            RejectionKind::UnknownVersion,
+            format!(
+                "version {target} of job {:?} has the spec version {} runs already",
+                job.name, job.version
+            ),
+        ));
+    }
+    let (id, version, spec) = (job.id, next_version(job)?, (**spec).clone());
+    new_version(draft, id, version, spec, Some(target));
+    Ok(id)
+}
+
+fn next_version(job: &Job) -> Result<u32, Rejection> {
+    job.version.checked_add(1).ok_or_else(|| {
+        Rejection::new(
+            RejectionKind::TooManyVersions,
+            format!("job {:?} has no version numbers left", job.name),
+        )
+    })
+}
+
+/// Starts `version` of the job with `spec`; whatever an earlier version still runs is
+/// asked to stop.
+fn new_version(
+    draft: &mut Draft,
+    job: JobId,
+    version: u32,
+    spec: JobSpec,
+    reverted_to: Option<u32>,
+) {
     draft.emit(JobDeployed {
         job,
         version,
-        spec: spec.clone(),
+        spec,
+        reverted_to,
     });
     draft.stop_executions(job, &format!("replaced by version {version}"));
-    Ok(job)
 }
 
 fn stop(draft: &mut Draft, c: &StopJob) -> Result<JobId, Rejection> {

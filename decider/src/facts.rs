@@ -14,7 +14,7 @@ use cairn_shared::event::{
     ExecutionAssigned, ExecutionStateChanged, JobDeployed, JobStateChanged, NodeRegistered,
 };
 use cairn_shared::placement::Placement;
-use cairn_shared::spec::Labels;
+use cairn_shared::spec::{HumanDuration, Labels};
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
     NodeId, NodeState, Timestamp,
@@ -57,6 +57,9 @@ pub struct Job {
     pub name: String,
     pub version: u32,
     pub spec: JobSpec,
+    /// Every version's spec, the current one's included, by version: what a revert
+    /// brings back.
+    pub versions: OrdMap<u32, Arc<JobSpec>>,
     pub state: JobState,
     /// The executions of the current version since it last started (deploy or rerun).
     pub run: Run,
@@ -91,6 +94,8 @@ pub struct Execution {
     pub attempt: u32,
     /// What it asks of its node, for as long as it has not ended.
     pub request: Resources,
+    /// How long its edge waits before starting it (a restart's pause).
+    pub delay: Option<HumanDuration>,
     pub state: ExecutionState,
     pub desired: DesiredState,
     pub exit_code: Option<i32>,
@@ -204,11 +209,18 @@ impl Facts {
 
     fn job_deployed(&mut self, e: &JobDeployed) -> Recorded {
         let run = Run::start(&e.spec, &self.nodes);
+        let mut versions = self
+            .jobs
+            .get(&e.job)
+            .map(|job| job.versions.clone())
+            .unwrap_or_default();
+        versions.insert(e.version, Arc::new(e.spec.clone()));
         let job = Job {
             id: e.job,
             name: e.spec.name.clone(),
             version: e.version,
             spec: e.spec.clone(),
+            versions,
             state: JobState::Queued,
             run,
             blocked: None,
@@ -263,6 +275,7 @@ impl Facts {
                 node: e.node.clone(),
                 attempt: e.attempt,
                 request: e.resources.unwrap_or(Resources::REQUEST_DEFAULT),
+                delay: e.delay,
                 state: ExecutionState::Pending,
                 desired: DesiredState::Running,
                 exit_code: None,

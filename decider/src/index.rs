@@ -500,6 +500,7 @@ impl RunIndex {
             slot,
             usable,
             spec.replaces_lost(),
+            spec.restart().executions(),
             executions,
             draining,
         );

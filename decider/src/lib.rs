@@ -86,12 +86,24 @@
 //!   job with something waiting whenever room was taken or placement was due, so no
 //!   recorded reason is stale (the tests reconcile after every step and require nothing
 //!   new). A blocked job thus costs a pass over the fleet per such decision.
-//! - **Retries:** [`MAX_ATTEMPTS`] per slot. A batch slot is retried (new execution id,
-//!   attempt + 1, preferring another node) after it fails, is lost, or stops unasked; a slot
-//!   that used all its attempts fails the job. Service and daemon slots are replaced after any
-//!   end nobody asked for; `lost` does not count against them (losing a node is not the task's
-//!   fault) but `failed`, unasked `stopped` and `completed` (a long-running task that exits is
-//!   a crash) do. Ops executions are never retried.
+//! - **Retries** follow the job's `restart` policy: `attempts` restarts per slot (two by
+//!   default, so [`MAX_ATTEMPTS`] executions in all). A batch slot is retried (new execution
+//!   id, attempt + 1, preferring another node) after it fails, is lost, or stops unasked; a
+//!   slot that used all its executions fails the job. Service and daemon slots are replaced
+//!   after any end nobody asked for; `lost` does not count against them (losing a node is
+//!   not the task's fault) but `failed`, unasked `stopped` and `completed` (a long-running
+//!   task that exits is a crash) do. Ops executions are never retried. A restart after a
+//!   fault carries the policy's pause for the slot's count of faults
+//!   (`ExecutionAssigned.delay`: `delay`, times `backoff` per further fault, at most
+//!   `max_delay`), and the edge that takes it waits that long before starting it: the pause
+//!   is decided from facts, so the decider needs no clock, and it holds wherever the
+//!   restart lands. A replacement that follows no fault (a lost replica, a drain) starts at
+//!   once.
+//! - **Versions** are kept, every spec by its number, so `RevertJob` deploys an earlier
+//!   version's spec as the next version (`JobDeployed.reverted_to` names it), replacing
+//!   what runs as any new version does. A revert to the current version, or to a spec the
+//!   running version already has, is refused: it would change nothing. `RerunJob` runs a
+//!   job that ended again, at its current version, with fresh attempts.
 //! - **A failed job stops what it still runs**: its outcome is decided and the rest would only
 //!   hold capacity.
 //! - **ops** runs once on every node that matches (and is not lost, and is eligible) when the
@@ -183,10 +195,10 @@ pub use tally::{Counts, SlotKey, Status, Tally};
 
 use draft::Draft;
 
-/// Executions a slot may use up: a batch slot's attempts, or the crashes a service or
-/// daemon slot survives. Three tolerates a flaky node or two without hiding a task that
-/// always fails.
-pub const MAX_ATTEMPTS: u32 = 3;
+/// Executions a slot may use up when its job sets no `restart`: a batch slot's attempts, or
+/// the crashes a service or daemon slot survives. Three tolerates a flaky node or two
+/// without hiding a task that always fails.
+pub const MAX_ATTEMPTS: u32 = cairn_shared::spec::Restart::DEFAULT.executions();
 
 /// Fresh ids for a decision. The shell implements it with `JobId::generate()` and
 /// `ExecutionId::generate()`; tests use a counter, so every scenario is deterministic.
@@ -261,6 +273,7 @@ pub enum RejectionKind {
     UnknownNode,
     JobStillActive,
     TooManyVersions,
+    UnknownVersion,
     NodeMismatch,
     UnknownExecution,
     WrongNode,

@@ -10,13 +10,14 @@
 //! full fleet costs what it places.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use cairn_shared::placement::Placement;
 use cairn_shared::{NodeId, NodeState};
 
 use super::facts::{Job, Slot};
 use super::state::State;
-use super::tally::{SlotKey, Tally};
+use super::tally::{self, SlotKey, Tally};
 
 /// One job's placement problem.
 pub(super) struct Problem<W> {
@@ -34,6 +35,8 @@ pub(super) struct Want {
     pub(super) attempt: u32,
     /// The nodes its earlier attempts ran on, which the next one avoids if it can.
     pub(super) used: BTreeSet<NodeId>,
+    /// The pause before the next execution starts: its restart policy's, after a fault.
+    pub(super) delay: Duration,
 }
 
 /// What placement decided for one job.
@@ -50,6 +53,7 @@ pub(super) struct Placed {
     pub(super) slot: SlotKey,
     pub(super) node: NodeId,
     pub(super) attempt: u32,
+    pub(super) delay: Duration,
 }
 
 /// Slots left unplaced for one reason.
@@ -73,6 +77,7 @@ pub(super) fn problem<'s>(
         Want {
             attempt: next_attempt(slot),
             used: used_nodes(state, slot),
+            delay: restart_delay(state, job, slot),
             slot: key,
         }
     });
@@ -87,6 +92,20 @@ pub(super) fn problem<'s>(
 fn next_attempt(slot: Option<&Slot>) -> u32 {
     let used = slot.map_or(0, |s| s.executions.len());
     u32::try_from(used).unwrap_or(u32::MAX).saturating_add(1)
+}
+
+/// The pause before a slot's next execution: none unless its current one ended in a
+/// fault, then what the job's restart policy gives the slot's count of faults.
+fn restart_delay(state: &State, job: &Job, slot: Option<&Slot>) -> Duration {
+    let job_type = job.spec.job_type;
+    let faulted = slot
+        .and_then(Slot::current)
+        .and_then(|id| state.execution(id))
+        .is_some_and(|e| tally::is_fault(job_type, e));
+    match slot {
+        Some(slot) if faulted => job.spec.restart().delay_after(state.faults(job_type, slot)),
+        _ => Duration::ZERO,
+    }
 }
 
 /// The nodes a slot already used, which its next execution avoids if it can.
@@ -139,6 +158,7 @@ pub(super) fn plan(problem: Problem<impl Iterator<Item = Want>>) -> Plan {
             slot: want.slot,
             node,
             attempt: want.attempt,
+            delay: want.delay,
         });
     }
     plan

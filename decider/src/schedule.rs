@@ -6,15 +6,16 @@
 //! from the counts, so a job's reconciliation costs what it places, not the size of its run.
 
 use cairn_shared::event::{ExecutionAssigned, JobBlocked, JobStateChanged, JobUnblocked};
+use cairn_shared::spec::HumanDuration;
 use cairn_shared::{JobId, JobState, JobType};
 
+use super::IdSource;
 use super::draft::Draft;
 use super::drain;
 use super::facts::{Execution, Job, Slot};
 use super::placement;
 use super::state::State;
 use super::tally::Verdict;
-use super::{IdSource, MAX_ATTEMPTS};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
 /// due (capacity freed, a node usable, new demand), otherwise only the jobs it touched.
@@ -134,6 +135,7 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
             attempt: placed.attempt,
             task: task.clone(),
             resources,
+            delay: (!placed.delay.is_zero()).then_some(HumanDuration(placed.delay)),
         });
     }
 }
@@ -191,8 +193,9 @@ fn verdict(state: &State, job: &Job) -> (JobState, Option<String>) {
                 .and_then(|slot| current(state, slot))
                 .map(describe_end)
                 .unwrap_or_default();
+            let allowed = job.spec.restart().executions();
             Some(format!(
-                "an execution used all {MAX_ATTEMPTS} attempts; the last {last}"
+                "an execution used all {allowed} attempts; the last {last}"
             ))
         }
         Verdict::NoTarget => {

@@ -5,11 +5,11 @@
 //! rebuilds it exactly. `evolve` trusts the decider that produced the events but never
 //! panics on a stream it did not expect: an event about something unknown changes nothing.
 
-use cairn_shared::{CommandId, Event, ExecutionId, JobId, NodeId, Resources};
+use cairn_shared::{CommandId, Event, ExecutionId, JobId, JobType, NodeId, Resources};
 
-use super::facts::{Execution, Facts, Job, Node};
+use super::facts::{Execution, Facts, Job, Node, Slot};
 use super::index::Index;
-use super::tally::{SlotKey, Tally};
+use super::tally::{self, SlotKey, Tally};
 
 /// What the decider knows, folded from every event so far: what happened ([`Facts`]) and
 /// what is derived from it to decide without scanning ([`Index`]).
@@ -166,6 +166,11 @@ impl State {
 
     pub fn executions(&self) -> impl Iterator<Item = &Execution> {
         self.facts.executions.values()
+    }
+
+    /// The ends in a slot that count against its attempts.
+    pub fn faults(&self, job_type: JobType, slot: &Slot) -> u32 {
+        tally::faults(job_type, slot, &self.facts.executions)
     }
 
     pub fn is_decided(&self, command: CommandId) -> bool {

@@ -11,7 +11,6 @@
 use cairn_shared::{DesiredState, ExecutionId, ExecutionState, JobState, JobType, NodeId};
 use imbl::{OrdMap, OrdSet};
 
-use super::MAX_ATTEMPTS;
 use super::facts::{Execution, Slot};
 
 /// Where a slot sits in its run. The order is placement order: counted slots lowest first,
@@ -203,13 +202,15 @@ impl Tally {
 }
 
 /// Reads one slot. `usable` is whether the slot's node may run the job (counted slots have
-/// no node and always are); `replaces` whether the job replaces lost work; `draining`
-/// whether a node is draining.
+/// no node and always are); `replaces` whether the job replaces lost work; `executions_allowed`
+/// how many executions a slot may use up (its restart policy's); `draining` whether a node
+/// is draining.
 pub(super) fn classify(
     job_type: JobType,
     slot: &Slot,
     usable: bool,
     replaces: bool,
+    executions_allowed: u32,
     executions: &OrdMap<ExecutionId, Execution>,
     draining: impl Fn(&NodeId) -> bool,
 ) -> Status {
@@ -245,7 +246,7 @@ pub(super) fn classify(
     if !slot.is_open(job_type, |id| executions.get(&id).map(|e| e.state)) {
         return Status::Done;
     }
-    if faults(job_type, slot, executions) >= MAX_ATTEMPTS {
+    if faults(job_type, slot, executions) >= executions_allowed {
         return Status::Exhausted;
     }
     if !usable {
@@ -256,20 +257,28 @@ pub(super) fn classify(
 
 /// Ends that count against a slot's attempts: anything nobody asked for, except that a
 /// long-running slot does not pay for a lost node.
-fn faults(job_type: JobType, slot: &Slot, executions: &OrdMap<ExecutionId, Execution>) -> u32 {
+pub(super) fn faults(
+    job_type: JobType,
+    slot: &Slot,
+    executions: &OrdMap<ExecutionId, Execution>,
+) -> u32 {
+    let count = slot
+        .executions
+        .iter()
+        .filter_map(|id| executions.get(id))
+        .filter(|e| is_fault(job_type, e))
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// Whether the execution's end counts against its slot's attempts (see [`faults`]).
+pub(super) fn is_fault(job_type: JobType, e: &Execution) -> bool {
     let long_running = matches!(job_type, JobType::Service | JobType::Daemon);
-    let is_fault = |e: &&Execution| match e.state {
+    match e.state {
         ExecutionState::Failed => true,
         ExecutionState::Stopped => e.desired == DesiredState::Running,
         ExecutionState::Completed => long_running,
         ExecutionState::Lost => !long_running,
         _ => false,
-    };
-    let count = slot
-        .executions
-        .iter()
-        .filter_map(|id| executions.get(id))
-        .filter(is_fault)
-        .count();
-    u32::try_from(count).unwrap_or(u32::MAX)
+    }
 }

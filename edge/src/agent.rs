@@ -570,6 +570,7 @@ impl Agent {
             key,
             job_name: run.job_name,
             task: run.task,
+            delay: run.delay.map_or(Duration::ZERO, |d| d.0),
             stop_grace: self.stop_grace,
             stop: rx,
         };

@@ -51,6 +51,8 @@ pub struct Attempt {
     pub key: AttemptKey,
     pub job_name: String,
     pub task: TaskSpec,
+    /// How long to wait before starting the process: a restart's pause.
+    pub delay: Duration,
     pub stop_grace: Duration,
     pub stop: watch::Receiver<Option<StopCause>>,
 }
@@ -163,6 +165,18 @@ impl Attempt {
 
     /// Runs the process; `None` when there is nothing left to record.
     async fn execute(&mut self) -> Option<Outcome> {
+        if !self.delay.is_zero() {
+            tracing::debug!(attempt = %self.key, delay = ?self.delay, "waiting before starting: the restart's pause");
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(self.delay) => {}
+                // A stop ends the wait, and is read below; the sender gone means the
+                // agent is gone, which is a shutdown.
+                stopped = stop.wait_for(Option::is_some) => if stopped.is_err() {
+                    return Some(Outcome::stopped(&StopCause::Shutdown, None));
+                },
+            }
+        }
         if let Some(cause) = self.stop_cause() {
             // Stopped between being recorded and being started: never started at all.
             return Some(Outcome::stopped(&cause, None));

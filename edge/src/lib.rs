@@ -31,7 +31,10 @@
 //! - **Record before ack.** A `RunExecution` is written to the local redb file before it is
 //!   acked with a confirmed ack (`double_ack`). Its `accepted` report goes into the outbox
 //!   in the same transaction: one fsync instead of two, and record and report cannot
-//!   diverge. The task starts after the ack attempt, whatever its fate.
+//!   diverge. The task starts after the ack attempt, whatever its fate, and after the
+//!   pause the assignment carries (`delay`, a restart policy's): the attempt stays
+//!   `accepted` meanwhile, and a stop during the pause ends it `stopped` without starting.
+//!   An edge restarted during the pause reports the attempt failed, as any it interrupted.
 //! - **Dedupe by (execution, attempt).** A redelivered or republished assignment for a
 //!   recorded attempt is acked again and nothing else happens, whatever state the attempt
 //!   is in (running, finished, failed by a restart).

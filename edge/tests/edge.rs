@@ -246,6 +246,7 @@ fn run(execution: ExecutionId, task: TaskSpec) -> RunExecution {
         job_name: "test-job".into(),
         version: 1,
         task,
+        delay: None,
     }
 }
 

@@ -60,6 +60,7 @@ pub fn assignment_for(
                 job_name: e.job_name.clone(),
                 version: e.version,
                 task: e.task.clone(),
+                delay: e.delay,
             }
             .into(),
         ),
@@ -93,6 +94,7 @@ pub fn pending_work(state: &State) -> Vec<(NodeId, Envelope<Assignment>)> {
                 job_name: job.name.clone(),
                 version: job.version,
                 task: job.spec.task.clone(),
+                delay: execution.delay,
             }
             .into(),
             // An older version still meant to run was replaced: its stop is what is owed.

@@ -175,7 +175,9 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
                 resources: None,
                 task: task(),
                 disconnect: None,
+                restart: None,
             },
+            reverted_to: None,
         }
         .into(),
         Gen::JobState { job, state } => JobStateChanged {
@@ -198,6 +200,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
             attempt,
             task: task(),
             resources: None,
+            delay: None,
         }
         .into(),
         Gen::Stop { execution, node } => ExecutionStopRequested {

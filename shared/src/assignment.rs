@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
 use crate::ids::{EventId, ExecutionId, JobId};
-use crate::spec::TaskSpec;
+use crate::spec::{HumanDuration, TaskSpec};
 
 /// Run an execution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,10 @@ pub struct RunExecution {
     pub job_name: String,
     pub version: u32,
     pub task: TaskSpec,
+    /// How long to wait before starting the task (a restart's pause); absent means none.
+    /// A stop during the wait ends it without starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
 }
 
 /// Stop an execution if it is running.

@@ -31,6 +31,15 @@ pub struct RerunJob {
     pub job: JobRef,
 }
 
+/// Deploy an earlier version's spec again, as a new version (`cairn job revert`): the
+/// version before the current one unless `version` names another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertJob {
+    pub job: JobRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
 /// Make a node eligible for new work, or not (`cairn node eligibility ID enable|disable`).
 /// An ineligible node keeps what it runs and takes nothing new.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +67,7 @@ messages! {
         RerunJob = ("RerunJob", 1),
         SetNodeEligibility = ("SetNodeEligibility", 1),
         DrainNode = ("DrainNode", 1),
+        RevertJob = ("RevertJob", 1),
     }
 }
 
@@ -66,7 +76,9 @@ impl Command {
     pub fn job(&self) -> Option<&str> {
         match self {
             Command::DeployJob(DeployJob { spec }) => Some(&spec.name),
-            Command::StopJob(StopJob { job }) | Command::RerunJob(RerunJob { job }) => Some(&job.0),
+            Command::StopJob(StopJob { job })
+            | Command::RerunJob(RerunJob { job })
+            | Command::RevertJob(RevertJob { job, .. }) => Some(&job.0),
             Command::SetNodeEligibility(_) | Command::DrainNode(_) => None,
         }
     }
@@ -76,7 +88,10 @@ impl Command {
         match self {
             Command::SetNodeEligibility(c) => Some(&c.node),
             Command::DrainNode(c) => Some(&c.node),
-            Command::DeployJob(_) | Command::StopJob(_) | Command::RerunJob(_) => None,
+            Command::DeployJob(_)
+            | Command::StopJob(_)
+            | Command::RerunJob(_)
+            | Command::RevertJob(_) => None,
         }
     }
 
@@ -88,6 +103,10 @@ impl Command {
             }
             Command::StopJob(StopJob { job }) => format!("stop {}", job.0),
             Command::RerunJob(RerunJob { job }) => format!("rerun {}", job.0),
+            Command::RevertJob(RevertJob { job, version }) => match version {
+                Some(v) => format!("revert {} to version {v}", job.0),
+                None => format!("revert {} to its previous version", job.0),
+            },
             Command::SetNodeEligibility(c) => format!(
                 "make node {} {}",
                 c.node,

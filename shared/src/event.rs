@@ -7,7 +7,7 @@ use crate::codec::messages;
 use crate::ids::{CommandId, EventId, ExecutionId, JobId, NodeId, Seq};
 use crate::placement::Placement;
 use crate::resources::Resources;
-use crate::spec::{JobSpec, Labels, TaskSpec};
+use crate::spec::{HumanDuration, JobSpec, Labels, TaskSpec};
 use crate::state::{ExecutionState, JobState};
 use crate::time::Timestamp;
 
@@ -73,6 +73,10 @@ pub struct JobDeployed {
     pub job: JobId,
     pub version: u32,
     pub spec: JobSpec,
+    /// The earlier version whose spec this one brings back, when it is a revert (`cairn
+    /// job revert`); absent for a deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_to: Option<u32>,
 }
 
 /// A job's overall state changed.
@@ -98,6 +102,10 @@ pub struct ExecutionAssigned {
     /// (`Resources::REQUEST_DEFAULT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// How long the edge waits before starting it: the pause a restart policy puts after
+    /// a fault (`restart.delay`); absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
 }
 
 /// The orchestrator wants an execution stopped.
@@ -326,9 +334,15 @@ impl Event {
             Event::NodeDisconnected(n) => format!("{} disconnected", n.node),
             Event::NodeReconnected(n) => format!("{} reconnected", n.node),
             Event::NodeLost(n) => format!("{} lost", n.node),
-            Event::JobDeployed(j) => {
-                format!("{} version {} is job {}", j.spec.name, j.version, j.job)
-            }
+            Event::JobDeployed(j) => format!(
+                "{} version {} is job {}{}",
+                j.spec.name,
+                j.version,
+                j.job,
+                j.reverted_to
+                    .map(|to| format!(", the spec of version {to} again (a revert)"))
+                    .unwrap_or_default()
+            ),
             Event::JobStateChanged(j) => {
                 format!("job {} {}{}", j.job, j.state, because(j.reason.as_deref()))
             }

@@ -73,6 +73,9 @@ pub struct JobSpec {
     /// orchestrator's `--lost-after`, replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnect: Option<Disconnect>,
+    /// How a slot follows up an execution that failed; absent means [`Restart::default`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
 }
 
 /// A rule on one node label, beyond the selector's equality: the set-based selectors of
@@ -160,6 +163,127 @@ fn replaces() -> bool {
     true
 }
 
+/// How a slot follows up a fault (an end nobody asked for; see the decider): up to
+/// `attempts` restarts, each started after a pause that begins at `delay` and grows by
+/// `backoff` with every further fault, to at most `max_delay`. The defaults are two
+/// restarts without a pause: three executions in all.
+///
+/// The pause is decided with the restart and carried in its assignment; the edge that
+/// takes it waits that long before starting the task, so the decider needs no clock and
+/// the pause holds whatever node the restart lands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    #[serde(default = "Restart::default_attempts")]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<HumanDuration>,
+    /// The factor each further fault multiplies the pause by; absent means 1 (a constant
+    /// pause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Factor>,
+    /// The longest pause; absent means no bound but `delay` and `backoff`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<HumanDuration>,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl Restart {
+    /// Two restarts without a pause.
+    pub const DEFAULT: Self = Self {
+        attempts: Self::default_attempts(),
+        delay: None,
+        backoff: None,
+        max_delay: None,
+    };
+    /// Far beyond what a failing task deserves; guards against a typo retrying forever.
+    pub const MAX_ATTEMPTS: u32 = 100;
+    /// The longest pause a restart may be given.
+    pub const MAX_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    const fn default_attempts() -> u32 {
+        2
+    }
+
+    /// Executions a slot may use up: the first, then each restart.
+    pub const fn executions(&self) -> u32 {
+        self.attempts.saturating_add(1)
+    }
+
+    /// The pause before the restart that follows a slot's `faults`-th fault (the first
+    /// restart follows the first): `delay`, multiplied by `backoff` for each fault after
+    /// the first, at most `max_delay`. Computed in whole milliseconds, so it is the same
+    /// on every machine.
+    pub fn delay_after(&self, faults: u32) -> Duration {
+        let Some(HumanDuration(delay)) = self.delay else {
+            return Duration::ZERO;
+        };
+        let cap = self
+            .max_delay
+            .map_or(Self::MAX_DELAY, |HumanDuration(d)| d.min(Self::MAX_DELAY));
+        let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        let factor = u64::from(self.backoff.map_or(Factor::ONE, |f| f.0));
+        let mut ms = u64::try_from(delay.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(cap_ms);
+        for _ in 1..faults {
+            if ms >= cap_ms || factor == u64::from(Factor::ONE) {
+                break;
+            }
+            ms = (ms.saturating_mul(factor) / u64::from(Factor::ONE)).min(cap_ms);
+        }
+        Duration::from_millis(ms)
+    }
+}
+
+/// A factor written as a number (`2`, `1.5`), kept in thousandths so a spec compares and
+/// encodes exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Factor(pub u32);
+
+impl Factor {
+    /// Thousandths in one.
+    pub const ONE: u32 = 1000;
+    /// The largest factor a spec may name.
+    pub const MAX: u32 = 100 * Self::ONE;
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / f64::from(Self::ONE)
+    }
+}
+
+impl fmt::Display for Factor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.as_f64())
+    }
+}
+
+impl Serialize for Factor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.as_f64())
+    }
+}
+
+impl<'de> Deserialize<'de> for Factor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(d)?;
+        let max = f64::from(Self::MAX / Self::ONE);
+        if !value.is_finite() || !(1.0..=max).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "must be a number from 1 to {max}, not {value}"
+            )));
+        }
+        // In range, so the product fits: at most MAX thousandths.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let thousandths = (value * f64::from(Self::ONE)).round() as u32;
+        Ok(Self(thousandths))
+    }
+}
+
 impl JobSpec {
     /// Whether a node with these labels may run the job: every selector pair equal, every
     /// constraint met. An empty selector and no constraints admit every node.
@@ -182,6 +306,11 @@ impl JobSpec {
     /// Whether a lost execution of this job is replaced, or its slot waits for its node.
     pub fn replaces_lost(&self) -> bool {
         self.disconnect.is_none_or(|d| d.replace)
+    }
+
+    /// How the job's slots follow up a fault, defaults filled in.
+    pub fn restart(&self) -> Restart {
+        self.restart.unwrap_or_default()
     }
 
     /// How long the job's executions may stay on a silent node before they are lost;
@@ -387,6 +516,49 @@ impl JobSpec {
                 "must be longer than zero",
             ));
         }
+        if let Some(restart) = self.restart {
+            restart.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Restart {
+    fn validate(&self) -> Result<(), SpecError> {
+        if self.attempts > Self::MAX_ATTEMPTS {
+            return Err(SpecError::new(
+                "restart.attempts",
+                format!("must be at most {}", Self::MAX_ATTEMPTS),
+            ));
+        }
+        let day = humantime::format_duration(Self::MAX_DELAY);
+        for (field, value) in [
+            ("restart.delay", self.delay),
+            ("restart.max_delay", self.max_delay),
+        ] {
+            if value.is_some_and(|HumanDuration(d)| d > Self::MAX_DELAY) {
+                return Err(SpecError::new(field, format!("must be at most {day}")));
+            }
+        }
+        if let (Some(HumanDuration(delay)), Some(HumanDuration(max))) = (self.delay, self.max_delay)
+            && max < delay
+        {
+            return Err(SpecError::new(
+                "restart.max_delay",
+                format!(
+                    "must not be shorter than restart.delay ({})",
+                    HumanDuration(delay)
+                ),
+            ));
+        }
+        if let Some(Factor(f)) = self.backoff
+            && !(Factor::ONE..=Factor::MAX).contains(&f)
+        {
+            return Err(SpecError::new(
+                "restart.backoff",
+                format!("must be a number from 1 to {}", Factor::MAX / Factor::ONE),
+            ));
+        }
         Ok(())
     }
 }
@@ -412,6 +584,7 @@ mod tests {
                 timeout: Some(HumanDuration(Duration::from_secs(30))),
             },
             disconnect: None,
+            restart: None,
         }
     }
 
@@ -448,6 +621,77 @@ mod tests {
             replace: true,
         });
         assert_eq!(s.validate().unwrap_err().field, "disconnect.lost_after");
+    }
+
+    fn restart(delay: u64, backoff: Option<u32>, max: Option<u64>) -> Restart {
+        Restart {
+            attempts: 5,
+            delay: Some(HumanDuration(Duration::from_millis(delay))),
+            backoff: backoff.map(Factor),
+            max_delay: max.map(|ms| HumanDuration(Duration::from_millis(ms))),
+        }
+    }
+
+    #[test]
+    fn restart_pauses_grow_by_the_backoff_up_to_the_bound() {
+        let ms = |r: Restart, faults| r.delay_after(faults).as_millis();
+        assert_eq!(Restart::default().executions(), 3);
+        assert_eq!(Restart::default().delay_after(4), Duration::ZERO);
+        let constant = restart(1000, None, None);
+        assert_eq!([1, 2, 3].map(|n| ms(constant, n)), [1000; 3]);
+        let doubling = restart(1000, Some(2000), Some(5000));
+        assert_eq!(
+            [1, 2, 3, 4, 9].map(|n| ms(doubling, n)),
+            [1000, 2000, 4000, 5000, 5000]
+        );
+        let halves = restart(100, Some(1500), None);
+        assert_eq!([1, 2, 3].map(|n| ms(halves, n)), [100, 150, 225]);
+        // No bound of the spec's own: still at most a day, however many faults.
+        let steep = restart(1000, Some(100_000), None);
+        assert_eq!(steep.delay_after(u32::MAX), Restart::MAX_DELAY);
+    }
+
+    #[test]
+    fn restart_rules_name_the_field() {
+        let field = |r: Restart| {
+            let mut s = spec();
+            s.restart = Some(r);
+            s.validate().err().map(|e| e.field)
+        };
+        assert_eq!(field(restart(1000, Some(2000), Some(60_000))), None);
+        let many = Restart {
+            attempts: Restart::MAX_ATTEMPTS + 1,
+            ..Restart::default()
+        };
+        assert_eq!(field(many).as_deref(), Some("restart.attempts"));
+        assert_eq!(
+            field(restart(2000, None, Some(1000))).as_deref(),
+            Some("restart.max_delay")
+        );
+        let long = 1000 * (Restart::MAX_DELAY.as_secs() + 1);
+        assert_eq!(
+            field(restart(long, None, None)).as_deref(),
+            Some("restart.delay")
+        );
+        assert_eq!(
+            field(restart(1, Some(999), None)).as_deref(),
+            Some("restart.backoff")
+        );
+    }
+
+    #[test]
+    fn a_backoff_is_read_as_a_number_in_range() {
+        let read = |yaml: &str| serde_json::from_str::<Restart>(yaml).map(|r| r.backoff);
+        assert_eq!(read(r#"{"backoff": 2}"#).unwrap(), Some(Factor(2000)));
+        assert_eq!(read(r#"{"backoff": 1.5}"#).unwrap(), Some(Factor(1500)));
+        assert!(read(r#"{"backoff": 0.5}"#).is_err());
+        assert!(read(r#"{"backoff": "fast"}"#).is_err());
+        let r: Restart = serde_json::from_str(r#"{"delay": "1s"}"#).unwrap();
+        assert_eq!(r.attempts, 2, "attempts defaults to today's two restarts");
+        let back: Restart =
+            serde_json::from_str(&serde_json::to_string(&restart(1, Some(1500), None)).unwrap())
+                .unwrap();
+        assert_eq!(back.backoff, Some(Factor(1500)));
     }
 
     #[test]

@@ -298,6 +298,7 @@ mod tests {
             attempt: 1,
             task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
             resources: None,
+            delay: None,
         }
         .into();
         let at = format!("cairn.evt.exec.{job}.edge-7.{execution}");

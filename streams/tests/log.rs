@@ -683,6 +683,7 @@ fn execution_events(
         attempt: 1,
         task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
         resources: None,
+        delay: None,
     };
     let running = ExecutionStateChanged {
         execution,

@@ -22,6 +22,7 @@ fn deploying_a_new_job_creates_version_1_places_it_and_accepts_last() {
                 job: job_id(1),
                 version: 1,
                 spec: spec.clone(),
+                reverted_to: None,
             }),
             ExecutionAssigned {
                 execution: exec_id(1),
@@ -32,6 +33,7 @@ fn deploying_a_new_job_creates_version_1_places_it_and_accepts_last() {
                 attempt: 1,
                 task: spec.task.clone(),
                 resources: None,
+                delay: None,
             }
             .into(),
             JobStateChanged {

@@ -11,3 +11,4 @@ mod props;
 mod reports;
 mod resources;
 mod scenario;
+mod versions;

@@ -686,6 +686,7 @@ fn room_taken_without_placing_anything_renews_the_reasons_of_other_blocked_jobs(
         attempt: 1,
         task: spec.task.clone(),
         resources: None,
+        delay: None,
     };
     let mut s = Scenario::new();
     // n is only disconnected, and x's execution there was lost by its job's threshold; b
@@ -698,6 +699,7 @@ fn room_taken_without_placing_anything_renews_the_reasons_of_other_blocked_jobs(
             job: job_id(1),
             version: 1,
             spec: x.clone(),
+            reverted_to: None,
         }
         .into(),
         assigned(exec_id(1), job_id(1), &x).into(),
@@ -713,6 +715,7 @@ fn room_taken_without_placing_anything_renews_the_reasons_of_other_blocked_jobs(
             job: job_id(2),
             version: 1,
             spec: b.clone(),
+            reverted_to: None,
         }
         .into(),
         assigned(exec_id(2), job_id(2), &b).into(),

@@ -31,6 +31,7 @@ fn undecided(nodes: Fleet<'_>, spec: JobSpec) -> Scenario {
             job: job_id(1),
             version: 1,
             spec,
+            reverted_to: None,
         }
         .into(),
     );
@@ -50,6 +51,7 @@ fn placed(plan: &Plan) -> Vec<(SlotKey, String, u32)> {
                  slot,
                  node,
                  attempt,
+                 ..
              }| (slot.clone(), node.to_string(), *attempt),
         )
         .collect()

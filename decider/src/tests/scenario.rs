@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::resources::{Bytes, Request};
-use cairn_shared::spec::{Engine, Labels, TaskSpec};
+use cairn_shared::spec::{Engine, Factor, HumanDuration, Labels, Restart, TaskSpec};
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
     NodeId, NodeState, Report, Resources, RunningAttempt, Seq, Timestamp,
@@ -80,6 +80,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
             timeout: None,
         },
         disconnect: None,
+        restart: None,
     }
 }
 
@@ -105,6 +106,25 @@ pub fn asking(mut spec: JobSpec, cpu: &str, memory: &str) -> JobSpec {
         cpu: Some(cpu.parse().expect("a test cpu amount")),
         memory: Some(memory.parse().expect("a test memory amount")),
         disk: None,
+    });
+    spec
+}
+
+/// The spec with a restart policy: `attempts` restarts, the first after `delay_ms`, each
+/// next one `backoff` thousandths as long, at most `max_ms`.
+pub fn restarting(
+    mut spec: JobSpec,
+    attempts: u32,
+    delay_ms: u64,
+    backoff: Option<u32>,
+    max_ms: Option<u64>,
+) -> JobSpec {
+    let ms = |ms| HumanDuration(Duration::from_millis(ms));
+    spec.restart = Some(Restart {
+        attempts,
+        delay: Some(ms(delay_ms)),
+        backoff: backoff.map(Factor),
+        max_delay: max_ms.map(ms),
     });
     spec
 }
@@ -229,6 +249,14 @@ impl Scenario {
     pub fn rerun(&mut self, job: &str) -> Decision {
         self.command(Command::RerunJob(RerunJob {
             job: JobRef(job.to_owned()),
+        }))
+    }
+
+    /// `cairn job revert JOB [--version N]`.
+    pub fn revert(&mut self, job: &str, version: Option<u32>) -> Decision {
+        self.command(Command::RevertJob(cairn_shared::command::RevertJob {
+            job: JobRef(job.to_owned()),
+            version,
         }))
     }
 
@@ -395,6 +423,19 @@ pub trait Read {
     fn names(&self) -> Vec<&'static str> {
         use cairn_shared::Message;
         self.events().iter().map(|e| e.type_name()).collect()
+    }
+
+    /// Assignments as (attempt, the pause before it starts in ms).
+    fn delays(&self) -> Vec<(u32, u128)> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::ExecutionAssigned(a) => {
+                    Some((a.attempt, a.delay.map_or(0, |d| d.0.as_millis())))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Assignments as (node, attempt).

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_shared::assignment::{RunExecution, StopExecution};
-use cairn_shared::command::{DeployJob, DrainNode, JobRef, RerunJob, SetNodeEligibility, StopJob};
+use cairn_shared::command::{
+    DeployJob, DrainNode, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
+};
 use cairn_shared::event::*;
 use cairn_shared::heartbeat::{Heartbeat, Liveness};
 use cairn_shared::placement::Placement;
@@ -67,6 +69,7 @@ pub fn spec() -> JobSpec {
         resources: None,
         task: task(),
         disconnect: None,
+        restart: None,
     }
 }
 
@@ -87,6 +90,7 @@ pub fn events() -> Vec<Envelope<Event>> {
             job: job_id(),
             version: 2,
             spec: spec(),
+            reverted_to: None,
         }
         .into(),
         JobStateChanged {
@@ -104,6 +108,7 @@ pub fn events() -> Vec<Envelope<Event>> {
             attempt: 1,
             task: task(),
             resources: None,
+            delay: None,
         }
         .into(),
         ExecutionStopRequested {
@@ -191,6 +196,11 @@ pub fn commands() -> Vec<Envelope<Command>> {
             deadline: at(90),
         }
         .into(),
+        RevertJob {
+            job: JobRef("heartbeat".into()),
+            version: Some(1),
+        }
+        .into(),
     ];
     bodies
         .into_iter()
@@ -236,6 +246,7 @@ pub fn assignments() -> Vec<Envelope<Assignment>> {
             job_name: "heartbeat".into(),
             version: 2,
             task: task(),
+            delay: None,
         }
         .into(),
         StopExecution {
