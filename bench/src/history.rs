@@ -76,6 +76,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<(Event, Option<
                 task: task.clone(),
                 disconnect: None,
                 restart: None,
+                update: None,
             },
             reverted_to: None,
         }
@@ -83,6 +84,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<(Event, Option<
         CommandAccepted {
             command,
             job: Some(job),
+            version: None,
         }
         .into(),
     ];
@@ -106,6 +108,7 @@ fn job_history(j: u64, nodes: &[NodeId], task: &TaskSpec) -> Vec<(Event, Option<
                 task: task.clone(),
                 resources: None,
                 delay: None,
+                health: None,
             }
             .into(),
         );

@@ -41,6 +41,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>, program: &[&str])
         },
         disconnect: None,
         restart: None,
+        update: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn work(node: &NodeId, program: &str) -> Outgoing {
         version: 1,
         task,
         delay: None,
+        health: None,
     }
     .into();
     let envelope = Envelope::new(EventId::generate(), None, Timestamp::now(), body);

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use async_nats::Subject;
-use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::report::{ExecutionHealth, ExecutionUpdate, NodeHello};
 use cairn_shared::{
     Assignment, Command, CommandId, Event, ExecutionId, JobId, NodeId, Report, Seq, Timestamp,
 };
@@ -452,6 +452,9 @@ impl Concern {
             Body::Report(e) => match &e.body {
                 Report::NodeHello(NodeHello { node, .. }) => self.nodes.contains(node),
                 Report::ExecutionUpdate(ExecutionUpdate {
+                    node, execution, ..
+                })
+                | Report::ExecutionHealth(ExecutionHealth {
                     node, execution, ..
                 }) => self.executions.contains(execution) || self.nodes.contains(node),
             },

@@ -12,7 +12,8 @@ use cairn_shared::command::{
     DeployJob, DrainNode, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
 };
 use cairn_shared::{
-    Command, CommandId, Event, JobId, JobSpec, JobState, JobType, NodeId, Seq, Timestamp,
+    Command, CommandId, Event, JobId, JobSpec, JobState, JobType, NodeId, RolloutState, Seq,
+    Timestamp,
 };
 use cairn_streams::{Outgoing, Publisher, ReadFrom, Reader, StreamKind, Topology, subjects};
 use futures::StreamExt;
@@ -146,20 +147,29 @@ where
 /// The decision on a command: the job it concerns, and where the decision sits in the log.
 struct Outcome {
     job: Option<JobId>,
+    /// The job's version once decided (absent from decisions of older builds).
+    version: Option<u32>,
+    seq: Seq,
+}
+
+/// A command's decision about a job: the job, its version then, and where it sits.
+struct Decided {
+    job: JobId,
+    version: Option<u32>,
     seq: Seq,
 }
 
 /// Waits for the decision on a command about a job: the job, and where the decision sits.
-async fn decided_job(
-    reader: &Reader,
-    command: CommandId,
-    deadline: Instant,
-) -> Result<(JobId, Seq)> {
+async fn decided_job(reader: &Reader, command: CommandId, deadline: Instant) -> Result<Decided> {
     let decided = outcome(reader, command, deadline).await?;
     let job = decided
         .job
         .context("the orchestrator accepted the command without naming its job")?;
-    Ok((job, decided.seq))
+    Ok(Decided {
+        job,
+        version: decided.version,
+        seq: decided.seq,
+    })
 }
 
 /// Follows the event stream until the command's outcome appears.
@@ -190,6 +200,7 @@ async fn outcome(reader: &Reader, command: CommandId, deadline: Instant) -> Resu
             Ok(Event::CommandAccepted(accepted)) => {
                 return Ok(Outcome {
                     job: accepted.job,
+                    version: accepted.version,
                     seq: raw.seq,
                 });
             }
@@ -209,13 +220,14 @@ struct Settled {
 /// decision and the job's state is one `done` accepts, or a failure. Progress goes to stderr.
 async fn follow_job(
     global: &Global,
-    job: JobId,
-    decided_at: Seq,
+    decided: &Decided,
     deadline: Instant,
     done: impl Fn(JobType, JobState) -> bool,
 ) -> Result<Settled> {
+    let (job, decided_at) = (decided.job, decided.seq);
     let mut shown = None;
     let mut said = None;
+    let mut version = decided.version;
     loop {
         let query = JobQuery {
             job: job.to_string(),
@@ -228,6 +240,35 @@ async fn follow_job(
         };
         if let Some(answer) = answer.filter(|a: &Answer<JobDetail>| a.applied_seq >= decided_at) {
             let job = &answer.result.job;
+            // The version the command started: a rollout of it that fails, or a version
+            // after it (an auto-revert, another deploy), ends the wait.
+            let ours = *version.get_or_insert(job.version);
+            let failed = [&job.rollout, &job.previous_rollout]
+                .into_iter()
+                .flatten()
+                .find(|r| r.version == ours && r.state == RolloutState::Failed);
+            if let Some(rollout) = failed {
+                if job.version != ours {
+                    bail!(
+                        "job {} version {ours}: its rollout failed: {}; the job went back to an earlier spec as version {}",
+                        job.name,
+                        rollout.reason.as_deref().unwrap_or("no reason recorded"),
+                        job.version
+                    );
+                }
+                bail!(
+                    "job {} version {ours}: its rollout failed: {}",
+                    job.name,
+                    rollout.reason.as_deref().unwrap_or("no reason recorded")
+                );
+            }
+            if job.version != ours {
+                bail!(
+                    "job {} version {ours} was replaced by version {} before it got there",
+                    job.name,
+                    job.version
+                );
+            }
             let state = job.state;
             let reason = crate::query::job_reason(job);
             if shown != Some(state) || said != reason {
@@ -286,12 +327,9 @@ pub async fn deploy(global: &Global, file: &Path, wait: bool, timeout: Duration)
     };
     if wait {
         let deadline = Instant::now() + timeout;
-        let (job, decided_at) = decided_job(&reader, command_id, deadline).await?;
-        result.job_id = Some(job);
-        let settled = follow_job(global, job, decided_at, deadline, |_, s| {
-            started(job_type, s)
-        })
-        .await?;
+        let decided = decided_job(&reader, command_id, deadline).await?;
+        result.job_id = Some(decided.job);
+        let settled = follow_job(global, &decided, deadline, |_, s| started(job_type, s)).await?;
         result.version = Some(settled.version);
         result.state = settled.state.to_string();
         print_result(global, &result)?;
@@ -408,10 +446,10 @@ async fn wait_started(
     timeout: Duration,
 ) -> Result<Started> {
     let deadline = Instant::now() + timeout;
-    let (job, decided_at) = decided_job(reader, command_id, deadline).await?;
-    let settled = follow_job(global, job, decided_at, deadline, started).await?;
+    let decided = decided_job(reader, command_id, deadline).await?;
+    let settled = follow_job(global, &decided, deadline, started).await?;
     Ok(Started {
-        job,
+        job: decided.job,
         version: settled.version,
         state: settled.state,
     })
@@ -611,9 +649,9 @@ pub async fn stop(global: &Global, job: String, wait: bool, timeout: Duration) -
     };
     if wait {
         let deadline = Instant::now() + timeout;
-        let (job, decided_at) = decided_job(&reader, command_id, deadline).await?;
-        result.job_id = Some(job);
-        let settled = follow_job(global, job, decided_at, deadline, |_, s| s.is_terminal()).await?;
+        let decided = decided_job(&reader, command_id, deadline).await?;
+        result.job_id = Some(decided.job);
+        let settled = follow_job(global, &decided, deadline, |_, s| s.is_terminal()).await?;
         result.state = settled.state.to_string();
     }
     print_result(global, &result)

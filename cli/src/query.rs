@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cairn_orchestrator::query::{Answer, ExecutionQuery, JobDetail, JobQuery, endpoint};
 use cairn_orchestrator::store::NodeSummary;
-use cairn_orchestrator::views::{ExecutionView, JobView};
+use cairn_orchestrator::views::{ExecutionView, JobView, RolloutView};
 use cairn_shared::placement::Placement;
 use cairn_shared::{ExecutionState, JobSpec, NodeId};
 use serde::Serialize;
@@ -274,6 +274,9 @@ pub struct ExecutionRow {
     exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// Whether its edge found it healthy; only for a job with `update`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthy: Option<bool>,
 }
 
 impl From<ExecutionView> for ExecutionRow {
@@ -289,6 +292,7 @@ impl From<ExecutionView> for ExecutionRow {
             state: e.state,
             exit_code: e.exit_code,
             reason: e.reason,
+            healthy: e.healthy,
         }
     }
 }
@@ -299,14 +303,21 @@ impl Tabular for ExecutionRow {
     fn table(rows: &[Self], wide: bool) -> String {
         let ids: Vec<String> = rows.iter().map(|e| e.id.to_string()).collect();
         let short = ShortIds::new(ids.iter().map(String::as_str), wide);
-        let headers: &[&str] = if wide {
-            &[
+        let mut headers: Vec<&str> = if wide {
+            vec![
                 "id", "job_id", "job", "node", "version", "attempt", "desired", "state", "exit",
-                "reason",
             ]
         } else {
-            &["id", "job", "node", "version", "desired", "state", "exit"]
+            vec!["id", "job", "node", "version", "desired", "state", "exit"]
         };
+        // Health is judged only for jobs with `update`: a column only when some row has it.
+        let judged = rows.iter().any(|e| e.healthy.is_some());
+        if judged {
+            headers.push("healthy");
+        }
+        if wide {
+            headers.push("reason");
+        }
         let cells = rows
             .iter()
             .zip(&ids)
@@ -328,13 +339,21 @@ impl Tabular for ExecutionRow {
                     Cell::state(e.state),
                     exit.into(),
                 ]);
+                if judged {
+                    let healthy = match e.healthy {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "-",
+                    };
+                    row.push(healthy.into());
+                }
                 if wide {
                     row.push(e.reason.clone().unwrap_or_default().into());
                 }
                 row
             })
             .collect();
-        output::table(headers, cells)
+        output::table(&headers, cells)
     }
 }
 
@@ -344,7 +363,65 @@ pub struct JobDescription {
     #[serde(flatten)]
     row: JobRow,
     spec: JobSpec,
+    /// The current version's rollout and how far it got, for a job with `update`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<RolloutProgress>,
     executions: Vec<ExecutionRow>,
+}
+
+/// A rollout as `job describe` shows it: its state, and how far it got, counted from the
+/// executions still meant to run.
+#[derive(Serialize)]
+pub struct RolloutProgress {
+    version: u32,
+    state: cairn_shared::RolloutState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    since: String,
+    /// Executions of the version that run and are healthy.
+    healthy: usize,
+    /// Executions of the version placed and not healthy yet.
+    pending: usize,
+    /// Executions of earlier versions still meant to run: what is left to replace.
+    older: usize,
+}
+
+impl RolloutProgress {
+    fn of(rollout: &RolloutView, executions: &[ExecutionView]) -> Self {
+        let meant = executions.iter().filter(|e| {
+            !e.state.is_terminal() && e.desired_state == cairn_shared::DesiredState::Running
+        });
+        let (mut healthy, mut pending, mut older) = (0, 0, 0);
+        for e in meant {
+            if e.version != rollout.version {
+                older += 1;
+            } else if e.healthy == Some(true) && e.state == ExecutionState::Running {
+                healthy += 1;
+            } else {
+                pending += 1;
+            }
+        }
+        Self {
+            version: rollout.version,
+            state: rollout.state,
+            reason: rollout.reason.clone(),
+            since: rollout.since.to_string(),
+            healthy,
+            pending,
+            older,
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut text = format!(
+            "version {} {} since {}: {} healthy, {} not yet, {} of earlier versions to replace",
+            self.version, self.state, self.since, self.healthy, self.pending, self.older
+        );
+        if let Some(reason) = &self.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        text
+    }
 }
 
 impl JobDescription {
@@ -365,6 +442,9 @@ impl JobDescription {
         ];
         if let Some(reason) = &row.reason {
             fields.push(vec!["reason".into(), reason.clone().into()]);
+        }
+        if let Some(rollout) = &self.rollout {
+            fields.push(vec!["rollout".into(), rollout.text().into()]);
         }
         if let Some(count) = spec.count {
             fields.push(vec!["count".into(), count.to_string().into()]);
@@ -409,9 +489,15 @@ pub async fn job_describe(global: &Global, job: String, at: &AsOf, wide: bool) -
     let answer: Answer<JobDetail> =
         replay::ask(global, at, endpoint::JOB, &JobQuery { job }).await?;
     let detail = answer.result;
+    let rollout = detail
+        .job
+        .rollout
+        .as_ref()
+        .map(|r| RolloutProgress::of(r, &detail.executions));
     let description = JobDescription {
         row: JobRow::from(&detail.job),
         spec: detail.job.spec.clone(),
+        rollout,
         executions: detail
             .executions
             .into_iter()

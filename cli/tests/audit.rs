@@ -664,6 +664,7 @@ fn assigned(execution: ExecutionId, job: JobId, name: &str, version: u32, node: 
         task: task(),
         resources: None,
         delay: None,
+        health: None,
     }
     .into()
 }
@@ -700,6 +701,7 @@ fn run(execution: ExecutionId, job: JobId, name: &str, version: u32) -> Assignme
         version,
         task: task(),
         delay: None,
+        health: None,
     }
     .into()
 }
@@ -822,6 +824,7 @@ async fn history_of_one_entity_shows_exactly_its_messages_and_reads_only_its_sub
         CommandAccepted {
             command,
             job: Some(job),
+            version: None,
         }
         .into()
     };

@@ -69,6 +69,7 @@ fn events() -> impl Iterator<Item = Event> {
             task: task.clone(),
             resources: None,
             delay: None,
+            health: None,
         }
         .into();
         let done: Event = ExecutionStateChanged {

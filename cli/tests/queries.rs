@@ -57,6 +57,7 @@ fn spec(name: &str, count: u32) -> JobSpec {
         task: task(),
         disconnect: None,
         restart: None,
+        update: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn history() -> (JobId, Vec<ExecutionId>, Vec<Event>) {
                 task: task.clone(),
                 resources: None,
                 delay: None,
+                health: None,
             }
             .into(),
         );
@@ -318,6 +320,7 @@ async fn close_ids() -> (NatsServer, Proc, tempfile::TempDir) {
                 task: task(),
                 resources: None,
                 delay: None,
+                health: None,
             }
             .into(),
         );

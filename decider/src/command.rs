@@ -5,12 +5,13 @@
 use cairn_shared::command::{
     Command, DeployJob, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
 };
-use cairn_shared::event::{JobDeployed, JobStateChanged, NodeEligibilityChanged};
-use cairn_shared::{JobId, JobSpec, JobState};
+use cairn_shared::event::{JobStateChanged, NodeEligibilityChanged};
+use cairn_shared::{JobId, JobState};
 
 use super::draft::Draft;
 use super::drain;
 use super::facts::Job;
+use super::rollout;
 use super::state::State;
 use super::{IdSource, Rejection, RejectionKind};
 
@@ -56,14 +57,14 @@ fn deploy(draft: &mut Draft, c: &DeployJob, ids: &mut impl IdSource) -> Result<J
     let job = match draft.state.job_by_name(&spec.name) {
         None => {
             let job = ids.job_id();
-            new_version(draft, job, 1, spec.clone(), None);
+            rollout::start_version(draft, job, 1, spec.clone(), None);
             return Ok(job);
         }
         Some(job) if job.spec == *spec && !job.state.is_terminal() => return Ok(job.id),
         Some(job) => job,
     };
     let (id, version) = (job.id, next_version(job)?);
-    new_version(draft, id, version, spec.clone(), None);
+    rollout::start_version(draft, id, version, spec.clone(), None);
     Ok(id)
 }
 
@@ -110,7 +111,7 @@ fn revert(draft: &mut Draft, c: &RevertJob) -> Result<JobId, Rejection> {
         ));
     }
     let (id, version, spec) = (job.id, next_version(job)?, (**spec).clone());
-    new_version(draft, id, version, spec, Some(target));
+    rollout::start_version(draft, id, version, spec, Some(target));
     Ok(id)
 }
 
@@ -123,27 +124,10 @@ fn next_version(job: &Job) -> Result<u32, Rejection> {
     })
 }
 
-/// Starts `version` of the job with `spec`; whatever an earlier version still runs is
-/// asked to stop.
-fn new_version(
-    draft: &mut Draft,
-    job: JobId,
-    version: u32,
-    spec: JobSpec,
-    reverted_to: Option<u32>,
-) {
-    draft.emit(JobDeployed {
-        job,
-        version,
-        spec,
-        reverted_to,
-    });
-    draft.stop_executions(job, &format!("replaced by version {version}"));
-}
-
 fn stop(draft: &mut Draft, c: &StopJob) -> Result<JobId, Rejection> {
     let job = resolve(&draft.state, &c.job)?;
     let (id, was_terminal) = (job.id, job.state.is_terminal());
+    rollout::cancel(draft, id, "job stopped");
     draft.stop_executions(id, "job stopped");
     if !was_terminal {
         draft.emit(JobStateChanged {
@@ -172,6 +156,7 @@ fn rerun(draft: &mut Draft, c: &RerunJob) -> Result<JobId, Rejection> {
         state: JobState::Queued,
         reason: Some(format!("rerun of version {version}")),
     });
+    rollout::rerun_started(draft, id);
     Ok(id)
 }
 

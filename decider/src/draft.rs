@@ -138,6 +138,9 @@ impl Draft {
                 }
                 (execution_job(e.execution), e.state.is_terminal())
             }
+            // Health lets a rollout take its next step; its end is news to its job.
+            Event::ExecutionHealthChanged(e) => (execution_job(e.execution), false),
+            Event::RolloutChanged(e) => (Some(e.job), false),
             Event::NodeDisconnected(_)
             | Event::NodeDrained(_)
             | Event::JobBlocked(_)

@@ -17,7 +17,7 @@ use cairn_shared::placement::Placement;
 use cairn_shared::spec::{HumanDuration, Labels};
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
-    NodeId, NodeState, Timestamp,
+    NodeId, NodeState, RolloutState, Timestamp,
 };
 use imbl::{OrdMap, OrdSet, Vector};
 
@@ -66,6 +66,18 @@ pub struct Job {
     /// Why some of the run's slots wait for a node, as last recorded; only while the job
     /// is active (a terminal state or a new run ends it).
     pub blocked: Option<Placement>,
+    /// The current version's rollout, for a job with `update` (see `rollout.rs`).
+    pub rollout: Option<Rollout>,
+    /// The last version whose rollout succeeded: what `auto_revert` goes back to.
+    pub stable: Option<u32>,
+}
+
+/// Where a version's rollout stands, as last recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    pub version: u32,
+    pub state: RolloutState,
+    pub reason: Option<String>,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -103,6 +115,8 @@ pub struct Execution {
     /// Why it was asked to stop, while it has not ended: what a dispatcher that starts
     /// afresh queues again with the stop.
     pub stop_reason: Option<String>,
+    /// Whether its edge found it healthy (a job with `update`), once it said.
+    pub healthy: Option<bool>,
 }
 
 /// What [`Facts::record`] changed, for the index to read again.
@@ -172,6 +186,30 @@ impl Facts {
                 Recorded::Execution(e.execution)
             }
             Event::ExecutionStateChanged(e) => self.execution_state_changed(e, index),
+            Event::ExecutionHealthChanged(e) => {
+                let Some(execution) = self.executions.get_mut(&e.execution) else {
+                    return Recorded::Nothing;
+                };
+                execution.healthy = Some(e.healthy);
+                Recorded::Execution(e.execution)
+            }
+            Event::RolloutChanged(e) => {
+                let Some(job) = self.jobs.get_mut(&e.job).filter(|j| j.version == e.version) else {
+                    return Recorded::Nothing;
+                };
+                if e.state == RolloutState::Succeeded {
+                    job.stable = Some(e.version);
+                }
+                job.rollout = Some(Rollout {
+                    version: e.version,
+                    state: e.state,
+                    reason: e.reason.clone(),
+                });
+                Recorded::Job {
+                    job: e.job,
+                    run_started: false,
+                }
+            }
             Event::CommandAccepted(e) => {
                 self.decided.insert(e.command);
                 Recorded::Nothing
@@ -209,11 +247,9 @@ impl Facts {
 
     fn job_deployed(&mut self, e: &JobDeployed) -> Recorded {
         let run = Run::start(&e.spec, &self.nodes);
-        let mut versions = self
-            .jobs
-            .get(&e.job)
-            .map(|job| job.versions.clone())
-            .unwrap_or_default();
+        let earlier = self.jobs.get(&e.job);
+        let stable = earlier.and_then(|job| job.stable);
+        let mut versions = earlier.map(|job| job.versions.clone()).unwrap_or_default();
         versions.insert(e.version, Arc::new(e.spec.clone()));
         let job = Job {
             id: e.job,
@@ -224,6 +260,8 @@ impl Facts {
             state: JobState::Queued,
             run,
             blocked: None,
+            rollout: None,
+            stable,
         };
         self.jobs.insert(e.job, job);
         Recorded::Job {
@@ -281,6 +319,7 @@ impl Facts {
                 exit_code: None,
                 reason: None,
                 stop_reason: None,
+                healthy: None,
             },
         );
         let slot = self.jobs.get_mut(&e.job).and_then(|job| {

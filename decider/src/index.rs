@@ -10,7 +10,7 @@
 
 use std::ops::Bound;
 
-use cairn_shared::{DesiredState, ExecutionId, JobId, JobType, NodeId, Resources};
+use cairn_shared::{DesiredState, ExecutionId, JobId, JobType, NodeId, Resources, RolloutState};
 use imbl::{OrdMap, OrdSet, Vector};
 
 use super::facts::{Execution, Facts, Job, Node, Recorded, Run};
@@ -278,7 +278,11 @@ impl Index {
             && (tally.wants_placement()
                 || (job.spec.job_type == JobType::Daemon && !tally.unmatched.is_empty())
                 || tally.verdict(job.spec.job_type).state() != job.state
-                || job.blocked.is_some())
+                || job.blocked.is_some()
+                || job
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.state == RolloutState::Rolling))
     }
 
     /// The non-terminal executions on a node.

@@ -31,9 +31,29 @@
 //! - **Identical redeploy is a no-op.** Deploying the spec the current version already has,
 //!   while the job is not terminal, is accepted with no other event (like `kubectl apply`).
 //!   On a terminal job it creates a new version, which runs again.
-//! - **A new version replaces the old one at once:** every execution of the job that is still
-//!   meant to run gets `ExecutionStopRequested`, and the new version is placed in the same
-//!   decision. The old executions keep their capacity until their edge reports them ended.
+//! - **A new version replaces the old one at once** unless its spec has `update`: every
+//!   execution of the job that is still meant to run gets `ExecutionStopRequested`, and the
+//!   new version is placed in the same decision. The old executions keep their capacity
+//!   until their edge reports them ended.
+//! - **With `update`, a new version rolls out** (`rollout.rs`): `RolloutChanged` records
+//!   it rolling, and the old version's executions keep running while they are replaced a
+//!   step at a time. An old one is asked to stop only while the slots still covered by an
+//!   old execution or a healthy new one stay at least the count (for a daemon, the nodes it
+//!   runs on) less `max_parallel`; a new one is placed only where an old one made room (a
+//!   daemon's node with no old execution left meant to run; a service while old and new
+//!   ones meant to run are fewer than `count`). A placement that replaces nothing (a
+//!   first version, a node that had none) is not held. Health is the edge's word
+//!   (`ExecutionHealth`, recorded once as `ExecutionHealthChanged`): healthy after
+//!   `min_healthy_time` running, not healthy if that has not happened `healthy_deadline`
+//!   after the edge took it. A new execution that ends unasked, or is found not healthy,
+//!   before it was healthy fails the rollout: nothing more is stopped or placed for the
+//!   version (what runs keeps running, and the job reads `running`), and with
+//!   `auto_revert` the last version whose rollout succeeded is deployed again as the next
+//!   version, which rolls out the same way, the bad version's executions replaced first.
+//!   A lost node, a drain or a stop is no fault of the version. The rollout succeeds once
+//!   nothing of an earlier version is meant to run and every slot has a healthy execution
+//!   of the version; while it rolls the job reads `deploying`. A newer version or a stop
+//!   cancels it. Canaries are not built yet: a spec asking for any is refused.
 //! - **Stopping is asked, never assumed.** `StopJob` requests a stop of every execution and
 //!   marks the job stopped; executions end when their edge says so, because the node may
 //!   already be running them. Stopping an already terminal job is accepted and changes
@@ -173,6 +193,7 @@ mod index;
 mod liveness;
 mod placement;
 mod report;
+mod rollout;
 mod schedule;
 mod state;
 mod tally;
@@ -188,7 +209,7 @@ use cairn_shared::{
     CommandId, Event, ExecutionId, JobId, NodeId, Report, RunningAttempt, Seq, Timestamp,
 };
 
-pub use facts::{Execution, Job, Node, Run, Slot};
+pub use facts::{Execution, Job, Node, Rollout, Run, Slot};
 pub use liveness::lost_due;
 pub use state::{State, evolve};
 pub use tally::{Counts, SlotKey, Status, Tally};
@@ -215,6 +236,9 @@ pub struct Origin {
 }
 
 /// Everything the decider reacts to.
+// A command carries a whole job spec; an input is built, decided and dropped, one at a
+// time, so its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
     /// A user's command, with its envelope id.
@@ -329,7 +353,12 @@ fn decide_command(
     match command::handle(&mut draft, command, ids) {
         Ok(job) => {
             schedule::schedule(&mut draft, ids);
-            draft.emit(CommandAccepted { command: id, job });
+            let version = job.and_then(|j| draft.state.job(j)).map(|j| j.version);
+            draft.emit(CommandAccepted {
+                command: id,
+                job,
+                version,
+            });
             Decision {
                 events: draft.into_events(),
                 rejection: None,

@@ -4,13 +4,16 @@
 //! becomes a fact; anything that does not fit is refused with a reason, never a panic.
 
 use cairn_shared::event::{
-    ExecutionStateChanged, ExecutionStopRequested, NodeReconnected, NodeRegistered,
+    ExecutionHealthChanged, ExecutionStateChanged, ExecutionStopRequested, NodeReconnected,
+    NodeRegistered,
 };
-use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::report::{ExecutionHealth, ExecutionUpdate, NodeHello};
 use cairn_shared::{DesiredState, ExecutionId, ExecutionState, NodeId, NodeState, Report};
 
 use super::draft::Draft;
 use super::drain;
+use super::facts::Execution;
+use super::rollout;
 use super::{Rejection, RejectionKind};
 
 /// Applies a report that arrived on `subject_node`'s subject.
@@ -35,6 +38,7 @@ pub(super) fn handle(
             Ok(())
         }
         Report::ExecutionUpdate(update) => execution_update(draft, update),
+        Report::ExecutionHealth(health) => execution_health(draft, health),
     }
 }
 
@@ -76,31 +80,7 @@ pub(super) fn execution_update(
             format!("edges report accepted, running, completed, failed or stopped, not {to}"),
         ));
     }
-    let Some(execution) = draft.state.execution(id) else {
-        return Err(Rejection::new(
-            RejectionKind::UnknownExecution,
-            format!("unknown execution {id}"),
-        ));
-    };
-    if execution.node != update.node {
-        return Err(Rejection::new(
-            RejectionKind::WrongNode,
-            format!(
-                "execution {id} belongs to node {:?}, not {:?}",
-                execution.node.as_str(),
-                update.node.as_str()
-            ),
-        ));
-    }
-    if execution.attempt != update.attempt {
-        return Err(Rejection::new(
-            RejectionKind::WrongAttempt,
-            format!(
-                "execution {id} is attempt {}, the report is for attempt {}",
-                execution.attempt, update.attempt
-            ),
-        ));
-    }
+    let execution = known(draft, id, &update.node, update.attempt)?;
     let from = execution.state;
     if from == to {
         // A resent report: the fact is already recorded.
@@ -145,7 +125,65 @@ pub(super) fn execution_update(
     if to == ExecutionState::Running {
         drain::superseded(draft, id);
     }
+    if to.is_terminal() {
+        rollout::ended(draft, id);
+    }
     Ok(())
+}
+
+/// Records what an edge found of an execution's health, once: the first word on it is
+/// the one that counts, and one that has ended has nothing more to say.
+fn execution_health(draft: &mut Draft, report: &ExecutionHealth) -> Result<(), Rejection> {
+    let id = report.execution;
+    let execution = known(draft, id, &report.node, report.attempt)?;
+    if execution.state.is_terminal() || execution.healthy.is_some() {
+        return Ok(());
+    }
+    draft.emit(ExecutionHealthChanged {
+        execution: id,
+        node: report.node.clone(),
+        healthy: report.healthy,
+        reason: report.reason.clone(),
+    });
+    if !report.healthy {
+        rollout::unhealthy(draft, id, report.reason.as_deref());
+    }
+    Ok(())
+}
+
+/// The execution a report names, if it is the node's and the attempt it runs.
+fn known<'d>(
+    draft: &'d Draft,
+    id: ExecutionId,
+    node: &NodeId,
+    attempt: u32,
+) -> Result<&'d Execution, Rejection> {
+    let Some(execution) = draft.state.execution(id) else {
+        return Err(Rejection::new(
+            RejectionKind::UnknownExecution,
+            format!("unknown execution {id}"),
+        ));
+    };
+    if execution.node != *node {
+        return Err(Rejection::new(
+            RejectionKind::WrongNode,
+            format!(
+                "execution {id} belongs to node {:?}, not {:?}",
+                execution.node.as_str(),
+                node.as_str()
+            ),
+        ));
+    }
+    if execution.attempt != attempt {
+        return Err(Rejection::new(
+            RejectionKind::WrongAttempt,
+            format!(
+                "execution {id} is attempt {}, the report is for attempt {attempt}",
+                execution.attempt
+            ),
+        ));
+    }
+    Ok(execution)
 }
 
 /// After a late report on `execution`: one execution per slot. If it took its slot back

@@ -7,15 +7,16 @@
 
 use cairn_shared::event::{ExecutionAssigned, JobBlocked, JobStateChanged, JobUnblocked};
 use cairn_shared::spec::HumanDuration;
-use cairn_shared::{JobId, JobState, JobType};
+use cairn_shared::{JobId, JobState, JobType, NodeId};
 
 use super::IdSource;
 use super::draft::Draft;
 use super::drain;
 use super::facts::{Execution, Job, Slot};
 use super::placement;
+use super::rollout;
 use super::state::State;
-use super::tally::Verdict;
+use super::tally::{SlotKey, Tally, Verdict};
 
 /// Reconciles the jobs this decision may have affected: every active job when placement is
 /// due (capacity freed, a node usable, new demand), otherwise only the jobs it touched.
@@ -79,7 +80,9 @@ pub(super) fn reconcile(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobI
     if job.spec.job_type == JobType::Daemon {
         stop_unmatched(draft, job_id);
     }
+    rollout::step(draft, job_id);
     place(draft, ids, job_id);
+    rollout::progress(draft, job_id);
     settle(draft, job_id);
 }
 
@@ -92,9 +95,13 @@ fn note_placement(draft: &mut Draft, job_id: JobId) {
     let Some(tally) = draft.state.tally(job_id) else {
         return;
     };
-    let now = tally
-        .wants_placement()
-        .then(|| placement::diagnose(&draft.state, job, tally.waiting()));
+    // What a rollout holds back is waiting its turn, not for a node.
+    let held = rollout::gate(&draft.state, job).map_or(0, |gate| {
+        gate.held(tally.waiting(), tally.fresh.iter().chain(pinned(tally)))
+    });
+    let unplaced = tally.waiting().saturating_sub(held);
+    let now = (tally.wants_placement() && unplaced > 0)
+        .then(|| placement::diagnose(&draft.state, job, unplaced));
     match (now, &job.blocked) {
         (Some(placement), was) if was.as_ref() != Some(&placement) => {
             draft.emit(JobBlocked {
@@ -121,11 +128,18 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
         return;
     }
     let plan = placement::plan(placement::problem(&draft.state, job));
+    let mut gate = rollout::gate(&draft.state, job);
     let (name, version, task) = (job.name.clone(), job.version, job.spec.task.clone());
     // Said only when the job says, so a job that leaves it to the defaults records what it
     // always did.
     let resources = job.spec.resources.map(|_| job.spec.request());
+    let health = job.spec.update.map(|u| u.health());
     for placed in plan.placed {
+        if let Some(gate) = &mut gate
+            && !gate.admit(&placed.slot, &placed.node)
+        {
+            continue;
+        }
         draft.emit(ExecutionAssigned {
             execution: ids.execution_id(),
             job: job_id,
@@ -136,6 +150,7 @@ fn place(draft: &mut Draft, ids: &mut impl IdSource, job_id: JobId) {
             task: task.clone(),
             resources,
             delay: (!placed.delay.is_zero()).then_some(HumanDuration(placed.delay)),
+            health,
         });
     }
 }
@@ -146,7 +161,8 @@ fn settle(draft: &mut Draft, job_id: JobId) {
     let Some(job) = draft.state.job(job_id) else {
         return;
     };
-    let (state, reason) = verdict(&draft.state, job);
+    let (judged, reason) = verdict(&draft.state, job);
+    let state = rollout::job_state(&draft.state, job, judged);
     if state == job.state {
         return;
     }
@@ -207,6 +223,14 @@ fn verdict(state: &State, job: &Job) -> (JobState, Option<String>) {
         }
     };
     (verdict.state(), reason)
+}
+
+/// The nodes of a daemon's waiting pinned slots.
+fn pinned(tally: &Tally) -> impl Iterator<Item = &NodeId> {
+    tally.waiting.iter().filter_map(|key| match key {
+        SlotKey::Pinned(node) => Some(node),
+        SlotKey::Counted(_) => None,
+    })
 }
 
 fn current<'s>(state: &'s State, slot: &Slot) -> Option<&'s Execution> {

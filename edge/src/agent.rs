@@ -571,6 +571,7 @@ impl Agent {
             job_name: run.job_name,
             task: run.task,
             delay: run.delay.map_or(Duration::ZERO, |d| d.0),
+            health: run.health,
             stop_grace: self.stop_grace,
             stop: rx,
         };

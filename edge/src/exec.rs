@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use cairn_shared::spec::{HumanDuration, TaskSpec};
+use cairn_shared::report::ExecutionHealth;
+use cairn_shared::spec::{Health, HumanDuration, TaskSpec};
 use cairn_shared::{ExecutionState, NodeId};
 use cairn_streams::backoff::Backoff;
 use cairn_streams::{LogEntry, OutputStream};
@@ -21,6 +22,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::outbox;
 use crate::store::{AttemptKey, Change, ProcessIdentity, Store};
@@ -34,6 +36,37 @@ const PARTIAL_LINE_AFTER: Duration = Duration::from_millis(200);
 /// How long output may keep flowing after the task's process group is gone; a process that
 /// escaped the group and still holds the pipes does not keep the attempt open forever.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// When and how a running attempt is judged: healthy once it has run `min_healthy_time`,
+/// unless `healthy_deadline`, counted from when the edge took it (a restart's pause
+/// included), comes first, and then not healthy.
+async fn judgement(
+    health: Option<Health>,
+    taken: Instant,
+    running: Instant,
+) -> (bool, Option<String>) {
+    let Some(Health {
+        min_healthy_time: HumanDuration(min),
+        healthy_deadline: HumanDuration(deadline),
+    }) = health
+    else {
+        return std::future::pending().await;
+    };
+    let healthy_at = running + min;
+    let deadline_at = taken + deadline;
+    if healthy_at <= deadline_at {
+        tokio::time::sleep_until(healthy_at).await;
+        (true, None)
+    } else {
+        tokio::time::sleep_until(deadline_at).await;
+        let reason = format!(
+            "not running for {} within {} of being taken",
+            HumanDuration(min),
+            HumanDuration(deadline)
+        );
+        (false, Some(reason))
+    }
+}
 
 /// Why an attempt must end before its process does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +86,8 @@ pub struct Attempt {
     pub task: TaskSpec,
     /// How long to wait before starting the process: a restart's pause.
     pub delay: Duration,
+    /// How to judge its health, for a job with `update`.
+    pub health: Option<Health>,
     pub stop_grace: Duration,
     pub stop: watch::Receiver<Option<StopCause>>,
 }
@@ -165,6 +200,7 @@ impl Attempt {
 
     /// Runs the process; `None` when there is nothing left to record.
     async fn execute(&mut self) -> Option<Outcome> {
+        let taken = Instant::now();
         if !self.delay.is_zero() {
             tracing::debug!(attempt = %self.key, delay = ?self.delay, "waiting before starting: the restart's pause");
             let mut stop = self.stop.clone();
@@ -241,7 +277,7 @@ impl Attempt {
         if let Some(err) = child.stderr.take() {
             pumps.spawn(self.pump(err, OutputStream::Stderr, Arc::clone(&index)));
         }
-        let outcome = self.supervise(&mut child, pid).await;
+        let outcome = self.supervise(&mut child, pid, taken).await;
         // Whatever the task left behind in its group ends with it and releases the pipes.
         kill_group(pid, Signal::SIGKILL);
         let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
@@ -255,8 +291,9 @@ impl Attempt {
         Some(outcome)
     }
 
-    /// Waits for the process, a timeout or a stop, whichever comes first.
-    async fn supervise(&mut self, child: &mut Child, pid: i32) -> Outcome {
+    /// Waits for the process, a timeout or a stop, whichever comes first; meanwhile, for
+    /// a job with `update`, says once whether it is healthy (see [`Attempt::judge`]).
+    async fn supervise(&mut self, child: &mut Child, pid: i32, taken: Instant) -> Outcome {
         let timeout = self.task.timeout;
         let deadline = async {
             match timeout {
@@ -264,27 +301,60 @@ impl Attempt {
                 None => std::future::pending().await,
             }
         };
+        tokio::pin!(deadline);
+        let judgement = judgement(self.health, taken, Instant::now());
+        tokio::pin!(judgement);
+        let mut judged = self.health.is_none();
         let mut stop = self.stop.clone();
-        tokio::select! {
-            status = child.wait() => match status {
-                Ok(status) => Outcome::of_exit(status),
-                Err(e) => Outcome::failed(format!("waiting for the process: {e}")),
-            },
-            () = deadline => {
-                let status = terminate(child, pid, self.stop_grace).await;
-                let timeout = timeout.map(|t| t.to_string()).unwrap_or_default();
-                Outcome {
-                    state: ExecutionState::Failed,
-                    exit_code: status.and_then(|s| s.code()),
-                    reason: Some(format!("timed out after {timeout}")),
+        loop {
+            tokio::select! {
+                status = child.wait() => return match status {
+                    Ok(status) => Outcome::of_exit(status),
+                    Err(e) => Outcome::failed(format!("waiting for the process: {e}")),
+                },
+                () = &mut deadline => {
+                    let status = terminate(child, pid, self.stop_grace).await;
+                    let timeout = timeout.map(|t| t.to_string()).unwrap_or_default();
+                    return Outcome {
+                        state: ExecutionState::Failed,
+                        exit_code: status.and_then(|s| s.code()),
+                        reason: Some(format!("timed out after {timeout}")),
+                    };
+                }
+                // The guard `wait_for` returns must not live across an await: clone it out.
+                cause = async { stop.wait_for(Option::is_some).await.ok().and_then(|c| c.clone()) } => {
+                    // The sender gone means the agent is gone: treat it as a shutdown.
+                    let cause = cause.unwrap_or(StopCause::Shutdown);
+                    let status = terminate(child, pid, self.stop_grace).await;
+                    return Outcome::stopped(&cause, status.and_then(|s| s.code()));
+                }
+                verdict = &mut judgement, if !judged => {
+                    judged = true;
+                    self.judge(verdict).await;
                 }
             }
-            // The guard `wait_for` returns must not live across an await: clone it out.
-            cause = async { stop.wait_for(Option::is_some).await.ok().and_then(|c| c.clone()) } => {
-                // The sender gone means the agent is gone: treat it as a shutdown.
-                let cause = cause.unwrap_or(StopCause::Shutdown);
-                let status = terminate(child, pid, self.stop_grace).await;
-                Outcome::stopped(&cause, status.and_then(|s| s.code()))
+        }
+    }
+
+    /// Reports the attempt's health, once, after its `running` report (the outbox keeps
+    /// the order). A store that cannot take it is logged: the orchestrator then hears no
+    /// word on it, and its rollout waits as for any execution not yet healthy.
+    async fn judge(&self, (healthy, reason): (bool, Option<String>)) {
+        let report = ExecutionHealth {
+            node: self.node.clone(),
+            execution: self.key.execution,
+            attempt: self.key.attempt,
+            healthy,
+            reason,
+        };
+        let written = match outbox::report_entry(&self.node, report.into()) {
+            Ok(entry) => self.store.append(vec![entry]).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => tracing::debug!(attempt = %self.key, healthy, "health reported"),
+            Err(e) => {
+                tracing::error!(attempt = %self.key, error = %e, "recording the attempt's health failed");
             }
         }
     }

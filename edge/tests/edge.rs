@@ -12,7 +12,7 @@ use cairn_edge::{Edge, EdgeConfig, EdgeHandle};
 use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::codec::Envelope;
 use cairn_shared::report::ExecutionUpdate;
-use cairn_shared::spec::{Engine, HumanDuration, TaskSpec};
+use cairn_shared::spec::{Engine, Health, HumanDuration, TaskSpec};
 use cairn_shared::{
     Assignment, EventId, ExecutionId, ExecutionState, JobId, Liveness, NodeId, Report, Timestamp,
 };
@@ -247,6 +247,7 @@ fn run(execution: ExecutionId, task: TaskSpec) -> RunExecution {
         version: 1,
         task,
         delay: None,
+        health: None,
     }
 }
 
@@ -898,4 +899,127 @@ async fn a_graceful_shutdown_ends_running_tasks_and_says_so() {
         ]
     );
     assert_eq!(updates[2].reason.as_deref(), Some("edge shut down"));
+}
+
+/// The health reports of an execution, in stream order, with what came before each.
+async fn health_after(fx: &Fixture, execution: ExecutionId) -> Vec<(bool, Vec<ExecutionState>)> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for report in fx.reports().await {
+        match report.body {
+            Report::ExecutionUpdate(u) if u.execution == execution => seen.push(u.state),
+            Report::ExecutionHealth(h) if h.execution == execution => {
+                out.push((h.healthy, seen.clone()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn health(min_ms: u64, deadline_ms: u64) -> Option<Health> {
+    Some(Health {
+        min_healthy_time: HumanDuration(Duration::from_millis(min_ms)),
+        healthy_deadline: HumanDuration(Duration::from_millis(deadline_ms)),
+    })
+}
+
+#[tokio::test]
+async fn a_task_that_keeps_running_is_reported_healthy_once_after_running() {
+    let fx = Fixture::new("edge-1", true).await;
+    let edge = fx.start_edge().await;
+    let execution = ExecutionId::generate();
+    let mut assignment = run(execution, sh("sleep 30"));
+    assignment.health = health(300, 10_000);
+    fx.publish(assignment.into()).await;
+    let judged = wait_until("a health report", DEADLINE, || async {
+        let judged = health_after(&fx, execution).await;
+        if judged.is_empty() {
+            Err("none yet")
+        } else {
+            Ok(judged)
+        }
+    })
+    .await;
+    assert_eq!(
+        judged,
+        [(
+            true,
+            vec![ExecutionState::Accepted, ExecutionState::Running]
+        )],
+        "healthy once, after running"
+    );
+    // A task that ends first says nothing of its health: its end says it.
+    let quick = ExecutionId::generate();
+    let mut assignment = run(quick, sh("exit 4"));
+    assignment.health = health(300, 10_000);
+    fx.publish(assignment.into()).await;
+    fx.updates_until(quick, ExecutionState::Failed).await;
+    fx.updates_until(execution, ExecutionState::Running).await;
+    assert_eq!(health_after(&fx, quick).await, []);
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_not_running_long_enough_by_the_deadline_is_reported_not_healthy() {
+    // A restart's pause counts against the deadline: 400 ms of pause and 300 ms of running
+    // cannot fit in 500 ms.
+    let fx = Fixture::new("edge-1", true).await;
+    let edge = fx.start_edge().await;
+    let execution = ExecutionId::generate();
+    let mut assignment = run(execution, sh("sleep 30"));
+    assignment.health = health(300, 500);
+    assignment.delay = Some(HumanDuration(Duration::from_millis(400)));
+    fx.publish(assignment.into()).await;
+    let judged = wait_until("a health report", DEADLINE, || async {
+        let judged = health_after(&fx, execution).await;
+        if judged.is_empty() {
+            Err("none yet")
+        } else {
+            Ok(judged)
+        }
+    })
+    .await;
+    assert_eq!(judged.len(), 1, "{judged:?}");
+    assert!(!judged[0].0, "not healthy: {judged:?}");
+    let reason = fx
+        .reports()
+        .await
+        .into_iter()
+        .find_map(|r| match r.body {
+            Report::ExecutionHealth(h) => h.reason,
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(reason.contains("within 500ms"), "{reason}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_during_a_restarts_pause_ends_it_without_starting_the_task() {
+    let fx = Fixture::new("edge-1", true).await;
+    let edge = fx.start_edge().await;
+    let execution = ExecutionId::generate();
+    let marker = fx.dir.path().join("started");
+    let mut assignment = run(execution, sh(&format!("touch {}", marker.display())));
+    assignment.delay = Some(HumanDuration(Duration::from_secs(30)));
+    fx.publish(assignment.into()).await;
+    fx.updates_until(execution, ExecutionState::Accepted).await;
+    fx.publish(
+        StopExecution {
+            execution,
+            attempt: 1,
+            reason: "job stopped".into(),
+        }
+        .into(),
+    )
+    .await;
+    let updates = fx.updates_until(execution, ExecutionState::Stopped).await;
+    assert_eq!(
+        states(&updates),
+        [ExecutionState::Accepted, ExecutionState::Stopped],
+        "never running"
+    );
+    assert!(!marker.exists(), "the task never started");
+    edge.stop().await;
 }

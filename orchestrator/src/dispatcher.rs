@@ -61,6 +61,7 @@ pub fn assignment_for(
                 version: e.version,
                 task: e.task.clone(),
                 delay: e.delay,
+                health: e.health,
             }
             .into(),
         ),
@@ -86,25 +87,29 @@ pub fn pending_work(state: &State) -> Vec<(NodeId, Envelope<Assignment>)> {
         let Some(job) = state.job(execution.job) else {
             continue;
         };
-        let body: Assignment = match execution.desired {
-            DesiredState::Running if execution.version == job.version => RunExecution {
+        // An earlier version's execution still meant to run belongs to a rollout that has
+        // not replaced it yet: it runs as its own version's spec says.
+        let spec = job.versions.get(&execution.version);
+        let body: Assignment = match (execution.desired, spec) {
+            (DesiredState::Running, Some(spec)) => RunExecution {
                 execution: execution.id,
                 attempt: execution.attempt,
                 job: job.id,
                 job_name: job.name.clone(),
-                version: job.version,
-                task: job.spec.task.clone(),
+                version: execution.version,
+                task: spec.task.clone(),
                 delay: execution.delay,
+                health: spec.update.map(|u| u.health()),
             }
             .into(),
-            // An older version still meant to run was replaced: its stop is what is owed.
-            DesiredState::Running => StopExecution {
+            // A version the state does not know: its stop is what is owed.
+            (DesiredState::Running, None) => StopExecution {
                 execution: execution.id,
                 attempt: execution.attempt,
                 reason: format!("replaced by version {}", job.version),
             }
             .into(),
-            DesiredState::Stopped => StopExecution {
+            (DesiredState::Stopped, _) => StopExecution {
                 execution: execution.id,
                 attempt: execution.attempt,
                 reason: execution

@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 use crate::views::{
-    CommandOutcome, ExecutionView, JobView, NodeView, RejectedInput, Table, Tables, Undecodable,
-    decode, encode, index_key, seq_key,
+    CommandOutcome, ExecutionView, JobView, NodeView, RejectedInput, RolloutView, Table, Tables,
+    Undecodable, decode, encode, index_key, seq_key,
 };
 
 /// What applying one message did.
@@ -80,7 +80,43 @@ fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Re
         Event::ExecutionAssigned(e) => execution_assigned(t, e, at),
         Event::ExecutionStopRequested(e) => stop_requested(t, e, at),
         Event::ExecutionStateChanged(e) => execution_state(t, e, at),
-        Event::CommandAccepted(CommandAccepted { command, job }) => outcome(
+        Event::ExecutionHealthChanged(e) => {
+            let key = e.execution.to_string();
+            let Some(mut view) = get::<ExecutionView, _>(t, Table::Executions, &key)? else {
+                return Ok(Applied::Ignored(format!(
+                    "health of unknown execution {key}"
+                )));
+            };
+            view.healthy = Some(e.healthy);
+            if let Some(reason) = &e.reason {
+                view.reason = Some(reason.clone());
+            }
+            view.updated_at = at;
+            put(t, Table::Executions, &key, &view)?;
+            Ok(Applied::Changed)
+        }
+        Event::RolloutChanged(e) => {
+            let key = e.job.to_string();
+            let Some(mut view) = get::<JobView, _>(t, Table::Jobs, &key)? else {
+                return Ok(Applied::Ignored(format!("rollout of unknown job {key}")));
+            };
+            if view.version != e.version {
+                return Ok(Applied::Ignored(format!(
+                    "rollout of version {} of job {key}, at version {}",
+                    e.version, view.version
+                )));
+            }
+            view.rollout = Some(RolloutView {
+                version: e.version,
+                state: e.state,
+                reason: e.reason.clone(),
+                since: at,
+            });
+            view.updated_at = at;
+            put(t, Table::Jobs, &key, &view)?;
+            Ok(Applied::Changed)
+        }
+        Event::CommandAccepted(CommandAccepted { command, job, .. }) => outcome(
             t,
             CommandOutcome {
                 command_id: *command,
@@ -173,7 +209,9 @@ fn node_change<T: Tables>(
 
 fn job_deployed<T: Tables>(t: &mut T, e: &JobDeployed, at: Timestamp) -> Result<Applied> {
     let key = e.job.to_string();
-    let created_at = get::<JobView, _>(t, Table::Jobs, &key)?.map_or(at, |j| j.created_at);
+    let known = get::<JobView, _>(t, Table::Jobs, &key)?;
+    let created_at = known.as_ref().map_or(at, |j| j.created_at);
+    let previous_rollout = known.and_then(|j| j.rollout);
     let view = JobView {
         id: e.job,
         name: e.spec.name.clone(),
@@ -182,6 +220,8 @@ fn job_deployed<T: Tables>(t: &mut T, e: &JobDeployed, at: Timestamp) -> Result<
         state: JobState::Queued,
         reason: None,
         placement: None,
+        rollout: None,
+        previous_rollout,
         spec: e.spec.clone(),
         created_at,
         updated_at: at,
@@ -253,6 +293,8 @@ fn execution_assigned<T: Tables>(
         exit_code: None,
         reason: None,
         resources: e.resources,
+        // Judged only for a job with `update`, and not healthy until its edge says so.
+        healthy: e.health.map(|_| false),
         created_at: at,
         updated_at: at,
     };

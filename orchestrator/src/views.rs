@@ -11,7 +11,7 @@ use cairn_shared::placement::Placement;
 use cairn_shared::spec::Labels;
 use cairn_shared::{
     CommandId, DesiredState, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
-    NodeId, NodeState, Resources, Seq, Timestamp,
+    NodeId, NodeState, Resources, RolloutState, Seq, Timestamp,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -171,9 +171,25 @@ pub struct JobView {
     /// Why some of its slots wait for a node, while they do (`JobBlocked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// Its current version's rollout, for a job with `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+    /// The rollout of the version before, as it ended: why an auto-revert happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_rollout: Option<RolloutView>,
     pub spec: JobSpec,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// Where a job version's rollout stands (`RolloutChanged`), and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub version: u32,
+    pub state: RolloutState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub since: Timestamp,
 }
 
 /// One execution.
@@ -193,6 +209,9 @@ pub struct ExecutionView {
     /// What it asks of its node, when its job said (the defaults otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Whether its edge found it healthy; only for a job with `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -176,6 +176,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
                 task: task(),
                 disconnect: None,
                 restart: None,
+                update: None,
             },
             reverted_to: None,
         }
@@ -201,6 +202,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
             task: task(),
             resources: None,
             delay: None,
+            health: None,
         }
         .into(),
         Gen::Stop { execution, node } => ExecutionStopRequested {
@@ -226,6 +228,7 @@ fn render(pools: &Pools, index: usize, g: &Gen) -> (String, Bytes) {
         Gen::Accepted { command, job } => CommandAccepted {
             command: pools.commands[command],
             job: job.map(|j| pools.jobs[j]),
+            version: None,
         }
         .into(),
         Gen::Rejected { command } => CommandRejected {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::messages;
 use crate::ids::{EventId, ExecutionId, JobId};
-use crate::spec::{HumanDuration, TaskSpec};
+use crate::spec::{Health, HumanDuration, TaskSpec};
 
 /// Run an execution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,10 @@ pub struct RunExecution {
     /// A stop during the wait ends it without starting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,
+    /// How to judge its health (a job with `update`): the edge reports it healthy once it
+    /// has run `min_healthy_time`, or not healthy if not so by `healthy_deadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 /// Stop an execution if it is running.

@@ -7,8 +7,8 @@ use crate::codec::messages;
 use crate::ids::{CommandId, EventId, ExecutionId, JobId, NodeId, Seq};
 use crate::placement::Placement;
 use crate::resources::Resources;
-use crate::spec::{HumanDuration, JobSpec, Labels, TaskSpec};
-use crate::state::{ExecutionState, JobState};
+use crate::spec::{Health, HumanDuration, JobSpec, Labels, TaskSpec};
+use crate::state::{ExecutionState, JobState, RolloutState};
 use crate::time::Timestamp;
 
 /// A node registered for the first time, or re-registered with new labels, cap or
@@ -106,6 +106,9 @@ pub struct ExecutionAssigned {
     /// a fault (`restart.delay`); absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,
+    /// How its edge judges its health, for a job with `update`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 /// The orchestrator wants an execution stopped.
@@ -132,6 +135,28 @@ pub struct ExecutionStateChanged {
     pub reason: Option<String>,
 }
 
+/// An execution of a job with `update` became healthy (it ran for `min_healthy_time`), or
+/// its edge found it not healthy (not so by `healthy_deadline`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionHealthChanged {
+    pub execution: ExecutionId,
+    pub node: NodeId,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A version's rollout moved on (see `spec::Update`): it started, succeeded, or failed,
+/// with why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutChanged {
+    pub job: JobId,
+    pub version: u32,
+    pub state: RolloutState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Some of a job's slots wait and placement found no node for them, for the reasons in
 /// `placement`. Recorded when the reasons change; a terminal state or a new run of the job
 /// ends it as [`JobUnblocked`] does.
@@ -153,6 +178,10 @@ pub struct CommandAccepted {
     pub command: CommandId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobId>,
+    /// The job's version once the command was decided (the one a deploy or revert
+    /// started), so whoever waits on the command follows that version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// A command was refused; the reason is for the user who sent it.
@@ -189,6 +218,8 @@ messages! {
         ExecutionAssigned = ("ExecutionAssigned", 1),
         ExecutionStopRequested = ("ExecutionStopRequested", 1),
         ExecutionStateChanged = ("ExecutionStateChanged", 1),
+        ExecutionHealthChanged = ("ExecutionHealthChanged", 1),
+        RolloutChanged = ("RolloutChanged", 1),
         CommandAccepted = ("CommandAccepted", 1),
         CommandRejected = ("CommandRejected", 1),
         InputRejected = ("InputRejected", 1),
@@ -227,6 +258,8 @@ impl Event {
             Event::ExecutionAssigned(e) => Aggregate::Execution(e.execution),
             Event::ExecutionStopRequested(e) => Aggregate::Execution(e.execution),
             Event::ExecutionStateChanged(e) => Aggregate::Execution(e.execution),
+            Event::ExecutionHealthChanged(e) => Aggregate::Execution(e.execution),
+            Event::RolloutChanged(e) => Aggregate::Job(e.job),
             Event::CommandAccepted(e) => Aggregate::Command(e.command),
             Event::CommandRejected(e) => Aggregate::Command(e.command),
             Event::InputRejected(_) => Aggregate::Input,
@@ -309,6 +342,15 @@ impl Event {
                 execution: Some(e.execution),
                 ..none
             },
+            Event::ExecutionHealthChanged(e) => Touches {
+                node: Some(&e.node),
+                execution: Some(e.execution),
+                ..none
+            },
+            Event::RolloutChanged(e) => Touches {
+                job: Some(e.job),
+                ..none
+            },
             Event::CommandAccepted(e) => Touches {
                 job: e.job,
                 command: Some(e.command),
@@ -379,6 +421,20 @@ impl Event {
                 s.state,
                 exit(s.exit_code),
                 because(s.reason.as_deref())
+            ),
+            Event::ExecutionHealthChanged(h) => format!(
+                "{} on {} {}{}",
+                h.execution,
+                h.node,
+                if h.healthy { "healthy" } else { "not healthy" },
+                because(h.reason.as_deref())
+            ),
+            Event::RolloutChanged(r) => format!(
+                "job {} version {} rollout {}{}",
+                r.job,
+                r.version,
+                r.state,
+                because(r.reason.as_deref())
             ),
             Event::CommandAccepted(c) => format!("command {} accepted", c.command),
             Event::CommandRejected(c) => format!("command {} rejected: {}", c.command, c.reason),

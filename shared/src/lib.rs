@@ -26,5 +26,5 @@ pub use ids::{CommandId, EventId, ExecutionId, JobId, NodeId, ReportId, Seq};
 pub use report::Report;
 pub use resources::Resources;
 pub use spec::{JobSpec, JobType, TaskSpec};
-pub use state::{DesiredState, ExecutionState, JobState, NodeState};
+pub use state::{DesiredState, ExecutionState, JobState, NodeState, RolloutState};
 pub use time::Timestamp;

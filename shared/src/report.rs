@@ -36,12 +36,26 @@ pub struct ExecutionUpdate {
     pub reason: Option<String>,
 }
 
+/// An execution's health, for a job with `update`: healthy once it has run the update's
+/// `min_healthy_time`, or not healthy when that has not happened by `healthy_deadline`
+/// after the edge took it. Sent once, after the `running` report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionHealth {
+    pub node: NodeId,
+    pub execution: ExecutionId,
+    pub attempt: u32,
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 messages! {
     /// Everything an edge reports.
     pub enum Report: id = ReportId {
         // 2: `capacity` may be absent (no cap), and `resources` came.
         NodeHello = ("NodeHello", 2),
         ExecutionUpdate = ("ExecutionUpdate", 1),
+        ExecutionHealth = ("ExecutionHealth", 1),
     }
 }
 
@@ -51,6 +65,7 @@ impl Report {
         match self {
             Report::NodeHello(r) => &r.node,
             Report::ExecutionUpdate(r) => &r.node,
+            Report::ExecutionHealth(r) => &r.node,
         }
     }
 }
@@ -72,6 +87,14 @@ impl Report {
                 u.state,
                 crate::event::exit(u.exit_code),
                 crate::event::because(u.reason.as_deref())
+            ),
+            Report::ExecutionHealth(h) => format!(
+                "{} reports {} attempt {} {}{}",
+                h.node,
+                h.execution,
+                h.attempt,
+                if h.healthy { "healthy" } else { "not healthy" },
+                crate::event::because(h.reason.as_deref())
             ),
         }
     }

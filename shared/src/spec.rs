@@ -76,6 +76,10 @@ pub struct JobSpec {
     /// How a slot follows up an execution that failed; absent means [`Restart::default`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<Restart>,
+    /// How a new version replaces the one that runs (service and daemon jobs); absent
+    /// means all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
 }
 
 /// A rule on one node label, beyond the selector's equality: the set-based selectors of
@@ -161,6 +165,95 @@ pub struct Disconnect {
 
 fn replaces() -> bool {
     true
+}
+
+/// How a new version of a service or daemon replaces the executions of the one before: at
+/// most `max_parallel` at a time, each step waiting until the new executions are healthy
+/// (they ran for `min_healthy_time`; an edge that cannot say so within `healthy_deadline`
+/// of taking one says it is not). An execution that ends, or is found not healthy, before
+/// it was healthy fails the rollout: nothing more is replaced, and with `auto_revert` the
+/// job is deployed again, as a new version, with the spec of the last version whose
+/// rollout succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    #[serde(default = "Update::default_max_parallel")]
+    pub max_parallel: u32,
+    #[serde(default = "Update::default_min_healthy_time")]
+    pub min_healthy_time: HumanDuration,
+    #[serde(default = "Update::default_healthy_deadline")]
+    pub healthy_deadline: HumanDuration,
+    #[serde(default)]
+    pub auto_revert: bool,
+    /// New executions to run beside the old version until `cairn job promote`; not built
+    /// yet, so a spec asking for any is refused.
+    #[serde(default)]
+    pub canary: u32,
+}
+
+impl Update {
+    /// Far beyond any fleet cairn targets, like a batch's count.
+    pub const MAX_PARALLEL: u32 = JobSpec::MAX_COUNT;
+
+    const fn default_max_parallel() -> u32 {
+        1
+    }
+
+    const fn default_min_healthy_time() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+
+    const fn default_healthy_deadline() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5 * 60))
+    }
+
+    /// What the edge running one of the job's executions judges its health by.
+    pub const fn health(&self) -> Health {
+        Health {
+            min_healthy_time: self.min_healthy_time,
+            healthy_deadline: self.healthy_deadline,
+        }
+    }
+
+    fn validate(&self, job_type: JobType) -> Result<(), SpecError> {
+        if !matches!(job_type, JobType::Service | JobType::Daemon) {
+            return Err(SpecError::new(
+                "update",
+                format!(
+                    "applies to service and daemon jobs only; a {job_type} job's version runs once"
+                ),
+            ));
+        }
+        if self.max_parallel == 0 || self.max_parallel > Self::MAX_PARALLEL {
+            return Err(SpecError::new(
+                "update.max_parallel",
+                format!("must be from 1 to {}", Self::MAX_PARALLEL),
+            ));
+        }
+        if self.healthy_deadline.0 <= self.min_healthy_time.0 {
+            return Err(SpecError::new(
+                "update.healthy_deadline",
+                format!(
+                    "must be longer than update.min_healthy_time ({})",
+                    self.min_healthy_time
+                ),
+            ));
+        }
+        if self.canary > 0 {
+            return Err(SpecError::new(
+                "update.canary",
+                "canaries are not supported yet: leave it out or set it to 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How an edge judges an execution's health: healthy once it has run `min_healthy_time`;
+/// not healthy if that has not happened `healthy_deadline` after the edge took it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Health {
+    pub min_healthy_time: HumanDuration,
+    pub healthy_deadline: HumanDuration,
 }
 
 /// How a slot follows up a fault (an end nobody asked for; see the decider): up to
@@ -519,6 +612,9 @@ impl JobSpec {
         if let Some(restart) = self.restart {
             restart.validate()?;
         }
+        if let Some(update) = self.update {
+            update.validate(self.job_type)?;
+        }
         Ok(())
     }
 }
@@ -585,6 +681,7 @@ mod tests {
             },
             disconnect: None,
             restart: None,
+            update: None,
         }
     }
 

@@ -107,3 +107,15 @@ mod tests {
         assert!("bogus".parse::<JobState>().is_err());
     }
 }
+
+word_enum!(
+    /// Where a version's rollout stands (a job with `update`): replacing what runs, a step
+    /// at a time; done, every slot healthy at the version; stopped by an execution that
+    /// was not healthy; or ended by a newer version or a stop before it was done.
+    RolloutState {
+        Rolling = "rolling",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);

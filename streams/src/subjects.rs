@@ -299,6 +299,7 @@ mod tests {
             task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
             resources: None,
             delay: None,
+            health: None,
         }
         .into();
         let at = format!("cairn.evt.exec.{job}.edge-7.{execution}");
@@ -351,6 +352,7 @@ mod tests {
         let accepted: Event = CommandAccepted {
             command,
             job: Some(job),
+            version: None,
         }
         .into();
         assert_eq!(event(&accepted, unasked).unwrap(), command_outcome(command));

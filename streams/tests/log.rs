@@ -684,6 +684,7 @@ fn execution_events(
         task: serde_json::from_str(r#"{"engine": "exec", "command": ["true"]}"#).unwrap(),
         resources: None,
         delay: None,
+        health: None,
     };
     let running = ExecutionStateChanged {
         execution,

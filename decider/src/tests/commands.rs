@@ -34,6 +34,7 @@ fn deploying_a_new_job_creates_version_1_places_it_and_accepts_last() {
                 task: spec.task.clone(),
                 resources: None,
                 delay: None,
+                health: None,
             }
             .into(),
             JobStateChanged {
@@ -45,6 +46,7 @@ fn deploying_a_new_job_creates_version_1_places_it_and_accepts_last() {
             CommandAccepted {
                 command: s.last_command(),
                 job: Some(job_id(1)),
+                version: Some(1),
             }
             .into(),
         ]

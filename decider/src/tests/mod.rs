@@ -10,5 +10,6 @@ mod plan;
 mod props;
 mod reports;
 mod resources;
+mod rollout;
 mod scenario;
 mod versions;

@@ -687,6 +687,7 @@ fn room_taken_without_placing_anything_renews_the_reasons_of_other_blocked_jobs(
         task: spec.task.clone(),
         resources: None,
         delay: None,
+        health: None,
     };
     let mut s = Scenario::new();
     // n is only disconnected, and x's execution there was lost by its job's threshold; b

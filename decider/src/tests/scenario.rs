@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_shared::command::{Command, DeployJob, JobRef, RerunJob, StopJob};
 use cairn_shared::report::{ExecutionUpdate, NodeHello};
 use cairn_shared::resources::{Bytes, Request};
-use cairn_shared::spec::{Engine, Factor, HumanDuration, Labels, Restart, TaskSpec};
+use cairn_shared::spec::{Engine, Factor, HumanDuration, Labels, Restart, TaskSpec, Update};
 use cairn_shared::{
     CommandId, DesiredState, Event, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType,
     NodeId, NodeState, Report, Resources, RunningAttempt, Seq, Timestamp,
@@ -81,6 +81,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
         },
         disconnect: None,
         restart: None,
+        update: None,
     }
 }
 
@@ -126,6 +127,24 @@ pub fn restarting(
         backoff: backoff.map(Factor),
         max_delay: max_ms.map(ms),
     });
+    spec
+}
+
+/// The spec with `update`: `max_parallel` at a time, reverting on failure if `auto_revert`.
+pub fn updating(mut spec: JobSpec, max_parallel: u32, auto_revert: bool) -> JobSpec {
+    spec.update = Some(Update {
+        max_parallel,
+        min_healthy_time: HumanDuration(Duration::from_secs(10)),
+        healthy_deadline: HumanDuration(Duration::from_secs(300)),
+        auto_revert,
+        canary: 0,
+    });
+    spec
+}
+
+/// The spec with its command's text set to `text` (`sh -c text`), to tell versions apart.
+pub fn running(mut spec: JobSpec, text: &str) -> JobSpec {
+    spec.task.command = vec!["sh".into(), "-c".into(), text.into()];
     spec
 }
 
@@ -323,6 +342,30 @@ impl Scenario {
         self.report_on(&node_id, update(&node_id, execution, attempt, to))
     }
 
+    /// The execution's edge found it healthy, or not.
+    pub fn health(&mut self, execution: ExecutionId, healthy: bool) -> Decision {
+        let e = self
+            .state
+            .execution(execution)
+            .expect("the execution exists");
+        let (node_id, attempt) = (e.node.to_string(), e.attempt);
+        let report = Report::ExecutionHealth(cairn_shared::report::ExecutionHealth {
+            node: node(&node_id),
+            execution,
+            attempt,
+            healthy,
+            reason: (!healthy).then(|| "not running long enough in time".to_owned()),
+        });
+        self.report_on(&node_id, report)
+    }
+
+    /// Walks an execution through accepted and running, and for a job with `update`
+    /// reports it healthy.
+    pub fn start_healthy(&mut self, execution: ExecutionId) -> Decision {
+        self.start(execution);
+        self.health(execution, true)
+    }
+
     /// Walks an execution through accepted and running.
     pub fn start(&mut self, execution: ExecutionId) {
         self.report(execution, ExecutionState::Accepted);
@@ -423,6 +466,17 @@ pub trait Read {
     fn names(&self) -> Vec<&'static str> {
         use cairn_shared::Message;
         self.events().iter().map(|e| e.type_name()).collect()
+    }
+
+    /// Rollout states recorded, in order, as (version, state).
+    fn rollouts(&self) -> Vec<(u32, cairn_shared::RolloutState)> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::RolloutChanged(r) => Some((r.version, r.state)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Assignments as (attempt, the pause before it starts in ms).

@@ -13,7 +13,7 @@ use cairn_shared::command::{
 use cairn_shared::event::*;
 use cairn_shared::heartbeat::{Heartbeat, Liveness};
 use cairn_shared::placement::Placement;
-use cairn_shared::report::{ExecutionUpdate, NodeHello};
+use cairn_shared::report::{ExecutionHealth, ExecutionUpdate, NodeHello};
 use cairn_shared::resources::Resource;
 use cairn_shared::spec::{Engine, HumanDuration, TaskSpec};
 use cairn_shared::*;
@@ -70,6 +70,7 @@ pub fn spec() -> JobSpec {
         task: task(),
         disconnect: None,
         restart: None,
+        update: None,
     }
 }
 
@@ -109,6 +110,7 @@ pub fn events() -> Vec<Envelope<Event>> {
             task: task(),
             resources: None,
             delay: None,
+            health: None,
         }
         .into(),
         ExecutionStopRequested {
@@ -129,6 +131,7 @@ pub fn events() -> Vec<Envelope<Event>> {
         CommandAccepted {
             command: command_id(),
             job: Some(job_id()),
+            version: None,
         }
         .into(),
         CommandRejected {
@@ -167,6 +170,20 @@ pub fn events() -> Vec<Envelope<Event>> {
         }
         .into(),
         NodeDrained { node: node() }.into(),
+        ExecutionHealthChanged {
+            execution: execution_id(),
+            node: node(),
+            healthy: false,
+            reason: Some("not running for 10s within 5m of being taken".into()),
+        }
+        .into(),
+        RolloutChanged {
+            job: job_id(),
+            version: 2,
+            state: RolloutState::Failed,
+            reason: Some("an execution ended before it was healthy".into()),
+        }
+        .into(),
     ];
     bodies
         .into_iter()
@@ -229,6 +246,14 @@ pub fn reports() -> Vec<Envelope<Report>> {
             reason: None,
         }
         .into(),
+        ExecutionHealth {
+            node: node(),
+            execution: execution_id(),
+            attempt: 1,
+            healthy: true,
+            reason: None,
+        }
+        .into(),
     ];
     bodies
         .into_iter()
@@ -247,6 +272,7 @@ pub fn assignments() -> Vec<Envelope<Assignment>> {
             version: 2,
             task: task(),
             delay: None,
+            health: None,
         }
         .into(),
         StopExecution {
