@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use cairn_shared::codec::Envelope;
 use cairn_shared::command::{
-    DeployJob, DrainNode, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
+    DeployJob, DrainNode, JobRef, PromoteJob, RerunJob, RevertJob, SetNodeEligibility, StopJob,
 };
 use cairn_shared::{
     Command, CommandId, Event, JobId, JobSpec, JobState, JobType, NodeId, RolloutState, Seq,
@@ -287,6 +287,16 @@ async fn follow_job(
                     state,
                 });
             }
+            if let Some(healthy) = canaries_waiting(&answer.result) {
+                eprintln!(
+                    "job {}: {healthy} canaries of version {} healthy; `cairn job promote {}` rolls out the rest",
+                    job.name, job.version, job.name
+                );
+                return Ok(Settled {
+                    version: job.version,
+                    state,
+                });
+            }
         }
         if Instant::now() >= deadline {
             bail!(
@@ -298,6 +308,20 @@ async fn follow_job(
         // The views follow the log within milliseconds; a person waits on this loop.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How many canaries a rollout waiting for `cairn job promote` has, once every one of
+/// them is healthy (as the decider requires to promote); none while it waits for nothing.
+fn canaries_waiting(detail: &JobDetail) -> Option<usize> {
+    let job = &detail.job;
+    let rollout = job
+        .rollout
+        .as_ref()
+        .filter(|r| r.version == job.version && r.state == RolloutState::Rolling && !r.promoted)?;
+    job.spec.update.filter(|u| u.canary > 0)?;
+    let progress = crate::query::RolloutProgress::of(rollout, &detail.executions);
+    (progress.older > 0 && progress.healthy > 0 && progress.pending == 0)
+        .then_some(progress.healthy)
 }
 
 /// What `job deploy` prints. Only the orchestrator decides a job's id and version, so
@@ -370,6 +394,19 @@ struct Restarted {
 pub async fn rerun(global: &Global, job: String, wait: bool, timeout: Duration) -> Result<()> {
     let (job, job_id) = target(global, job).await?;
     restart(global, RerunJob { job }.into(), job_id, None, wait, timeout).await
+}
+
+pub async fn promote(global: &Global, job: String, wait: bool, timeout: Duration) -> Result<()> {
+    let (job, job_id) = target(global, job).await?;
+    restart(
+        global,
+        PromoteJob { job }.into(),
+        job_id,
+        None,
+        wait,
+        timeout,
+    )
+    .await
 }
 
 pub async fn revert(

@@ -226,6 +226,20 @@ enum JobCommand {
         #[arg(long, default_value = "60s")]
         timeout: humantime::Duration,
     },
+    /// Roll out the rest of a version whose canaries are healthy (`update.canary`).
+    #[command(
+        after_help = "Examples:\n  cairn job promote web\n  cairn job promote web --wait --timeout 5m"
+    )]
+    Promote {
+        /// Job id, unique id prefix, or name.
+        job: String,
+        /// Wait until the rollout is done.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+    },
     /// Every job at its current version.
     #[command(
         after_help = "Examples:\n  cairn job list\n  cairn job list --wide\n  cairn job list -o yaml\n  cairn job list --at 10m"
@@ -421,6 +435,9 @@ fn main() -> ExitCode {
             }) => commands::deploy(&global, &file, wait, timeout.into()).await,
             Command::Job(JobCommand::Stop { job, wait, timeout }) => {
                 commands::stop(&global, job, wait, timeout.into()).await
+            }
+            Command::Job(JobCommand::Promote { job, wait, timeout }) => {
+                commands::promote(&global, job, wait, timeout.into()).await
             }
             Command::Job(JobCommand::Rerun { job, wait, timeout }) => {
                 commands::rerun(&global, job, wait, timeout.into()).await

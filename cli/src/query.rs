@@ -378,16 +378,18 @@ pub struct RolloutProgress {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     since: String,
+    /// Whether its canaries were promoted (`cairn job promote`).
+    promoted: bool,
     /// Executions of the version that run and are healthy.
-    healthy: usize,
+    pub healthy: usize,
     /// Executions of the version placed and not healthy yet.
-    pending: usize,
+    pub pending: usize,
     /// Executions of earlier versions still meant to run: what is left to replace.
-    older: usize,
+    pub older: usize,
 }
 
 impl RolloutProgress {
-    fn of(rollout: &RolloutView, executions: &[ExecutionView]) -> Self {
+    pub fn of(rollout: &RolloutView, executions: &[ExecutionView]) -> Self {
         let meant = executions.iter().filter(|e| {
             !e.state.is_terminal() && e.desired_state == cairn_shared::DesiredState::Running
         });
@@ -406,6 +408,7 @@ impl RolloutProgress {
             state: rollout.state,
             reason: rollout.reason.clone(),
             since: rollout.since.to_string(),
+            promoted: rollout.promoted,
             healthy,
             pending,
             older,
@@ -417,6 +420,9 @@ impl RolloutProgress {
             "version {} {} since {}: {} healthy, {} not yet, {} of earlier versions to replace",
             self.version, self.state, self.since, self.healthy, self.pending, self.older
         );
+        if self.promoted {
+            text.push_str(", promoted");
+        }
         if let Some(reason) = &self.reason {
             text.push_str(&format!(" ({reason})"));
         }

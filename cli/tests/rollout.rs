@@ -245,3 +245,95 @@ async fn fault_an_orchestrator_killed_mid_rollout_resumes_it_one_node_at_a_time(
     let stops = of_type(&log, "ExecutionStopRequested").len();
     assert_eq!(stops, 3, "each version 1 execution stopped once: {stops}");
 }
+
+fn web(text: &str) -> String {
+    format!(
+        r#"
+name: web
+type: service
+count: 2
+update: {{max_parallel: 1, min_healthy_time: 1s, healthy_deadline: 30s, canary: 1}}
+task:
+  engine: exec
+  command: ["sh", "-c", "{text}"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_canary_runs_beside_the_old_version_until_promoted_then_the_rest_rolls() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edges = stack.connected_edges(&NODES, "edge", 4).await;
+    assert_eq!(stack.deploy("web", &web(V1), true)["state"], "running");
+
+    // --wait returns once the canary is healthy, the rest waiting for a promotion.
+    let spec = stack.spec("web-v2", &web(V2));
+    let out = cairn(
+        &url,
+        &[
+            "job",
+            "deploy",
+            spec.to_str().unwrap(),
+            "--wait",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (deployed["version"].as_u64(), deployed["state"].as_str()),
+        (Some(2), Some("deploying"))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cairn job promote web"));
+    let versions = |url: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = executions(url, "web")
+            .into_iter()
+            .filter(|e| e["state"] == "running" && e["desired_state"] == "running")
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        versions(&url),
+        [1, 1, 2],
+        "one canary beside both old replicas"
+    );
+    let describe = json(&url, &["job", "describe", "web"]);
+    assert_eq!(describe["rollout"]["state"], "rolling", "{describe:#}");
+    assert_eq!(describe["rollout"]["promoted"], false, "{describe:#}");
+
+    let promoted = json(&url, &["job", "promote", "web", "--wait"]);
+    assert_eq!(
+        (promoted["version"].as_u64(), promoted["state"].as_str()),
+        (Some(2), Some("running")),
+        "{promoted:#}"
+    );
+    assert_eq!(versions(&url), [2, 2]);
+    // Nothing of version 1 was asked to stop before the promotion.
+    let log = events(&url);
+    let seq = |e: &serde_json::Value| e["seq"].as_u64().unwrap();
+    let promotion = of_type(&log, "RolloutPromoted")
+        .first()
+        .map(|e| seq(e))
+        .expect("promoted");
+    let stops: Vec<u64> = of_type(&log, "ExecutionStopRequested")
+        .into_iter()
+        .map(seq)
+        .collect();
+    assert_eq!(stops.len(), 2, "{stops:?}");
+    assert!(
+        stops.iter().all(|s| *s > promotion),
+        "stops {stops:?}, promotion {promotion}"
+    );
+    let again = cairn(&url, &["job", "promote", "web", "--wait"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no rollout waiting to be promoted"));
+}

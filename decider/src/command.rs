@@ -26,6 +26,10 @@ pub(super) fn handle(
         Command::StopJob(c) => stop(draft, c).map(Some),
         Command::RerunJob(c) => rerun(draft, c).map(Some),
         Command::RevertJob(c) => revert(draft, c).map(Some),
+        Command::PromoteJob(c) => {
+            let job = resolve(&draft.state, &c.job)?.id;
+            rollout::promote(draft, job).map(|()| Some(job))
+        }
         Command::SetNodeEligibility(c) => set_eligibility(draft, c).map(|()| None),
         Command::DrainNode(c) => drain::start(draft, c).map(|()| None),
     }

@@ -141,6 +141,7 @@ impl Draft {
             // Health lets a rollout take its next step; its end is news to its job.
             Event::ExecutionHealthChanged(e) => (execution_job(e.execution), false),
             Event::RolloutChanged(e) => (Some(e.job), false),
+            Event::RolloutPromoted(e) => (Some(e.job), false),
             Event::NodeDisconnected(_)
             | Event::NodeDrained(_)
             | Event::JobBlocked(_)

@@ -78,6 +78,8 @@ pub struct Rollout {
     pub version: u32,
     pub state: RolloutState,
     pub reason: Option<String>,
+    /// Whether its canaries were promoted (`cairn job promote`).
+    pub promoted: bool,
 }
 
 /// The slots of one run of a job version. A slot is one unit of demand, filled by a chain of
@@ -200,11 +202,31 @@ impl Facts {
                 if e.state == RolloutState::Succeeded {
                     job.stable = Some(e.version);
                 }
+                let promoted = job
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.version == e.version && r.promoted);
                 job.rollout = Some(Rollout {
                     version: e.version,
                     state: e.state,
                     reason: e.reason.clone(),
+                    promoted,
                 });
+                Recorded::Job {
+                    job: e.job,
+                    run_started: false,
+                }
+            }
+            Event::RolloutPromoted(e) => {
+                let rollout = self
+                    .jobs
+                    .get_mut(&e.job)
+                    .and_then(|j| j.rollout.as_mut())
+                    .filter(|r| r.version == e.version);
+                let Some(rollout) = rollout else {
+                    return Recorded::Nothing;
+                };
+                rollout.promoted = true;
                 Recorded::Job {
                     job: e.job,
                     run_started: false,

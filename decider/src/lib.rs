@@ -53,7 +53,10 @@
 //!   A lost node, a drain or a stop is no fault of the version. The rollout succeeds once
 //!   nothing of an earlier version is meant to run and every slot has a healthy execution
 //!   of the version; while it rolls the job reads `deploying`. A newer version or a stop
-//!   cancels it. Canaries are not built yet: a spec asking for any is refused.
+//!   cancels it. With `canary: N` and something to replace, N new executions run first
+//!   (a service's beside every old one, a daemon's on N nodes moved over) and the rest
+//!   waits for `PromoteJob`, refused until every one of them is healthy; an auto-revert is
+//!   promoted at once.
 //! - **Stopping is asked, never assumed.** `StopJob` requests a stop of every execution and
 //!   marks the job stopped; executions end when their edge says so, because the node may
 //!   already be running them. Stopping an already terminal job is accepted and changes
@@ -298,6 +301,7 @@ pub enum RejectionKind {
     JobStillActive,
     TooManyVersions,
     UnknownVersion,
+    NothingToPromote,
     NodeMismatch,
     UnknownExecution,
     WrongNode,

@@ -11,6 +11,12 @@
 //! executions become healthy. Everything is read from the facts, so an orchestrator that
 //! restarts mid-rollout carries on where the log says it was.
 //!
+//! With `canary: N`, a version with something to replace first runs N new executions
+//! (a service beside every old one; a daemon on N nodes moved over) and goes no further
+//! until `cairn job promote` ([`promote`], refused unless they are all healthy); then it
+//! rolls as above. An auto-revert is promoted at once: it goes back to a version that
+//! rolled out.
+//!
 //! A new execution that ends, or whose edge finds it not healthy, before it was healthy
 //! fails the rollout: nothing more is replaced or placed for the version, and with
 //! `auto_revert` the job is deployed again, as a new version, with the spec of the last
@@ -21,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_shared::event::{JobDeployed, RolloutChanged};
+use cairn_shared::event::{JobDeployed, RolloutChanged, RolloutPromoted};
 use cairn_shared::{
     DesiredState, ExecutionId, ExecutionState, JobId, JobSpec, JobState, JobType, NodeId,
     RolloutState,
@@ -31,6 +37,7 @@ use super::draft::Draft;
 use super::facts::{Execution, Job};
 use super::state::State;
 use super::tally::SlotKey;
+use super::{Rejection, RejectionKind};
 
 /// Starts `version` of the job with `spec`. With `update`, a rollout replaces what runs;
 /// without, whatever an earlier version still runs is asked to stop at once. A rollout of
@@ -155,6 +162,10 @@ pub(super) fn gate(state: &State, job: &Job) -> Option<Gate> {
         RolloutState::Succeeded | RolloutState::Cancelled => return None,
     };
     let max_parallel = update.max_parallel as usize;
+    // Canaries run first, and the rest waits for a promotion; with nothing to replace
+    // there is nothing to try them beside.
+    let canaries =
+        (rolls && !rollout.promoted && update.canary > 0).then_some(update.canary as usize);
     let mut old: Vec<&Execution> = state
         .live(job.id)
         .filter_map(|id| state.execution(id))
@@ -167,20 +178,47 @@ pub(super) fn gate(state: &State, job: &Job) -> Option<Gate> {
         job.version
     );
     let gate = match job.spec.job_type {
-        JobType::Daemon => daemon_gate(state, job, &old, max_parallel, rolls, reason),
-        _ => service_gate(state, job, &old, max_parallel, rolls, reason),
+        JobType::Daemon => daemon_gate(
+            state,
+            job,
+            &old,
+            Pace {
+                max_parallel,
+                rolls,
+                canaries,
+            },
+            reason,
+        ),
+        _ => service_gate(
+            state,
+            job,
+            &old,
+            Pace {
+                max_parallel,
+                rolls,
+                canaries,
+            },
+            reason,
+        ),
     };
     Some(gate)
 }
 
-fn service_gate(
-    state: &State,
-    job: &Job,
-    old: &[&Execution],
+/// How fast a rollout may go: `max_parallel` at a time while it `rolls` (not after a
+/// failure), and only `canaries` until they are promoted.
+#[derive(Clone, Copy)]
+struct Pace {
     max_parallel: usize,
     rolls: bool,
-    reason: String,
-) -> Gate {
+    canaries: Option<usize>,
+}
+
+fn service_gate(state: &State, job: &Job, old: &[&Execution], pace: Pace, reason: String) -> Gate {
+    let Pace {
+        max_parallel,
+        rolls,
+        canaries,
+    } = pace;
     let count = job.spec.count() as usize;
     let (mut live, mut healthy) = (0, 0);
     for e in job
@@ -195,17 +233,18 @@ fn service_gate(
         }
     }
     let covered = old.len() + healthy;
-    let stopping = if rolls {
-        covered
+    let stopping = match canaries {
+        _ if !rolls => 0,
+        // Canaries run beside the old version: nothing of it stops yet.
+        Some(_) if !old.is_empty() => 0,
+        _ => covered
             .saturating_sub(count.saturating_sub(max_parallel))
-            .min(old.len())
-    } else {
-        0
+            .min(old.len()),
     };
-    let hold = if rolls {
-        Hold::Counted(count.saturating_sub(old.len() - stopping + live))
-    } else {
-        Hold::All
+    let hold = match canaries {
+        _ if !rolls => Hold::All,
+        Some(n) if !old.is_empty() => Hold::Counted(n.min(count).saturating_sub(live)),
+        _ => Hold::Counted(count.saturating_sub(old.len() - stopping + live)),
     };
     Gate {
         stops: old[..stopping].iter().map(|e| stop_of(e)).collect(),
@@ -214,14 +253,12 @@ fn service_gate(
     }
 }
 
-fn daemon_gate(
-    state: &State,
-    job: &Job,
-    old: &[&Execution],
-    max_parallel: usize,
-    rolls: bool,
-    reason: String,
-) -> Gate {
+fn daemon_gate(state: &State, job: &Job, old: &[&Execution], pace: Pace, reason: String) -> Gate {
+    let Pace {
+        max_parallel,
+        rolls,
+        canaries,
+    } = pace;
     let spec = &job.spec;
     // The nodes the version runs on: the ones with a slot of its run, and the usable
     // ones it has none on yet, that take work of it.
@@ -256,7 +293,12 @@ fn daemon_gate(
                 stops.extend(executions);
             }
         }
-        let steps = covered.saturating_sub(wanted.len().saturating_sub(max_parallel));
+        let with_old = wanted.iter().filter(|n| old_on.contains_key(*n)).count();
+        let steps = match canaries {
+            // Canaries: the first nodes move to the new version, the rest wait.
+            Some(n) if with_old > 0 => n.saturating_sub(wanted.len() - with_old),
+            _ => covered.saturating_sub(wanted.len().saturating_sub(max_parallel)),
+        };
         for (_, executions) in old_on
             .iter()
             .filter(|(n, _)| wanted.contains(*n))
@@ -289,6 +331,64 @@ pub(super) fn step(draft: &mut Draft, job: JobId) {
         return;
     };
     draft.request_stops(gate.stops, &gate.reason);
+}
+
+/// `cairn job promote`: a rolling version whose canaries run and are healthy rolls out
+/// the rest. Refused when there is nothing waiting for it, or a canary is not healthy.
+pub(super) fn promote(draft: &mut Draft, job_id: JobId) -> Result<(), Rejection> {
+    let Some(job) = draft.state.job(job_id) else {
+        return Err(Rejection::new(
+            RejectionKind::UnknownJob,
+            format!("unknown job {job_id}"),
+        ));
+    };
+    let waiting = job.rollout.as_ref().filter(|r| {
+        r.version == job.version
+            && r.state == RolloutState::Rolling
+            && !r.promoted
+            && job.spec.update.is_some_and(|u| u.canary > 0)
+    });
+    let Some(rollout) = waiting else {
+        return Err(Rejection::new(
+            RejectionKind::NothingToPromote,
+            format!(
+                "job {:?} has no rollout waiting to be promoted (version {} {})",
+                job.name,
+                job.version,
+                job.rollout
+                    .as_ref()
+                    .filter(|r| r.version == job.version)
+                    .map_or("has no update canaries".to_owned(), |r| format!(
+                        "is {}{}",
+                        r.state,
+                        if r.promoted { ", promoted" } else { "" }
+                    ))
+            ),
+        ));
+    };
+    let version = rollout.version;
+    let state = &draft.state;
+    let canaries: Vec<&Execution> = state
+        .live(job_id)
+        .filter_map(|id| state.execution(id))
+        .filter(|e| e.version == version && e.desired == DesiredState::Running)
+        .collect();
+    let unhealthy = canaries.iter().filter(|e| !is_healthy(e)).count();
+    if canaries.is_empty() || unhealthy > 0 {
+        return Err(Rejection::new(
+            RejectionKind::NothingToPromote,
+            format!(
+                "job {:?} version {version}: {unhealthy} of its {} canaries are not healthy yet",
+                job.name,
+                canaries.len()
+            ),
+        ));
+    }
+    draft.emit(RolloutPromoted {
+        job: job_id,
+        version,
+    });
+    Ok(())
 }
 
 /// After the job was reconciled: a rolling rollout with nothing of an earlier version
@@ -380,7 +480,15 @@ fn fail_if_rolling(draft: &mut Draft, job_id: JobId, version: u32, why: String) 
         return;
     };
     let spec = (**spec).clone();
+    let canaries = spec.update.is_some_and(|u| u.canary > 0);
     start_version(draft, job_id, next, spec, Some(stable));
+    // Going back to a version that rolled out needs no canaries tried first.
+    if canaries {
+        draft.emit(RolloutPromoted {
+            job: job_id,
+            version: next,
+        });
+    }
 }
 
 /// The job's state during a rollout: rolling is deploying, whatever runs; after a failure,

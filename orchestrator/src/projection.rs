@@ -106,12 +106,33 @@ fn apply_event<T: Tables>(t: &mut T, seq: Seq, envelope: &Envelope<Event>) -> Re
                     e.version, view.version
                 )));
             }
+            let promoted = view
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.version == e.version && r.promoted);
             view.rollout = Some(RolloutView {
                 version: e.version,
                 state: e.state,
                 reason: e.reason.clone(),
+                promoted,
                 since: at,
             });
+            view.updated_at = at;
+            put(t, Table::Jobs, &key, &view)?;
+            Ok(Applied::Changed)
+        }
+        Event::RolloutPromoted(e) => {
+            let key = e.job.to_string();
+            let Some(mut view) = get::<JobView, _>(t, Table::Jobs, &key)? else {
+                return Ok(Applied::Ignored(format!("promotion of unknown job {key}")));
+            };
+            let Some(rollout) = view.rollout.as_mut().filter(|r| r.version == e.version) else {
+                return Ok(Applied::Ignored(format!(
+                    "promotion of version {} of job {key}, which has no rollout of it",
+                    e.version
+                )));
+            };
+            rollout.promoted = true;
             view.updated_at = at;
             put(t, Table::Jobs, &key, &view)?;
             Ok(Applied::Changed)

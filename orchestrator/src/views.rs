@@ -189,6 +189,9 @@ pub struct RolloutView {
     pub state: RolloutState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Whether its canaries were promoted (`cairn job promote`).
+    #[serde(default)]
+    pub promoted: bool,
     pub since: Timestamp,
 }
 

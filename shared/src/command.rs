@@ -40,6 +40,12 @@ pub struct RevertJob {
     pub version: Option<u32>,
 }
 
+/// Roll out the rest of a version whose canaries are healthy (`cairn job promote`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteJob {
+    pub job: JobRef,
+}
+
 /// Make a node eligible for new work, or not (`cairn node eligibility ID enable|disable`).
 /// An ineligible node keeps what it runs and takes nothing new.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +74,7 @@ messages! {
         SetNodeEligibility = ("SetNodeEligibility", 1),
         DrainNode = ("DrainNode", 1),
         RevertJob = ("RevertJob", 1),
+        PromoteJob = ("PromoteJob", 1),
     }
 }
 
@@ -78,7 +85,8 @@ impl Command {
             Command::DeployJob(DeployJob { spec }) => Some(&spec.name),
             Command::StopJob(StopJob { job })
             | Command::RerunJob(RerunJob { job })
-            | Command::RevertJob(RevertJob { job, .. }) => Some(&job.0),
+            | Command::RevertJob(RevertJob { job, .. })
+            | Command::PromoteJob(PromoteJob { job }) => Some(&job.0),
             Command::SetNodeEligibility(_) | Command::DrainNode(_) => None,
         }
     }
@@ -91,7 +99,8 @@ impl Command {
             Command::DeployJob(_)
             | Command::StopJob(_)
             | Command::RerunJob(_)
-            | Command::RevertJob(_) => None,
+            | Command::RevertJob(_)
+            | Command::PromoteJob(_) => None,
         }
     }
 
@@ -103,6 +112,7 @@ impl Command {
             }
             Command::StopJob(StopJob { job }) => format!("stop {}", job.0),
             Command::RerunJob(RerunJob { job }) => format!("rerun {}", job.0),
+            Command::PromoteJob(PromoteJob { job }) => format!("promote {}", job.0),
             Command::RevertJob(RevertJob { job, version }) => match version {
                 Some(v) => format!("revert {} to version {v}", job.0),
                 None => format!("revert {} to its previous version", job.0),

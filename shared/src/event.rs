@@ -157,6 +157,14 @@ pub struct RolloutChanged {
     pub reason: Option<String>,
 }
 
+/// A rolling version's canaries were promoted (`cairn job promote`): the rest of it rolls
+/// out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutPromoted {
+    pub job: JobId,
+    pub version: u32,
+}
+
 /// Some of a job's slots wait and placement found no node for them, for the reasons in
 /// `placement`. Recorded when the reasons change; a terminal state or a new run of the job
 /// ends it as [`JobUnblocked`] does.
@@ -220,6 +228,7 @@ messages! {
         ExecutionStateChanged = ("ExecutionStateChanged", 1),
         ExecutionHealthChanged = ("ExecutionHealthChanged", 1),
         RolloutChanged = ("RolloutChanged", 1),
+        RolloutPromoted = ("RolloutPromoted", 1),
         CommandAccepted = ("CommandAccepted", 1),
         CommandRejected = ("CommandRejected", 1),
         InputRejected = ("InputRejected", 1),
@@ -260,6 +269,7 @@ impl Event {
             Event::ExecutionStateChanged(e) => Aggregate::Execution(e.execution),
             Event::ExecutionHealthChanged(e) => Aggregate::Execution(e.execution),
             Event::RolloutChanged(e) => Aggregate::Job(e.job),
+            Event::RolloutPromoted(e) => Aggregate::Job(e.job),
             Event::CommandAccepted(e) => Aggregate::Command(e.command),
             Event::CommandRejected(e) => Aggregate::Command(e.command),
             Event::InputRejected(_) => Aggregate::Input,
@@ -351,6 +361,10 @@ impl Event {
                 job: Some(e.job),
                 ..none
             },
+            Event::RolloutPromoted(e) => Touches {
+                job: Some(e.job),
+                ..none
+            },
             Event::CommandAccepted(e) => Touches {
                 job: e.job,
                 command: Some(e.command),
@@ -435,6 +449,10 @@ impl Event {
                 r.version,
                 r.state,
                 because(r.reason.as_deref())
+            ),
+            Event::RolloutPromoted(r) => format!(
+                "job {} version {} promoted: the rest rolls out",
+                r.job, r.version
             ),
             Event::CommandAccepted(c) => format!("command {} accepted", c.command),
             Event::CommandRejected(c) => format!("command {} rejected: {}", c.command, c.reason),

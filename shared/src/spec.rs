@@ -170,8 +170,9 @@ fn replaces() -> bool {
 /// How a new version of a service or daemon replaces the executions of the one before: at
 /// most `max_parallel` at a time, each step waiting until the new executions are healthy
 /// (they ran for `min_healthy_time`; an edge that cannot say so within `healthy_deadline`
-/// of taking one says it is not). An execution that ends, or is found not healthy, before
-/// it was healthy fails the rollout: nothing more is replaced, and with `auto_revert` the
+/// of taking one says it is not). With `canary`, that many new executions run first,
+/// beside the old version, and the rest wait for `cairn job promote`. An execution that
+/// ends, or is found not healthy, before it was healthy fails the rollout: nothing more is replaced, and with `auto_revert` the
 /// job is deployed again, as a new version, with the spec of the last version whose
 /// rollout succeeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,8 +185,8 @@ pub struct Update {
     pub healthy_deadline: HumanDuration,
     #[serde(default)]
     pub auto_revert: bool,
-    /// New executions to run beside the old version until `cairn job promote`; not built
-    /// yet, so a spec asking for any is refused.
+    /// New executions to run beside the old version until `cairn job promote` (a daemon:
+    /// nodes to move to the new version first); 0 rolls out without waiting.
     #[serde(default)]
     pub canary: u32,
 }
@@ -238,10 +239,10 @@ impl Update {
                 ),
             ));
         }
-        if self.canary > 0 {
+        if self.canary > Self::MAX_PARALLEL {
             return Err(SpecError::new(
                 "update.canary",
-                "canaries are not supported yet: leave it out or set it to 0",
+                format!("must be at most {}", Self::MAX_PARALLEL),
             ));
         }
         Ok(())

@@ -352,7 +352,7 @@ fn the_first_version_places_everywhere_at_once_and_rolls_out_when_healthy() {
 }
 
 #[test]
-fn update_is_refused_on_batch_jobs_and_canaries_are_not_built() {
+fn update_is_refused_on_batch_jobs() {
     let mut s = Scenario::new();
     let d = s.deploy(updating(batch("j", 1), 1, false));
     assert!(
@@ -361,8 +361,122 @@ fn update_is_refused_on_batch_jobs_and_canaries_are_not_built() {
         "{}",
         d.reason()
     );
-    let mut canary = updating(daemon("d"), 1, false);
-    canary.update.as_mut().unwrap().canary = 1;
-    let d = s.deploy(canary);
-    assert!(d.reason().contains("update.canary"), "{}", d.reason());
+}
+
+// --- canaries ---------------------------------------------------------------------------
+
+/// A service of `count` replicas at version 1 with `canary` canaries, healthy everywhere.
+fn service_running(s: &mut Scenario, count: u32, canary: u32, auto_revert: bool) -> JobSpec {
+    s.nodes(&["a", "b", "c"], 2);
+    let v1 = canaries(service("web", count), canary, auto_revert);
+    s.deploy(v1.clone());
+    for e in s.live_ids("web") {
+        s.start_healthy(e);
+    }
+    assert_eq!(
+        s.job("web").stable,
+        Some(1),
+        "a first version has nothing to try beside"
+    );
+    v1
+}
+
+#[test]
+fn a_service_canary_runs_beside_the_old_version_until_promoted_then_the_rest_rolls() {
+    let mut s = Scenario::new();
+    let v1 = service_running(&mut s, 2, 1, false);
+    let d = s.deploy(running(v1, "v2"));
+    assert_eq!(d.stopped(), [].into(), "the old version keeps all it runs");
+    assert_eq!(d.assigned().len(), 1, "one canary");
+    let canary = of_version(&s, "web", 2)[0];
+    let d = s.start_healthy(canary);
+    assert_eq!(
+        (d.stopped().len(), d.assigned().len()),
+        (0, 0),
+        "nothing more until promoted"
+    );
+    assert_eq!(of_version(&s, "web", 1).len(), 2);
+    assert_eq!(s.job_state("web"), JobState::Deploying);
+
+    let d = s.promote("web");
+    assert_eq!(d.rejected(), None, "{}", d.reason());
+    // Promoted: three run where two are wanted, so the next step stops two old ones and
+    // places the second new replica; one slot stays covered by the healthy canary.
+    assert_eq!(d.stopped().len(), 2);
+    assert_eq!(d.assigned().len(), 1);
+    let second = *of_version(&s, "web", 2).last().unwrap();
+    edges_stop(&mut s, "web");
+    let d = s.start_healthy(second);
+    assert_eq!(d.rollouts(), [(2, Succeeded)]);
+    assert_eq!(of_version(&s, "web", 2).len(), 2);
+}
+
+#[test]
+fn a_daemon_canary_moves_that_many_nodes_first() {
+    let mut s = Scenario::new();
+    let v1 = canaries(daemon("d"), 1, false);
+    daemon_running(&mut s, &["a", "b", "c"], v1.clone());
+    let d = s.deploy(running(v1, "v2"));
+    assert_eq!(d.stopped().len(), 1);
+    edges_stop(&mut s, "d");
+    let canary = of_version(&s, "d", 2)[0];
+    let d = s.start_healthy(canary);
+    assert_eq!(
+        d.stopped().len(),
+        0,
+        "the other nodes wait for the promotion"
+    );
+    assert_eq!(s.promote("d").stopped().len(), 1, "then one at a time");
+}
+
+#[test]
+fn a_promotion_needs_healthy_canaries_waiting_for_it() {
+    let mut s = Scenario::new();
+    let v1 = service_running(&mut s, 2, 1, false);
+    let nothing = s.promote("web");
+    assert_eq!(
+        nothing.rejected(),
+        Some(crate::RejectionKind::NothingToPromote)
+    );
+    assert!(
+        nothing.reason().contains("is succeeded"),
+        "{}",
+        nothing.reason()
+    );
+    s.deploy(running(v1, "v2"));
+    let canary = of_version(&s, "web", 2)[0];
+    s.start(canary);
+    let early = s.promote("web");
+    assert!(
+        early
+            .reason()
+            .contains("1 of its 1 canaries are not healthy yet"),
+        "{}",
+        early.reason()
+    );
+    s.health(canary, true);
+    assert_eq!(s.promote("web").rejected(), None);
+    let again = s.promote("web");
+    assert!(again.reason().contains("promoted"), "{}", again.reason());
+    assert_eq!(
+        s.promote("nope").rejected(),
+        Some(crate::RejectionKind::UnknownJob)
+    );
+}
+
+#[test]
+fn a_failing_canary_fails_the_rollout_and_reverts_before_anything_old_stopped() {
+    let mut s = Scenario::new();
+    let v1 = service_running(&mut s, 2, 1, true);
+    s.deploy(running(v1.clone(), "broken"));
+    let canary = of_version(&s, "web", 2)[0];
+    s.start(canary);
+    let d = s.report(canary, ExecutionState::Failed);
+    assert_eq!(d.rollouts(), [(2, Failed), (3, Rolling)]);
+    assert_eq!(s.job("web").spec.task.command, v1.task.command);
+    // Going back to version 1's spec tries no canary first: it rolls at once, one at a time.
+    assert!(s.job("web").rollout.as_ref().is_some_and(|r| r.promoted));
+    assert_eq!(d.stopped().len(), 1);
+    assert_eq!(of_version(&s, "web", 1).len(), 1);
+    assert_eq!(of_version(&s, "web", 3).len(), 1);
 }

@@ -142,6 +142,15 @@ pub fn updating(mut spec: JobSpec, max_parallel: u32, auto_revert: bool) -> JobS
     spec
 }
 
+/// The spec with `update` and `canary` canaries to promote.
+pub fn canaries(spec: JobSpec, canary: u32, auto_revert: bool) -> JobSpec {
+    let mut spec = updating(spec, 1, auto_revert);
+    if let Some(update) = spec.update.as_mut() {
+        update.canary = canary;
+    }
+    spec
+}
+
 /// The spec with its command's text set to `text` (`sh -c text`), to tell versions apart.
 pub fn running(mut spec: JobSpec, text: &str) -> JobSpec {
     spec.task.command = vec!["sh".into(), "-c".into(), text.into()];
@@ -276,6 +285,13 @@ impl Scenario {
         self.command(Command::RevertJob(cairn_shared::command::RevertJob {
             job: JobRef(job.to_owned()),
             version,
+        }))
+    }
+
+    /// `cairn job promote JOB`.
+    pub fn promote(&mut self, job: &str) -> Decision {
+        self.command(Command::PromoteJob(cairn_shared::command::PromoteJob {
+            job: JobRef(job.to_owned()),
         }))
     }
 

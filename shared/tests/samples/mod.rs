@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cairn_shared::assignment::{RunExecution, StopExecution};
 use cairn_shared::command::{
-    DeployJob, DrainNode, JobRef, RerunJob, RevertJob, SetNodeEligibility, StopJob,
+    DeployJob, DrainNode, JobRef, PromoteJob, RerunJob, RevertJob, SetNodeEligibility, StopJob,
 };
 use cairn_shared::event::*;
 use cairn_shared::heartbeat::{Heartbeat, Liveness};
@@ -184,6 +184,11 @@ pub fn events() -> Vec<Envelope<Event>> {
             reason: Some("an execution ended before it was healthy".into()),
         }
         .into(),
+        RolloutPromoted {
+            job: job_id(),
+            version: 2,
+        }
+        .into(),
     ];
     bodies
         .into_iter()
@@ -216,6 +221,10 @@ pub fn commands() -> Vec<Envelope<Command>> {
         RevertJob {
             job: JobRef("heartbeat".into()),
             version: Some(1),
+        }
+        .into(),
+        PromoteJob {
+            job: JobRef("heartbeat".into()),
         }
         .into(),
     ];
