@@ -13,7 +13,7 @@
 
 use cairn_shared::command::DrainNode;
 use cairn_shared::event::{NodeDrainStarted, NodeDrained};
-use cairn_shared::{DesiredState, ExecutionId, JobType, NodeId, Timestamp};
+use cairn_shared::{DesiredState, ExecutionId, ExecutionState, JobType, NodeId, Timestamp};
 
 use super::draft::Draft;
 use super::facts::Execution;
@@ -57,6 +57,7 @@ pub(super) fn progress(draft: &mut Draft, node: &NodeId) {
     if !draft.state.node(node).is_some_and(|n| n.draining()) {
         return;
     }
+    withdraw_unstarted(draft, node);
     let others_left = draft
         .state
         .active_on(node)
@@ -70,6 +71,40 @@ pub(super) fn progress(draft: &mut Draft, node: &NodeId) {
     if draft.state.load(node) == 0 {
         draft.emit(NodeDrained { node: node.clone() });
     }
+}
+
+/// A replacement on the node that has not started yet, while the replica it was to
+/// replace still runs elsewhere, is asked to stop rather than moved on in turn: the slot
+/// then keeps one execution moving and one replacing it, never a chain of them.
+fn withdraw_unstarted(draft: &mut Draft, node: &NodeId) {
+    let state = &draft.state;
+    let unstarted: Vec<_> = state
+        .active_on(node)
+        .filter_map(|id| state.execution(id))
+        .filter(|e| {
+            e.desired == DesiredState::Running
+                && matches!(e.state, ExecutionState::Pending | ExecutionState::Accepted)
+        })
+        .filter(|e| {
+            let slot = state
+                .job(e.job)
+                .filter(|j| j.version == e.version)
+                .and_then(|j| j.run.slot(state.slot_of(e.job, e.id)?));
+            slot.is_some_and(|slot| {
+                slot.current() == Some(e.id)
+                    && slot
+                        .executions
+                        .iter()
+                        .filter(|id| **id != e.id)
+                        .filter_map(|id| state.execution(*id))
+                        .any(|x| !x.state.is_terminal() && x.desired == DesiredState::Running)
+            })
+        })
+        .map(|e| (e.id, e.node.clone(), e.attempt))
+        .collect();
+    let reason =
+        format!("node {node} is draining and the replica this was to replace still runs elsewhere");
+    draft.request_stops(unstarted, &reason);
 }
 
 /// After `execution` started running as its slot's current one: every execution before

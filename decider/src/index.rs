@@ -279,10 +279,12 @@ impl Index {
                 || (job.spec.job_type == JobType::Daemon && !tally.unmatched.is_empty())
                 || tally.verdict(job.spec.job_type).state() != job.state
                 || job.blocked.is_some()
-                || job
-                    .rollout
-                    .as_ref()
-                    .is_some_and(|r| r.state == RolloutState::Rolling))
+                // A rollout in progress or failed sets the state from more than the tally
+                // (what an earlier version still runs), and a rolling one takes steps.
+                || job.rollout.as_ref().is_some_and(|r| {
+                    r.version == job.version
+                        && matches!(r.state, RolloutState::Rolling | RolloutState::Failed)
+                }))
     }
 
     /// The non-terminal executions on a node.

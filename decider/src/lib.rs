@@ -35,8 +35,9 @@
 //!   execution of the job that is still meant to run gets `ExecutionStopRequested`, and the
 //!   new version is placed in the same decision. The old executions keep their capacity
 //!   until their edge reports them ended.
-//! - **With `update`, a new version rolls out** (`rollout.rs`): `RolloutChanged` records
-//!   it rolling, and the old version's executions keep running while they are replaced a
+//! - **With `update`, a new version rolls out** (`rollout.rs`) unless it changes the
+//!   job's type (then it replaces at once, and only its health is followed):
+//!   `RolloutChanged` records it rolling, and the old version's executions keep running while they are replaced a
 //!   step at a time. An old one is asked to stop only while the slots still covered by an
 //!   old execution or a healthy new one stay at least the count (for a daemon, the nodes it
 //!   runs on) less `max_parallel`; a new one is placed only where an old one made room (a
@@ -47,7 +48,8 @@
 //!   `min_healthy_time` running, not healthy if that has not happened `healthy_deadline`
 //!   after the edge took it. A new execution that ends unasked, or is found not healthy,
 //!   before it was healthy fails the rollout: nothing more is stopped or placed for the
-//!   version (what runs keeps running, and the job reads `running`), and with
+//!   version (what runs keeps running, and the job reads `running`, or `failed` once
+//!   nothing runs), and with
 //!   `auto_revert` the last version whose rollout succeeded is deployed again as the next
 //!   version, which rolls out the same way, the bad version's executions replaced first.
 //!   A lost node, a drain or a stop is no fault of the version. The rollout succeeds once
@@ -93,7 +95,9 @@
 //! - **Draining** (`DrainNode`, see `drain.rs`) makes a node ineligible and moves its work
 //!   off it without leaving a slot empty that need not be: a service replica there is
 //!   given a replacement elsewhere (its slot's next attempt, beside it) and asked to stop
-//!   once the replacement runs. Batch and ops work is not moved, because restarted
+//!   once the replacement runs (a replacement whose own node starts draining before it
+//!   ran is asked to stop instead, and the slot placed again, so a slot never holds more
+//!   than the replica moving and its one replacement). Batch and ops work is not moved, because restarted
 //!   elsewhere it would run twice: it runs out on the node. Daemons serve the node until
 //!   nothing else runs there, then are asked to stop. At the deadline, carried in the
 //!   command because the decider reads no clock, the shell's timer ([`Input::DrainDeadline`])

@@ -40,7 +40,9 @@ use super::tally::SlotKey;
 use super::{Rejection, RejectionKind};
 
 /// Starts `version` of the job with `spec`. With `update`, a rollout replaces what runs;
-/// without, whatever an earlier version still runs is asked to stop at once. A rollout of
+/// without, or when the version changes the job's type, whatever an earlier version still
+/// runs is asked to stop at once (and the version's rollout starts when it has `update`,
+/// from nothing). A rollout of
 /// the version before that was not done ends, cancelled.
 pub(super) fn start_version(
     draft: &mut Draft,
@@ -50,22 +52,29 @@ pub(super) fn start_version(
     reverted_to: Option<u32>,
 ) {
     cancel(draft, job, &format!("replaced by version {version}"));
-    let rolls = spec.update.is_some();
+    // A version of another type has nothing to replace slot by slot: it starts afresh.
+    let same_type = draft
+        .state
+        .job(job)
+        .is_none_or(|j| j.spec.job_type == spec.job_type);
+    let has_update = spec.update.is_some();
+    let rolls = has_update && same_type;
     draft.emit(JobDeployed {
         job,
         version,
         spec,
         reverted_to,
     });
-    if rolls {
+    if !rolls {
+        draft.stop_executions(job, &format!("replaced by version {version}"));
+    }
+    if has_update {
         draft.emit(RolloutChanged {
             job,
             version,
             state: RolloutState::Rolling,
             reason: None,
         });
-    } else {
-        draft.stop_executions(job, &format!("replaced by version {version}"));
     }
 }
 
@@ -221,13 +230,15 @@ fn service_gate(state: &State, job: &Job, old: &[&Execution], pace: Pace, reason
     } = pace;
     let count = job.spec.count() as usize;
     let (mut live, mut healthy) = (0, 0);
+    // A replica leaving a draining node is on its way out: its slot is being refilled.
+    let leaving = |e: &Execution| state.node(&e.node).is_some_and(|n| n.draining());
     for e in job
         .run
         .counted
         .iter()
         .filter_map(|slot| current(state, slot.current()))
     {
-        if meant_to_run(e) {
+        if meant_to_run(e) && !leaving(e) {
             live += 1;
             healthy += usize::from(is_healthy(e));
         }
@@ -243,8 +254,10 @@ fn service_gate(state: &State, job: &Job, old: &[&Execution], pace: Pace, reason
     };
     let hold = match canaries {
         _ if !rolls => Hold::All,
-        Some(n) if !old.is_empty() => Hold::Counted(n.min(count).saturating_sub(live)),
-        _ => Hold::Counted(count.saturating_sub(old.len() - stopping + live)),
+        // Nothing of an earlier version runs: nothing to replace, nothing held.
+        _ if old.is_empty() => Hold::Counted(usize::MAX),
+        Some(n) => Hold::Counted(n.min(count).saturating_sub(live)),
+        None => Hold::Counted(count.saturating_sub(old.len() - stopping + live)),
     };
     Gate {
         stops: old[..stopping].iter().map(|e| stop_of(e)).collect(),
@@ -492,10 +505,16 @@ fn fail_if_rolling(draft: &mut Draft, job_id: JobId, version: u32, why: String) 
 }
 
 /// The job's state during a rollout: rolling is deploying, whatever runs; after a failure,
-/// what still runs is the job running (nothing more is placed for the version).
-pub(super) fn job_state(state: &State, job: &Job, judged: JobState) -> JobState {
+/// what still runs is the job running (nothing more is placed for the version), and with
+/// nothing left running the job has failed. The reason, when the rollout gives one.
+pub(super) fn job_state(
+    state: &State,
+    job: &Job,
+    judged: JobState,
+    reason: Option<String>,
+) -> (JobState, Option<String>) {
     let Some(rollout) = job.rollout.as_ref().filter(|r| r.version == job.version) else {
-        return judged;
+        return (judged, reason);
     };
     let anything_runs = || {
         state
@@ -504,12 +523,23 @@ pub(super) fn job_state(state: &State, job: &Job, judged: JobState) -> JobState 
             .any(meant_to_run)
     };
     match (rollout.state, judged) {
-        (RolloutState::Rolling, JobState::Running) => JobState::Deploying,
-        (RolloutState::Rolling, JobState::Queued) if anything_runs() => JobState::Deploying,
-        (RolloutState::Failed, JobState::Queued | JobState::Deploying) if anything_runs() => {
-            JobState::Running
+        (RolloutState::Rolling, JobState::Running) => (JobState::Deploying, reason),
+        (RolloutState::Rolling, JobState::Queued) if anything_runs() => {
+            (JobState::Deploying, reason)
         }
-        _ => judged,
+        (RolloutState::Failed, JobState::Queued | JobState::Deploying) => {
+            if anything_runs() {
+                (JobState::Running, reason)
+            } else {
+                let why = rollout.reason.as_deref().unwrap_or("no reason recorded");
+                let reason = format!(
+                    "the rollout of version {} failed ({why}) and nothing runs",
+                    rollout.version
+                );
+                (JobState::Failed, Some(reason))
+            }
+        }
+        _ => (judged, reason),
     }
 }
 

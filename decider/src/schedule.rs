@@ -162,7 +162,7 @@ fn settle(draft: &mut Draft, job_id: JobId) {
         return;
     };
     let (judged, reason) = verdict(&draft.state, job);
-    let state = rollout::job_state(&draft.state, job, judged);
+    let (state, reason) = rollout::job_state(&draft.state, job, judged, reason);
     if state == job.state {
         return;
     }

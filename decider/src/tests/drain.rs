@@ -297,3 +297,30 @@ fn registering_again_keeps_a_drain_going() {
     assert_eq!(d.names(), ["NodeRegistered"]);
     assert!(draining(&s, "a") && !eligible(&s, "a"));
 }
+
+#[test]
+fn a_replacement_whose_own_node_drains_before_it_started_is_withdrawn_not_moved_again() {
+    // Found by the property tests: each drain moved the slot's newest execution again, so
+    // a slot gathered a chain of executions meant to run, and losing the newest left two.
+    let mut s = Scenario::new();
+    s.join("n0", &[], 1);
+    s.deploy(service("web", 1));
+    let first = s.live_ids("web")[0];
+    s.drain("n0", 0);
+    s.offering("n4", "1", "512Mi");
+    let replacement = *s.live_ids("web").last().unwrap();
+    assert_ne!(replacement, first);
+    let d = s.drain("n4", 0);
+    assert_eq!(
+        d.stopped(),
+        [replacement].into(),
+        "withdrawn: the first one still runs"
+    );
+    s.join("n2", &[], 1);
+    s.report(replacement, ExecutionState::Stopped);
+    let third = *s.live_ids("web").last().unwrap();
+    assert_eq!(s.state.execution(third).unwrap().node.as_str(), "n2");
+    s.lose("n2");
+    // One replica moving, and whatever replaces it next: never more.
+    assert_eq!(s.live_ids("web"), [first]);
+}

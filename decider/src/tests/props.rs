@@ -82,13 +82,22 @@ enum Step {
         node: u8,
         now: u8,
     },
+    /// An edge's word on an execution's health.
+    Health {
+        pick: usize,
+        healthy: bool,
+    },
+    /// `cairn job promote`.
+    Promote {
+        name: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => (0..5u8, 0..3u8, 0..4u32)
             .prop_map(|(node, role, capacity)| Step::Hello { node, role, capacity }),
-        3 => (0..3u8, 0..4u8, 0..4u32, 0..3u8, 0..5u8).prop_map(
+        3 => (0..3u8, 0..4u8, 0..4u32, 0..3u8, 0..8u8).prop_map(
             |(name, job_type, count, role, variant)| Step::Deploy { name, job_type, count, role, variant }
         ),
         1 => (0..4u8).prop_map(|name| Step::Stop { name }),
@@ -106,6 +115,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..5u8, 0..3u8).prop_map(|(node, role)| Step::Offers { node, role }),
         1 => (0..5u8, 0..4u8).prop_map(|(node, deadline)| Step::Drain { node, deadline }),
         1 => (0..5u8, 0..4u8).prop_map(|(node, now)| Step::DrainTimer { node, now }),
+        3 => (any::<usize>(), prop::bool::weighted(0.8))
+            .prop_map(|(pick, healthy)| Step::Health { pick, healthy }),
+        1 => (0..4u8).prop_map(|name| Step::Promote { name }),
     ]
 }
 
@@ -181,6 +193,10 @@ impl Run {
                         });
                     }
                     4 => spec = asking(spec, "300m", "200Mi"),
+                    // Rolling updates where the type takes them (a batch's is refused).
+                    5 => spec = updating(spec, 1, true),
+                    6 => spec = canaries(restarting(spec, 2, 500, Some(2000), None), 1, false),
+                    7 => spec = updating(spec, 2, false),
                     _ => {}
                 }
                 self.command(Command::DeployJob(DeployJob { spec }));
@@ -232,6 +248,23 @@ impl Run {
             Step::DrainTimer { node, now } => {
                 self.s
                     .drain_timer(&node_name(*node), u64::from(*now) * 1000);
+            }
+            Step::Health { pick, healthy } => {
+                let live: Vec<_> = self
+                    .s
+                    .state
+                    .executions()
+                    .filter(|e| !e.state.is_terminal())
+                    .map(|e| e.id)
+                    .collect();
+                if !live.is_empty() {
+                    self.s.health(live[pick % live.len()], *healthy);
+                }
+            }
+            Step::Promote { name } => {
+                self.command(Command::PromoteJob(cairn_shared::command::PromoteJob {
+                    job: JobRef(job_name(*name)),
+                }));
             }
             Step::Brief { node } => {
                 self.s
@@ -303,7 +336,7 @@ const PINNED_SEQUENCES: usize = 200;
 /// The hash of the events decided for the pinned sequences. A change that must not change
 /// behaviour (a refactor) leaves it as it is; a change of behaviour updates it on purpose,
 /// and its commit says why.
-const PINNED_LOGS: u64 = 0xd53f_4903_22d2_8ac6;
+const PINNED_LOGS: u64 = 0x2e03_f435_60b2_fd4c;
 
 /// The decider's behaviour, pinned: [`PINNED_SEQUENCES`] random input sequences drawn from
 /// a fixed seed, decided one after the other, and every event of every log encoded as the

@@ -480,3 +480,66 @@ fn a_failing_canary_fails_the_rollout_and_reverts_before_anything_old_stopped() 
     assert_eq!(of_version(&s, "web", 1).len(), 1);
     assert_eq!(of_version(&s, "web", 3).len(), 1);
 }
+
+// --- found by the property tests ---------------------------------------------------------
+
+#[test]
+fn a_version_of_another_type_replaces_everything_at_once() {
+    // A service's replicas have no daemon slot to be replaced in: the daemon starts afresh,
+    // one execution per node, never two beside the service's on a node.
+    let mut s = Scenario::new();
+    s.nodes(&["a"], 4);
+    s.deploy(service("j", 2));
+    assert_eq!(s.live("j").len(), 2);
+    let mut as_daemon = updating(daemon("j"), 1, true);
+    as_daemon.name = "j".into();
+    let d = s.deploy(as_daemon);
+    assert_eq!(d.stopped().len(), 2, "both replicas stop at once");
+    assert_eq!(d.assigned(), [("a".into(), 1)]);
+    assert_eq!(d.rollouts(), [(2, Rolling)], "its health is still followed");
+}
+
+#[test]
+fn a_replica_leaving_a_draining_node_is_replaced_when_nothing_older_runs() {
+    let mut s = Scenario::new();
+    s.deploy(selecting(
+        updating(service("web", 2), 1, true),
+        &[("role", "b")],
+    ));
+    s.join("n0", &[("role", "b")], 1);
+    s.drain("n0", 60_000);
+    let d = s.join("n1", &[("role", "b")], 2);
+    assert_eq!(
+        d.assigned().len(),
+        2,
+        "the moving replica's replacement and the waiting one"
+    );
+}
+
+#[test]
+fn a_failed_rollout_with_nothing_left_running_fails_the_job() {
+    let mut s = Scenario::new();
+    let v1 = updating(daemon("d"), 1, false);
+    daemon_running(&mut s, &["a"], v1.clone());
+    s.deploy(running(v1, "broken"));
+    edges_stop(&mut s, "d");
+    let bad = of_version(&s, "d", 2)[0];
+    s.start(bad);
+    let d = s.report(bad, ExecutionState::Failed);
+    assert_eq!(d.job_states(), [JobState::Failed]);
+    assert!(
+        state_reason(&d).contains("rollout of version 2 failed"),
+        "{}",
+        state_reason(&d)
+    );
+}
+
+fn state_reason(d: &crate::Decision) -> String {
+    d.events
+        .iter()
+        .find_map(|e| match e {
+            cairn_shared::Event::JobStateChanged(c) => c.reason.clone(),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
