@@ -270,7 +270,7 @@ async fn follow_job(
                 );
             }
             let state = job.state;
-            let reason = crate::query::job_reason(job);
+            let reason = cairn_orchestrator::rows::job_reason(job);
             if shown != Some(state) || said != reason {
                 match &reason {
                     Some(reason) if job.placement.is_some() => {
@@ -319,7 +319,7 @@ fn canaries_waiting(detail: &JobDetail) -> Option<usize> {
         .as_ref()
         .filter(|r| r.version == job.version && r.state == RolloutState::Rolling && !r.promoted)?;
     job.spec.update.filter(|u| u.canary > 0)?;
-    let progress = crate::query::RolloutProgress::of(rollout, &detail.executions);
+    let progress = cairn_orchestrator::rows::RolloutProgress::of(rollout, &detail.executions);
     (progress.older > 0 && progress.healthy > 0 && progress.pending == 0)
         .then_some(progress.healthy)
 }

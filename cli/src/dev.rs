@@ -36,6 +36,10 @@ pub struct OrchestratorArgs {
     /// Silence after which a node is lost and its executions end `lost`.
     #[arg(long, default_value = "5m")]
     lost_after: humantime::Duration,
+    /// Serve Prometheus metrics and the read-only HTTP API here, like 127.0.0.1:4680
+    /// (port 0: any free one). Off unless given.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -51,6 +55,9 @@ pub struct DevArgs {
     /// with three replicas.
     #[arg(long, default_value_t = 1, value_parser = parse_replicas)]
     servers: usize,
+    /// Where the orchestrator serves metrics and the HTTP API (port 0: any free one).
+    #[arg(long, default_value = "127.0.0.1:4680")]
+    http: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -161,6 +168,7 @@ pub async fn orchestrator(global: &Global, args: OrchestratorArgs) -> Result<()>
         disconnect_after: args.disconnect_after.into(),
         lost_after: args.lost_after.into(),
     };
+    config.http = args.http;
     let client = tokio::select! {
         client = global.connect_persistent("cairn-orchestrator") => client?,
         _ = termination.received() => return Ok(()),
@@ -180,6 +188,9 @@ async fn run_until_terminated(
         started = Orchestrator::start(config, client, shutdown.clone()) => started?,
         _ = termination.received() => return Ok(()),
     };
+    if let Some(addr) = orchestrator.http {
+        println!("metrics and the HTTP API: http://{addr}/metrics, http://{addr}/v1/jobs");
+    }
     let mut stopped = std::pin::pin!(orchestrator.stopped());
     tokio::select! {
         result = &mut stopped => return result.context("the orchestrator stopped"),
@@ -291,6 +302,7 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     println!("Stop with Ctrl-C.");
     let mut config = OrchestratorConfig::new(args.data.join("orchestrator"));
     config.topology.replicas = args.servers;
+    config.http = Some(args.http);
     let exited = futures::future::select_all(servers.iter_mut().map(|s| Box::pin(s.wait())));
     let result = tokio::select! {
         result = run_until_terminated(config, client, &mut termination) => result,

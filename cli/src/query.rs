@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cairn_orchestrator::query::{Answer, ExecutionQuery, JobDetail, JobQuery, endpoint};
+use cairn_orchestrator::rows::{ExecutionRow, JobDescription, JobRow, NodeRow, RolloutProgress};
 use cairn_orchestrator::store::NodeSummary;
-use cairn_orchestrator::views::{ExecutionView, JobView, RolloutView};
-use cairn_shared::placement::Placement;
-use cairn_shared::{ExecutionState, JobSpec, NodeId};
+use cairn_orchestrator::views::{ExecutionView, JobView};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -88,50 +88,6 @@ pub async fn ask<Q: Serialize, T: DeserializeOwned>(
     serde_json::from_slice(&reply.payload).context("the orchestrator's answer does not decode")
 }
 
-/// `node list` rows: `{id, state, labels, executions}` plus the cap (`null` without one),
-/// the resources the node declared (absent when it declared none) and what its
-/// executions ask of them (`allocated`).
-#[derive(Serialize)]
-pub struct NodeRow {
-    id: NodeId,
-    state: cairn_shared::NodeState,
-    labels: BTreeMap<String, String>,
-    executions: u32,
-    capacity: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resources: Option<cairn_shared::Resources>,
-    /// What its non-terminal executions ask of it.
-    allocated: cairn_shared::Resources,
-    /// `eligible`, or `ineligible` for new work.
-    eligibility: &'static str,
-    /// Whether its work is being moved off it (`cairn node drain`).
-    draining: bool,
-    /// While it drains: when what still runs there is asked to stop (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    drain_deadline: Option<String>,
-}
-
-impl From<NodeSummary> for NodeRow {
-    fn from(n: NodeSummary) -> Self {
-        Self {
-            id: n.node.id,
-            state: n.node.state,
-            labels: n.node.labels,
-            executions: n.executions,
-            capacity: n.node.capacity,
-            resources: n.node.resources,
-            allocated: n.allocated,
-            eligibility: if n.node.eligible {
-                "eligible"
-            } else {
-                "ineligible"
-            },
-            draining: n.node.drain_deadline.is_some(),
-            drain_deadline: n.node.drain_deadline.map(|t| t.to_string()),
-        }
-    }
-}
-
 fn labels_text(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()
@@ -189,47 +145,6 @@ impl Tabular for NodeRow {
     }
 }
 
-/// `job list` rows: `{id, name, type, version, state}`, and the reason for the state when
-/// there is one.
-#[derive(Serialize)]
-pub struct JobRow {
-    id: cairn_shared::JobId,
-    name: String,
-    #[serde(rename = "type")]
-    job_type: cairn_shared::JobType,
-    version: u32,
-    state: cairn_shared::JobState,
-    /// Why the job is in its state, or why some of it waits for a node.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// While some of it waits for a node: what ruled out each node.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    placement: Option<Placement>,
-}
-
-/// The reason a job gives: why some of it waits for a node while it does, else its
-/// state's.
-pub fn job_reason(j: &JobView) -> Option<String> {
-    j.placement
-        .as_ref()
-        .map(|p| format!("waiting for a node: {p}"))
-        .or_else(|| j.reason.clone())
-}
-
-impl From<&JobView> for JobRow {
-    fn from(j: &JobView) -> Self {
-        Self {
-            id: j.id,
-            name: j.name.clone(),
-            job_type: j.job_type,
-            version: j.version,
-            state: j.state,
-            reason: job_reason(j),
-            placement: j.placement.clone(),
-        }
-    }
-}
-
 impl Tabular for JobRow {
     fn table(rows: &[Self], wide: bool) -> String {
         let ids: Vec<String> = rows.iter().map(|j| j.id.to_string()).collect();
@@ -256,44 +171,6 @@ impl Tabular for JobRow {
             })
             .collect();
         output::table(&headers, cells)
-    }
-}
-
-/// `execution list` rows: `{id, job_id, node_id, version, attempt, desired_state, state,
-/// exit_code}`, with the job's name and the reason for the state when there is one.
-#[derive(Serialize)]
-pub struct ExecutionRow {
-    id: cairn_shared::ExecutionId,
-    job_id: cairn_shared::JobId,
-    job_name: String,
-    node_id: NodeId,
-    version: u32,
-    attempt: u32,
-    desired_state: cairn_shared::DesiredState,
-    state: ExecutionState,
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// Whether its edge found it healthy; only for a job with `update`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    healthy: Option<bool>,
-}
-
-impl From<ExecutionView> for ExecutionRow {
-    fn from(e: ExecutionView) -> Self {
-        Self {
-            id: e.id,
-            job_id: e.job_id,
-            job_name: e.job_name,
-            node_id: e.node_id,
-            version: e.version,
-            attempt: e.attempt,
-            desired_state: e.desired_state,
-            state: e.state,
-            exit_code: e.exit_code,
-            reason: e.reason,
-            healthy: e.healthy,
-        }
     }
 }
 
@@ -357,126 +234,71 @@ impl Tabular for ExecutionRow {
     }
 }
 
-/// `job describe`: `{id, name, type, version, state, spec, executions: [...]}`.
-#[derive(Serialize)]
-pub struct JobDescription {
-    #[serde(flatten)]
-    row: JobRow,
-    spec: JobSpec,
-    /// The current version's rollout and how far it got, for a job with `update`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rollout: Option<RolloutProgress>,
-    executions: Vec<ExecutionRow>,
-}
-
-/// A rollout as `job describe` shows it: its state, and how far it got, counted from the
-/// executions still meant to run.
-#[derive(Serialize)]
-pub struct RolloutProgress {
-    version: u32,
-    state: cairn_shared::RolloutState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    since: String,
-    /// Whether its canaries were promoted (`cairn job promote`).
-    promoted: bool,
-    /// Executions of the version that run and are healthy.
-    pub healthy: usize,
-    /// Executions of the version placed and not healthy yet.
-    pub pending: usize,
-    /// Executions of earlier versions still meant to run: what is left to replace.
-    pub older: usize,
-}
-
-impl RolloutProgress {
-    pub fn of(rollout: &RolloutView, executions: &[ExecutionView]) -> Self {
-        let meant = executions.iter().filter(|e| {
-            !e.state.is_terminal() && e.desired_state == cairn_shared::DesiredState::Running
-        });
-        let (mut healthy, mut pending, mut older) = (0, 0, 0);
-        for e in meant {
-            if e.version != rollout.version {
-                older += 1;
-            } else if e.healthy == Some(true) && e.state == ExecutionState::Running {
-                healthy += 1;
-            } else {
-                pending += 1;
-            }
+/// `job describe`'s table: fields one per line, then the executions. Wide shows the full
+/// id and every field of the task.
+fn describe_table(description: &JobDescription, wide: bool) -> String {
+    let (row, spec) = (&description.row, &description.spec);
+    let id = row.id.to_string();
+    let mut fields: Vec<Vec<Cell>> = vec![
+        vec![
+            "id".into(),
+            ShortIds::new([id.as_str()], wide).show(&id).into(),
+        ],
+        vec!["name".into(), row.name.clone().into()],
+        vec!["type".into(), row.job_type.to_string().into()],
+        vec!["version".into(), row.version.to_string().into()],
+        vec!["state".into(), Cell::state(row.state)],
+    ];
+    if let Some(reason) = &row.reason {
+        fields.push(vec!["reason".into(), reason.clone().into()]);
+    }
+    if let Some(rollout) = &description.rollout {
+        fields.push(vec!["rollout".into(), rollout_text(rollout).into()]);
+    }
+    if let Some(count) = spec.count {
+        fields.push(vec!["count".into(), count.to_string().into()]);
+    }
+    fields.push(vec!["selector".into(), labels_text(&spec.selector).into()]);
+    fields.push(vec!["command".into(), spec.task.command.join(" ").into()]);
+    if wide {
+        let task = &spec.task;
+        if !task.args.is_empty() {
+            fields.push(vec!["args".into(), task.args.join(" ").into()]);
         }
-        Self {
-            version: rollout.version,
-            state: rollout.state,
-            reason: rollout.reason.clone(),
-            since: rollout.since.to_string(),
-            promoted: rollout.promoted,
-            healthy,
-            pending,
-            older,
+        if !task.env.is_empty() {
+            fields.push(vec!["env".into(), labels_text(&task.env).into()]);
+        }
+        if let Some(dir) = &task.working_dir {
+            fields.push(vec!["working_dir".into(), dir.clone().into()]);
+        }
+        if let Some(timeout) = &task.timeout {
+            fields.push(vec!["timeout".into(), timeout.to_string().into()]);
         }
     }
-
-    fn text(&self) -> String {
-        let mut text = format!(
-            "version {} {} since {}: {} healthy, {} not yet, {} of earlier versions to replace",
-            self.version, self.state, self.since, self.healthy, self.pending, self.older
-        );
-        if self.promoted {
-            text.push_str(", promoted");
-        }
-        if let Some(reason) = &self.reason {
-            text.push_str(&format!(" ({reason})"));
-        }
-        text
-    }
+    let mut out = output::table(&["field", "value"], fields);
+    out += "\nExecutions\n";
+    out += &ExecutionRow::table(&description.executions, wide);
+    out
 }
 
-impl JobDescription {
-    /// Fields one per line, then the executions. Wide shows the full id and every field of
-    /// the task.
-    fn table(&self, wide: bool) -> String {
-        let (row, spec) = (&self.row, &self.spec);
-        let id = row.id.to_string();
-        let mut fields: Vec<Vec<Cell>> = vec![
-            vec![
-                "id".into(),
-                ShortIds::new([id.as_str()], wide).show(&id).into(),
-            ],
-            vec!["name".into(), row.name.clone().into()],
-            vec!["type".into(), row.job_type.to_string().into()],
-            vec!["version".into(), row.version.to_string().into()],
-            vec!["state".into(), Cell::state(row.state)],
-        ];
-        if let Some(reason) = &row.reason {
-            fields.push(vec!["reason".into(), reason.clone().into()]);
-        }
-        if let Some(rollout) = &self.rollout {
-            fields.push(vec!["rollout".into(), rollout.text().into()]);
-        }
-        if let Some(count) = spec.count {
-            fields.push(vec!["count".into(), count.to_string().into()]);
-        }
-        fields.push(vec!["selector".into(), labels_text(&spec.selector).into()]);
-        fields.push(vec!["command".into(), spec.task.command.join(" ").into()]);
-        if wide {
-            let task = &spec.task;
-            if !task.args.is_empty() {
-                fields.push(vec!["args".into(), task.args.join(" ").into()]);
-            }
-            if !task.env.is_empty() {
-                fields.push(vec!["env".into(), labels_text(&task.env).into()]);
-            }
-            if let Some(dir) = &task.working_dir {
-                fields.push(vec!["working_dir".into(), dir.clone().into()]);
-            }
-            if let Some(timeout) = &task.timeout {
-                fields.push(vec!["timeout".into(), timeout.to_string().into()]);
-            }
-        }
-        let mut out = output::table(&["field", "value"], fields);
-        out += "\nExecutions\n";
-        out += &ExecutionRow::table(&self.executions, wide);
-        out
+/// A rollout's progress in one line.
+fn rollout_text(progress: &RolloutProgress) -> String {
+    let mut text = format!(
+        "version {} {} since {}: {} healthy, {} not yet, {} of earlier versions to replace",
+        progress.version,
+        progress.state,
+        progress.since,
+        progress.healthy,
+        progress.pending,
+        progress.older
+    );
+    if progress.promoted {
+        text.push_str(", promoted");
     }
+    if let Some(reason) = &progress.reason {
+        text.push_str(&format!(" ({reason})"));
+    }
+    text
 }
 
 pub async fn node_list(global: &Global, at: &AsOf, wide: bool) -> Result<()> {
@@ -495,22 +317,10 @@ pub async fn job_describe(global: &Global, job: String, at: &AsOf, wide: bool) -
     let answer: Answer<JobDetail> =
         replay::ask(global, at, endpoint::JOB, &JobQuery { job }).await?;
     let detail = answer.result;
-    let rollout = detail
-        .job
-        .rollout
-        .as_ref()
-        .map(|r| RolloutProgress::of(r, &detail.executions));
-    let description = JobDescription {
-        row: JobRow::from(&detail.job),
-        spec: detail.job.spec.clone(),
-        rollout,
-        executions: detail
-            .executions
-            .into_iter()
-            .map(ExecutionRow::from)
-            .collect(),
-    };
-    output::print(global.output, &description, || description.table(wide))
+    let description = JobDescription::of(&detail.job, detail.executions);
+    output::print(global.output, &description, || {
+        describe_table(&description, wide)
+    })
 }
 
 pub async fn execution_list(

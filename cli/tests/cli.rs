@@ -193,7 +193,7 @@ impl Drop for Dev {
 /// [`start_dev`] with more `cairn dev` arguments.
 fn start_dev_with(url: &str, data: &std::path::Path, args: &[&str]) -> (Dev, String) {
     let mut child = cairn()
-        .args(["--nats", url, "dev", "--data"])
+        .args(["--nats", url, "dev", "--http", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(args)
         .stdout(Stdio::piped())

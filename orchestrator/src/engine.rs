@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::decider::{self, IdSource, Input, Origin, State, lost_due};
 use crate::dispatcher::{Decided, Handoff};
 use crate::error::{Error, Result};
+use crate::metrics::DeciderMetrics;
 use crate::retry::pause;
 
 /// Liveness thresholds (`cairn orchestrator --heartbeat-interval --disconnect-after --lost-after`).
@@ -101,6 +102,8 @@ pub struct Engine {
     recorded: HashMap<StreamKind, Seq>,
     /// Whether the connection was seen down since liveness last judged.
     deaf: bool,
+    /// What it counts for `/metrics`.
+    metrics: DeciderMetrics,
 }
 
 impl Engine {
@@ -126,6 +129,7 @@ impl Engine {
             unbound: HashMap::new(),
             recorded: HashMap::new(),
             deaf: false,
+            metrics: DeciderMetrics::default(),
         };
         engine.catch_up().await?;
         // Every node gets a full grace period from this start before it counts as silent.
@@ -135,6 +139,11 @@ impl Engine {
     }
 
     /// Hands every batch this engine appends to `handoff` as soon as it is stored.
+    /// Counts its decisions, appends and conflicts into `metrics` (shared with `/metrics`).
+    pub fn measure(&mut self, metrics: DeciderMetrics) {
+        self.metrics = metrics;
+    }
+
     pub fn hand_off_to(&mut self, handoff: Handoff) {
         self.handoff = Some(handoff);
     }
@@ -232,6 +241,16 @@ impl Engine {
                 let appending = Instant::now();
                 self.last = self.append(&decisions, &draft).await?;
                 self.state = draft;
+                let decided_inputs = steps
+                    .iter()
+                    .filter(|s| matches!(s, Step::Decide(..)))
+                    .count();
+                let appended: usize = decisions.iter().map(|(e, _)| e.len()).sum();
+                self.metrics.decisions.inc_by(decided_inputs as u64);
+                self.metrics.events_appended.inc_by(appended as u64);
+                self.metrics
+                    .round_seconds
+                    .observe(deciding.elapsed().as_secs_f64());
                 tracing::debug!(
                     inputs = steps.len(),
                     events = decisions.iter().map(|(e, _)| e.len()).sum::<usize>(),
@@ -244,7 +263,10 @@ impl Engine {
             };
             match attempt.await {
                 Ok(()) => return Ok(true),
-                Err(Error::Streams(StreamsError::Conflict { .. })) => behind = true,
+                Err(Error::Streams(StreamsError::Conflict { .. })) => {
+                    self.metrics.append_conflicts.inc();
+                    behind = true;
+                }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "recording a decision failed; retrying");
                     behind = true;

@@ -124,7 +124,7 @@ impl Refusal {
 
     /// What a lookup found, or why it found nothing: unknown (404), or a prefix of several
     /// ids (409, naming some of them so the asker can type more).
-    fn found<T>(what: &str, key: &str, lookup: Lookup<T>) -> Result<T, Self> {
+    pub(crate) fn found<T>(what: &str, key: &str, lookup: Lookup<T>) -> Result<T, Self> {
         match lookup {
             Lookup::Found(row) => Ok(row),
             Lookup::Missing => Err(Self::not_found(format!("unknown {what} {key:?}"))),

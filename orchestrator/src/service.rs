@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, LivenessConfig};
 use crate::error::Result;
+use crate::metrics::{DeciderMetrics, Metrics};
 use crate::projector::{Projector, ProjectorConfig, ProjectorHandle};
 use crate::store::ViewStore;
 
@@ -22,6 +23,8 @@ pub struct OrchestratorConfig {
     pub topology: Topology,
     pub projector: ProjectorConfig,
     pub liveness: LivenessConfig,
+    /// Where to serve metrics and the read-only HTTP API, if anywhere (`--http`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl OrchestratorConfig {
@@ -31,6 +34,7 @@ impl OrchestratorConfig {
             topology: Topology::default(),
             projector: ProjectorConfig::default(),
             liveness: LivenessConfig::default(),
+            http: None,
         }
     }
 
@@ -43,6 +47,9 @@ impl OrchestratorConfig {
 pub struct Orchestrator {
     pub store: Arc<ViewStore>,
     pub projector: ProjectorHandle,
+    /// Where it serves metrics and the HTTP API, when it does (the port bound, if `:0`
+    /// asked for any).
+    pub http: Option<std::net::SocketAddr>,
     parts: JoinSet<(&'static str, Result<()>)>,
     /// Stops every part when one ends on its own.
     stop: CancellationToken,
@@ -72,7 +79,14 @@ impl Orchestrator {
             Arc::clone(&store),
         )?;
 
+        // Bound before anything runs, so a port in use fails the start with its reason.
+        let listener = match config.http {
+            Some(addr) => Some(crate::http::bind(addr).await?),
+            None => None,
+        };
+        let decider_metrics = DeciderMetrics::default();
         let mut engine = Engine::start(js.clone(), config.liveness).await?;
+        engine.measure(decider_metrics.clone());
         let (handoff, decided) = tokio::sync::mpsc::channel(crate::dispatcher::HANDOFF_BATCHES);
         engine.hand_off_to(handoff);
         let pending = crate::dispatcher::pending_work(engine.state());
@@ -106,6 +120,18 @@ impl Orchestrator {
             let (js, token) = (js.clone(), stop.clone());
             parts.spawn(async move { ("sweeper", crate::sweeper::run(js, token).await) });
         }
+        let http = listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(listener) = listener {
+            tracing::info!(address = ?http, "serving metrics and the HTTP API");
+            let (views, js, token) = (Arc::clone(&store), js.clone(), stop.clone());
+            let metrics = Metrics::new(decider_metrics);
+            parts.spawn(async move {
+                (
+                    "http",
+                    crate::http::serve(listener, views, metrics, js, token).await,
+                )
+            });
+        }
         let (client, views, token) = (js.client(), Arc::clone(&store), stop.clone());
         parts.spawn(async move {
             (
@@ -116,6 +142,7 @@ impl Orchestrator {
         Ok(Self {
             store,
             projector: handle,
+            http,
             parts,
             stop,
         })

@@ -139,8 +139,14 @@ impl Stack {
     /// An orchestrator whose views live in `<tmp>/<name>`: the same name is the same data
     /// dir. On a cluster its streams get three replicas.
     pub fn orchestrator(&self, name: &str) -> Proc {
+        self.orchestrator_with(name, &[])
+    }
+
+    /// An orchestrator with more arguments (`--http ADDR`).
+    pub fn orchestrator_with(&self, name: &str, more: &[&str]) -> Proc {
         let mut args = vec!["orchestrator"];
         args.extend(self.liveness);
+        args.extend(more);
         if matches!(self.nats, Nats::Cluster(_)) {
             args.extend(["--replicas", "3"]);
         }

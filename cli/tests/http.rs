@@ -1,0 +1,191 @@
+//! The orchestrator's HTTP side through the built binary against a real nats-server:
+//! `/metrics` read by a real Prometheus text parser, and the `/v1/…` endpoints answering
+//! exactly the JSON the CLI prints.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+mod support;
+use support::json;
+use support::stack::{SLOW_LIVENESS, Stack, eventually};
+
+const TRIO: &str = r#"
+name: trio
+type: batch
+count: 3
+task:
+  engine: exec
+  command: ["sh", "-c", "echo hi"]
+"#;
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path`: the status code and the body. HTTP/1.1 by hand, one request per
+/// connection: the test needs nothing more.
+fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(raw).map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    // Chunked bodies are de-chunked; axum sends a length for these small ones.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = get(port, path).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let url = stack.url();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _orchestrator = stack.orchestrator_with("orchestrator", &["--http", &addr]);
+    let _edges = stack
+        .connected_edges(&["edge-1", "edge-2"], "edge", 4)
+        .await;
+    eventually("the HTTP API to answer", 30, || {
+        match get(port, "/healthz") {
+            Ok((200, body)) if body == "ok\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(stack.deploy("trio", TRIO, true)["state"], "completed");
+
+    // The views answer once they include the job; the metrics then count its executions.
+    let scrape = eventually("the metrics to count the batch", 30, || {
+        let (status, body) = get(port, "/metrics")?;
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).map_err(|e| e.to_string())?;
+        let completed = value(&scrape, "cairn_executions", Some(("state", "completed")));
+        if status == 200 && completed == Some(3.0) {
+            Ok((scrape, body))
+        } else {
+            Err(format!("{status}: completed {completed:?}"))
+        }
+    })
+    .await;
+    let (scrape, text) = scrape;
+    for help in [
+        "cairn_nodes",
+        "cairn_jobs",
+        "cairn_executions",
+        "cairn_decisions",
+        "cairn_projector_lag_events",
+        "cairn_events_appended",
+        "cairn_append_conflicts",
+        "cairn_decision_round_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {help} ")),
+            "help for {help}: {text}"
+        );
+    }
+    assert_eq!(
+        value(&scrape, "cairn_nodes", Some(("state", "connected"))),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&scrape, "cairn_jobs", Some(("state", "completed"))),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "cairn_executions", Some(("state", "failed"))),
+        Some(0.0)
+    );
+    let decisions = value(&scrape, "cairn_decisions_total", None).unwrap_or(0.0);
+    assert!(
+        decisions >= 10.0,
+        "a deploy and a dozen reports decided: {decisions}"
+    );
+    assert!(value(&scrape, "cairn_projector_lag_events", None).is_some());
+
+    // The API's JSON is the CLI's.
+    assert_eq!(get_json(port, "/v1/jobs"), json(&url, &["job", "list"]));
+    assert_eq!(
+        get_json(port, "/v1/jobs/trio"),
+        json(&url, &["job", "describe", "trio"])
+    );
+    assert_eq!(
+        get_json(port, "/v1/executions?job=trio&state=completed"),
+        json(
+            &url,
+            &["execution", "list", "--job", "trio", "--state", "completed"]
+        )
+    );
+    assert_eq!(get_json(port, "/v1/nodes"), json(&url, &["node", "list"]));
+    let (status, body) = get(port, "/v1/jobs/nothing-here").unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "unknown job \"nothing-here\"\n")
+    );
+    let (status, body) = get(port, "/v1/executions?state=asleep").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("asleep"), "{body}");
+}
+
+/// The value of the sample `name` (with the label, if given).
+fn value(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .find(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}

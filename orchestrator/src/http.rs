@@ -1,0 +1,204 @@
+//! The orchestrator's HTTP side (`--http ADDR`): Prometheus metrics, a health check, and
+//! read-only `/v1/…` endpoints answered from the views in the CLI's own JSON (`rows.rs`),
+//! so `GET /v1/jobs` is the document `cairn job list -o json` prints. Nothing here
+//! changes anything: commands go through the command stream, as the CLI sends them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cairn_shared::ExecutionState;
+use cairn_streams::StreamKind;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::query::Refusal;
+use crate::rows::{ExecutionRow, JobDescription, JobRow, NodeRow};
+use crate::store::{ExecutionFilter, Lookup, ViewStore};
+
+/// What every handler reads.
+struct Shared {
+    views: Arc<ViewStore>,
+    metrics: Metrics,
+    js: async_nats::jetstream::Context,
+}
+
+type App = State<Arc<Shared>>;
+
+/// Binds `addr` now, so a port in use fails the start with its reason; then serves until
+/// `shutdown`.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::stopped("http", format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    views: Arc<ViewStore>,
+    metrics: Metrics,
+    js: async_nats::jetstream::Context,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let shared = Arc::new(Shared { views, metrics, js });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(scrape))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{job}", get(job))
+        .route("/v1/executions", get(executions))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| Error::stopped("http", format!("serving: {e}")))
+}
+
+/// A failed request: its status and a one-line reason, as plain text.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+/// Runs a read of the views on a blocking thread, as the NATS query service does.
+async fn read<T: Send + 'static>(
+    app: &Shared,
+    query: impl FnOnce(&ViewStore) -> std::result::Result<T, Failure> + Send + 'static,
+) -> std::result::Result<T, Failure> {
+    let views = Arc::clone(&app.views);
+    tokio::task::spawn_blocking(move || query(&views))
+        .await
+        .map_err(|e| {
+            Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("query failed: {e}"),
+            )
+        })?
+}
+
+async fn scrape(State(app): App) -> std::result::Result<Response, Failure> {
+    // How far the views are behind is the event stream's last sequence against theirs;
+    // a stream that does not answer leaves the lag as last measured.
+    let stored = app
+        .js
+        .get_stream(StreamKind::Events.name())
+        .await
+        .ok()
+        .map(|stream| stream.cached_info().state.last_sequence);
+    let shared = Arc::clone(&app);
+    let text = read(&app, move |views| {
+        let reader = views.read()?;
+        Ok(shared.metrics.render(&reader, stored)?)
+    })
+    .await?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+async fn nodes(State(app): App) -> std::result::Result<Json<Vec<NodeRow>>, Failure> {
+    let rows = read(&app, |views| {
+        Ok(views
+            .read()?
+            .nodes()?
+            .into_iter()
+            .map(NodeRow::from)
+            .collect())
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+async fn jobs(State(app): App) -> std::result::Result<Json<Vec<JobRow>>, Failure> {
+    let rows = read(&app, |views| {
+        Ok(views.read()?.jobs()?.iter().map(JobRow::from).collect())
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+async fn job(
+    State(app): App,
+    Path(key): Path<String>,
+) -> std::result::Result<Json<JobDescription>, Failure> {
+    let description = read(&app, move |views| {
+        let reader = views.read()?;
+        let job = found("job", &key, reader.find_job(&key)?)?;
+        let executions = reader.executions(&ExecutionFilter {
+            job: Some(job.id),
+            ..Default::default()
+        })?;
+        Ok(JobDescription::of(&job, executions))
+    })
+    .await?;
+    Ok(Json(description))
+}
+
+/// `GET /v1/executions?job=&node=&state=`, as `cairn execution list` filters.
+#[derive(Deserialize)]
+struct ExecutionParams {
+    job: Option<String>,
+    node: Option<String>,
+    state: Option<String>,
+}
+
+async fn executions(
+    State(app): App,
+    Query(params): Query<ExecutionParams>,
+) -> std::result::Result<Json<Vec<ExecutionRow>>, Failure> {
+    let bad = |what: String| Failure(StatusCode::BAD_REQUEST, what);
+    let state = params
+        .state
+        .as_deref()
+        .map(str::parse::<ExecutionState>)
+        .transpose()
+        .map_err(bad)?;
+    let node = params
+        .node
+        .map(cairn_shared::NodeId::new)
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
+    let rows = read(&app, move |views| {
+        let reader = views.read()?;
+        let job = match &params.job {
+            Some(key) => Some(found("job", key, reader.find_job(key)?)?.id),
+            None => None,
+        };
+        let filter = ExecutionFilter { job, node, state };
+        Ok(reader
+            .executions(&filter)?
+            .into_iter()
+            .map(ExecutionRow::from)
+            .collect())
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+/// The one thing a key names, or why not, as the query service refuses it (404 unknown,
+/// 409 a prefix of several ids).
+fn found<T>(what: &str, key: &str, lookup: Lookup<T>) -> std::result::Result<T, Failure> {
+    Refusal::found(what, key, lookup).map_err(|r| {
+        let status = u16::try_from(r.code)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Failure(status, r.status)
+    })
+}
