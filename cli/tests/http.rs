@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod support;
 use support::json;
-use support::stack::{SLOW_LIVENESS, Stack, eventually};
+use support::stack::{SLOW_LIVENESS, Stack, events, eventually};
 
 const TRIO: &str = r#"
 name: trio
@@ -61,17 +61,49 @@ fn get(port: u16, path: &str) -> Result<(u16, String), String> {
     Ok((status, body))
 }
 
+/// The complete chunks of a chunked body, joined; an incomplete last chunk is left out.
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
+        if n == 0 || rest.len() < n + 2 {
             break;
         }
         out.push_str(&rest[..n]);
         body = &rest[n + 2..];
     }
     out
+}
+
+/// The first `count` Server-Sent Events of `GET path`, each event's `data:` parsed as JSON.
+fn sse(port: u16, path: &str, count: usize) -> Vec<serde_json::Value> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .expect("the event stream stays open and sends");
+        assert!(n > 0, "the server closed the event stream");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        assert!(head.contains("text/event-stream"), "{head}");
+        let data: Vec<serde_json::Value> = dechunk(body)
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        if data.len() >= count {
+            return data.into_iter().take(count).collect();
+        }
+    }
 }
 
 fn get_json(port: u16, path: &str) -> serde_json::Value {
@@ -161,6 +193,11 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         )
     );
     assert_eq!(get_json(port, "/v1/nodes"), json(&url, &["node", "list"]));
+    // The log as Server-Sent Events, from any sequence: the same JSON as `cairn events`.
+    let log = events(&url);
+    assert_eq!(sse(port, "/v1/events?from_seq=1", log.len()), log);
+    assert_eq!(sse(port, "/v1/events?from_seq=3", log.len() - 2), log[2..]);
+
     let (status, body) = get(port, "/v1/jobs/nothing-here").unwrap();
     assert_eq!(
         (status, body.as_str()),

@@ -1,24 +1,29 @@
 //! The orchestrator's HTTP side (`--http ADDR`): Prometheus metrics, a health check, and
 //! read-only `/v1/…` endpoints answered from the views in the CLI's own JSON (`rows.rs`),
-//! so `GET /v1/jobs` is the document `cairn job list -o json` prints. Nothing here
-//! changes anything: commands go through the command stream, as the CLI sends them.
+//! so `GET /v1/jobs` is the document `cairn job list -o json` prints, and the event log as
+//! Server-Sent Events. Nothing here changes anything: commands go through the command
+//! stream, as the CLI sends them.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cairn_shared::ExecutionState;
-use cairn_streams::StreamKind;
+use cairn_shared::{ExecutionState, Seq};
+use cairn_streams::{ReadFrom, Reader, StreamKind};
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::query::Refusal;
+use crate::records::Record;
 use crate::rows::{ExecutionRow, JobDescription, JobRow, NodeRow};
 use crate::store::{ExecutionFilter, Lookup, ViewStore};
 
@@ -55,6 +60,7 @@ pub async fn serve(
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{job}", get(job))
         .route("/v1/executions", get(executions))
+        .route("/v1/events", get(events))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -189,6 +195,49 @@ async fn executions(
     })
     .await?;
     Ok(Json(rows))
+}
+
+/// `GET /v1/events?from_seq=N`.
+#[derive(Deserialize)]
+struct EventsParams {
+    from_seq: Option<u64>,
+}
+
+/// The event log from `from_seq` (the start without it) as Server-Sent Events, then every
+/// event as it is appended: one event per `data:` line, the JSON `cairn events` prints,
+/// with the sequence as the SSE id. An event the stream cannot give is sent as an `error`
+/// event with its reason, and the stream goes on.
+async fn events(
+    State(app): App,
+    Query(params): Query<EventsParams>,
+) -> std::result::Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>, Failure>
+{
+    let from = params
+        .from_seq
+        .map_or(ReadFrom::Start, |s| ReadFrom::Seq(Seq(s)));
+    let messages = Reader::new(app.js.clone())
+        .read(StreamKind::Events, from, None)
+        .await
+        .map_err(|e| {
+            Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading the event stream: {e}"),
+            )
+        })?;
+    let stream = messages.map(|raw| {
+        Ok(match raw {
+            Ok(raw) => {
+                let seq = raw.seq;
+                let line =
+                    serde_json::Value::Object(Record::decode(StreamKind::Events, raw).fields());
+                SseEvent::default()
+                    .id(seq.to_string())
+                    .data(line.to_string())
+            }
+            Err(e) => SseEvent::default().event("error").data(e.to_string()),
+        })
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// The one thing a key names, or why not, as the query service refuses it (404 unknown,

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod projection;
 pub mod projector;
 pub mod query;
+pub mod records;
 mod retry;
 pub mod rows;
 pub mod service;
