@@ -87,6 +87,10 @@ pub struct EdgeArgs {
     /// How often to tell the orchestrator this node is alive.
     #[arg(long, default_value = "5s")]
     heartbeat_interval: humantime::Duration,
+    /// Serve Prometheus metrics (`GET /metrics`, `cairn_edge_…`) here, like
+    /// 127.0.0.1:9464 (port 0: any free one).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -110,19 +114,37 @@ fn edge_config(args: EdgeArgs) -> EdgeConfig {
 /// Runs one edge until a termination signal; it ends its tasks and flushes its outbox.
 pub async fn edge(global: &Global, args: EdgeArgs) -> Result<()> {
     let mut termination = Termination::watch()?;
+    let metrics = args.metrics;
     let edge = Edge::open(edge_config(args)).await?;
+    let shutdown = CancellationToken::new();
+    let mut serving = None;
+    if let Some(addr) = metrics {
+        let listener = cairn_edge::metrics::bind(addr).await?;
+        if let Ok(bound) = listener.local_addr() {
+            println!("metrics: http://{bound}/metrics");
+        }
+        let (handle, token) = (edge.handle(), shutdown.clone());
+        serving = Some(tokio::spawn(cairn_edge::metrics::serve(
+            listener, handle, token,
+        )));
+    }
     let client = tokio::select! {
         client = global.connect_persistent("cairn-edge") => client?,
         _ = termination.received() => return Ok(()),
     };
-    let shutdown = CancellationToken::new();
     let mut running = std::pin::pin!(edge.run(client, shutdown.clone()));
-    tokio::select! {
-        result = &mut running => return result.context("the edge stopped"),
-        _ = termination.received() => {}
-    }
+    let result = tokio::select! {
+        result = &mut running => result.context("the edge stopped"),
+        _ = termination.received() => {
+            shutdown.cancel();
+            running.await.context("stopping the edge")
+        }
+    };
     shutdown.cancel();
-    running.await.context("stopping the edge")
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
+    result
 }
 
 fn parse_replicas(text: &str) -> Result<usize, String> {

@@ -119,9 +119,14 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let _orchestrator = stack.orchestrator_with("orchestrator", &["--http", &addr]);
-    let _edges = stack
-        .connected_edges(&["edge-1", "edge-2"], "edge", 4)
-        .await;
+    let edge_port = free_port();
+    let edge_addr = format!("127.0.0.1:{edge_port}");
+    let more = ["--capacity", "4", "--metrics", edge_addr.as_str()];
+    let _edges = [
+        stack.edge_with("edge-1", &[("role", "edge")], &more),
+        stack.edge("edge-2", "edge", 4),
+    ];
+    stack.nodes_in(&["edge-1", "edge-2"], "connected").await;
     eventually("the HTTP API to answer", 30, || {
         match get(port, "/healthz") {
             Ok((200, body)) if body == "ok\n" => Ok(()),
@@ -193,6 +198,46 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         )
     );
     assert_eq!(get_json(port, "/v1/nodes"), json(&url, &["node", "list"]));
+    // The edge counts its own: what it started, that nothing failed, nothing left to send.
+    let on_edge_1 = json(&url, &["execution", "list", "--node", "edge-1"])
+        .as_array()
+        .unwrap()
+        .len() as f64;
+    let edge = eventually("the edge's outbox to drain", 30, || {
+        let (status, body) = get(edge_port, "/metrics")?;
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).map_err(|e| e.to_string())?;
+        let outbox = value(&scrape, "cairn_edge_outbox_entries", None);
+        if status == 200 && outbox == Some(0.0) {
+            Ok((scrape, body))
+        } else {
+            Err(format!("{status}: outbox {outbox:?}"))
+        }
+    })
+    .await;
+    let (scrape, text) = edge;
+    assert_eq!(
+        value(&scrape, "cairn_edge_task_starts_total", None),
+        Some(on_edge_1),
+        "{text}"
+    );
+    assert_eq!(
+        value(&scrape, "cairn_edge_task_failures_total", None),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&scrape, "cairn_edge_running_executions", None),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&scrape, "cairn_edge_outbox_oldest_age_seconds", None),
+        Some(0.0)
+    );
+    assert!(
+        text.contains("# HELP cairn_edge_assignment_to_start_seconds "),
+        "{text}"
+    );
+
     // The log as Server-Sent Events, from any sequence: the same JSON as `cairn events`.
     let log = events(&url);
     assert_eq!(sse(port, "/v1/events?from_seq=1", log.len()), log);

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::exec::{self, Attempt, StopCause};
 use crate::heartbeat::Beater;
+use crate::metrics::TaskMetrics;
 use crate::outbox::{self, Flusher};
 use crate::store::{AttemptKey, Change, ExecutionRecord, Inserted, Store};
 
@@ -109,6 +110,8 @@ pub struct Stats {
     bound: AtomicBool,
     received: AtomicU64,
     rejected: AtomicU64,
+    /// Task starts, failures and start times, for `--metrics`.
+    tasks: TaskMetrics,
 }
 
 impl Stats {
@@ -171,6 +174,16 @@ impl EdgeHandle {
     /// Reports and log chunks recorded but not yet acknowledged by JetStream.
     pub fn outbox_len(&self) -> u64 {
         self.store.outbox_len()
+    }
+
+    /// How long the oldest entry still in the outbox has waited; none while it is empty.
+    pub fn outbox_oldest_age(&self) -> Option<Duration> {
+        self.store.outbox_oldest_age()
+    }
+
+    /// The counters its attempts update (shared: reading them reads the live ones).
+    pub fn task_metrics(&self) -> TaskMetrics {
+        self.stats.tasks.clone()
     }
 
     /// Whether the edge holds its pull on its consumer right now.
@@ -572,6 +585,7 @@ impl Agent {
             task: run.task,
             delay: run.delay.map_or(Duration::ZERO, |d| d.0),
             health: run.health,
+            tasks: self.stats.tasks.clone(),
             stop_grace: self.stop_grace,
             stop: rx,
         };

@@ -36,6 +36,10 @@ pub enum Error {
 
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// The metrics endpoint (`--metrics`) could not listen or serve.
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 impl Error {
@@ -48,7 +52,8 @@ impl Error {
             | Error::Open { .. }
             | Error::StoreClosed
             | Error::Codec(_)
-            | Error::Config(_) => false,
+            | Error::Config(_)
+            | Error::Metrics(_) => false,
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::metrics::TaskMetrics;
 use crate::outbox;
 use crate::store::{AttemptKey, Change, ProcessIdentity, Store};
 
@@ -88,6 +89,8 @@ pub struct Attempt {
     pub delay: Duration,
     /// How to judge its health, for a job with `update`.
     pub health: Option<Health>,
+    /// Where its start and failure are counted.
+    pub tasks: TaskMetrics,
     pub stop_grace: Duration,
     pub stop: watch::Receiver<Option<StopCause>>,
 }
@@ -172,6 +175,7 @@ impl Attempt {
     /// Records the end: the log's end marker and the terminal report, in that order and in
     /// one transaction, so once an attempt is reported terminal its log is complete.
     async fn finish(&self, outcome: Outcome) -> crate::Result<()> {
+        let failed = outcome.state == ExecutionState::Failed;
         let entries = vec![
             outbox::end_of_log(&self.node, self.key, outcome.state),
             outbox::update_entry(
@@ -190,6 +194,8 @@ impl Attempt {
         };
         if !self.store.transition(self.key, change, entries).await? {
             tracing::debug!(attempt = %self.key, "attempt was already terminal");
+        } else if failed {
+            self.tasks.failures.inc();
         }
         Ok(())
     }
@@ -250,7 +256,12 @@ impl Attempt {
                 Err(e) => Err(e),
             };
         match running {
-            Ok(true) => {}
+            Ok(true) => {
+                self.tasks.starts.inc();
+                self.tasks
+                    .start_seconds
+                    .observe(taken.elapsed().as_secs_f64());
+            }
             Ok(false) => {
                 // Already terminal (cannot happen while this task owns the attempt); do not
                 // leave a process running that nobody accounts for.

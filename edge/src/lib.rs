@@ -108,6 +108,7 @@ mod error;
 mod exec;
 mod heartbeat;
 mod host;
+pub mod metrics;
 mod outbox;
 mod store;
 

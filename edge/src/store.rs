@@ -196,6 +196,36 @@ pub struct Store {
     outbox_added: Arc<Notify>,
     /// Entries in the outbox now.
     outbox_len: Arc<AtomicU64>,
+    /// When the entries still in the outbox were added.
+    ages: Arc<std::sync::Mutex<OutboxAges>>,
+}
+
+/// When outbox entries were added, by commit: the last key each commit added and when, in
+/// key order. Entries leave in key order, so the first commit not wholly deleted holds the
+/// oldest entry. Entries found at open count from then.
+#[derive(Debug, Default)]
+struct OutboxAges {
+    commits: std::collections::VecDeque<(u64, std::time::Instant)>,
+    deleted_through: Option<u64>,
+}
+
+impl OutboxAges {
+    fn added(&mut self, last_key: u64) {
+        self.commits
+            .push_back((last_key, std::time::Instant::now()));
+    }
+
+    fn deleted(&mut self, through: u64) {
+        let through = self.deleted_through.map_or(through, |t| t.max(through));
+        self.deleted_through = Some(through);
+        while self
+            .commits
+            .front()
+            .is_some_and(|(last, _)| *last <= through)
+        {
+            self.commits.pop_front();
+        }
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -226,11 +256,16 @@ impl Store {
         })?;
         let txn = db.begin_write()?;
         let outbox_len;
+        let next_key;
         {
             txn.open_table(META)?;
             txn.open_table(EXECUTIONS)?;
             txn.open_table(REJECTED)?;
             outbox_len = txn.open_table(OUTBOX)?.len()?;
+            next_key = txn
+                .open_table(META)?
+                .get(NEXT_OUTBOX_KEY)?
+                .map_or(0, |v| v.value());
             let mut identity = txn.open_table(IDENTITY)?;
             let recorded = identity.get(NODE_ID)?.map(|v| v.value().to_owned());
             match recorded {
@@ -253,11 +288,17 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(1024);
         let outbox_added = Arc::new(Notify::new());
+        let mut ages = OutboxAges::default();
+        if outbox_len > 0 {
+            ages.added(next_key.saturating_sub(1));
+        }
+        let ages = Arc::new(std::sync::Mutex::new(ages));
         let outbox_len = Arc::new(AtomicU64::new(outbox_len));
         let writer = Writer {
             db: Arc::clone(&db),
             outbox_added: Arc::clone(&outbox_added),
             outbox_len: Arc::clone(&outbox_len),
+            ages: Arc::clone(&ages),
         };
         std::thread::Builder::new()
             .name("cairn-edge-store".into())
@@ -271,6 +312,7 @@ impl Store {
             ops: tx,
             outbox_added,
             outbox_len,
+            ages,
         })
     }
 
@@ -418,6 +460,19 @@ impl Store {
         self.outbox_len.load(Ordering::Relaxed)
     }
 
+    /// How long the oldest entry still in the outbox has waited (since this process
+    /// opened the store, for one it found there); none while the outbox is empty.
+    pub fn outbox_oldest_age(&self) -> Option<std::time::Duration> {
+        if self.outbox_len() == 0 {
+            return None;
+        }
+        let ages = self
+            .ages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ages.commits.front().map(|(_, at)| at.elapsed())
+    }
+
     /// Resolves after outbox entries were added since the last call (or now, if they were).
     pub async fn outbox_added(&self) {
         self.outbox_added.notified().await;
@@ -428,6 +483,7 @@ struct Writer {
     db: Arc<Database>,
     outbox_added: Arc<Notify>,
     outbox_len: Arc<AtomicU64>,
+    ages: Arc<std::sync::Mutex<OutboxAges>>,
 }
 
 impl Writer {
@@ -449,6 +505,8 @@ impl Writer {
         let mut done = Vec::new();
         let mut added: u64 = 0;
         let mut removed: u64 = 0;
+        let mut last_added = None;
+        let mut deleted_through = None;
         let outcome = (|| -> Result<()> {
             let txn = self.db.begin_write()?;
             {
@@ -461,6 +519,7 @@ impl Writer {
                     |outbox: &mut redb::Table<u64, &[u8]>, entries: &[OutboxEntry]| -> Result<()> {
                         for entry in entries {
                             outbox.insert(next_key, encode(entry)?.as_slice())?;
+                            last_added = Some(next_key);
                             next_key += 1;
                             added += 1;
                         }
@@ -523,6 +582,7 @@ impl Writer {
                                 if outbox.remove(key)?.is_some() {
                                     removed += 1;
                                 }
+                                deleted_through = deleted_through.max(Some(key));
                             }
                             done.push(Done::Unit(reply));
                         }
@@ -543,6 +603,18 @@ impl Writer {
         })();
         match outcome {
             Ok(()) => {
+                {
+                    let mut ages = self
+                        .ages
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(last) = last_added {
+                        ages.added(last);
+                    }
+                    if let Some(through) = deleted_through {
+                        ages.deleted(through);
+                    }
+                }
                 self.outbox_len.fetch_add(added, Ordering::Relaxed);
                 self.outbox_len.fetch_sub(removed, Ordering::Relaxed);
                 if added > 0 {
