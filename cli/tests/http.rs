@@ -238,6 +238,34 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         "{text}"
     );
 
+    // A task's output, as `cairn execution logs` prints it; following ends at its end.
+    let trio = json(&url, &["execution", "list", "--job", "trio"]);
+    let id = trio[0]["id"].as_str().unwrap().to_owned();
+    let printed = support::cairn(&url, &["execution", "logs", &id]);
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), "hi\n");
+    for path in [
+        format!("/v1/executions/{id}/logs"),
+        format!("/v1/executions/{id}/logs?follow=1"),
+    ] {
+        assert_eq!(
+            get(port, &path).unwrap(),
+            (200, "hi\n".to_owned()),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        get(port, "/v1/executions/01ABSENT0000000000000000XY/logs")
+            .unwrap()
+            .0,
+        404
+    );
+    assert_eq!(
+        get(port, &format!("/v1/executions/{id}/logs?follow=often"))
+            .unwrap()
+            .0,
+        400
+    );
+
     // The log as Server-Sent Events, from any sequence: the same JSON as `cairn events`.
     let log = events(&url);
     assert_eq!(sse(port, "/v1/events?from_seq=1", log.len()), log);

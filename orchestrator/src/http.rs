@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cairn_shared::{ExecutionState, Seq};
+use cairn_streams::logs::LogEntry;
 use cairn_streams::{ReadFrom, Reader, StreamKind};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -60,6 +61,7 @@ pub async fn serve(
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{job}", get(job))
         .route("/v1/executions", get(executions))
+        .route("/v1/executions/{execution}/logs", get(logs))
         .route("/v1/events", get(events))
         .with_state(shared);
     axum::serve(listener, app)
@@ -195,6 +197,94 @@ async fn executions(
     })
     .await?;
     Ok(Json(rows))
+}
+
+/// `GET /v1/executions/{id}/logs?follow=1`.
+#[derive(Deserialize)]
+struct LogParams {
+    follow: Option<String>,
+}
+
+/// How long a read that does not follow waits for a log with nothing stored yet, as
+/// `cairn execution logs` does.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The task's output as it was written, plain text: what is stored, or with `follow=1`
+/// (or `true`) everything until the end of the execution's current attempt, as it comes.
+async fn logs(
+    State(app): App,
+    Path(key): Path<String>,
+    Query(params): Query<LogParams>,
+) -> std::result::Result<Response, Failure> {
+    let follow = match params.follow.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true" | "") => true,
+        Some(other) => {
+            return Err(Failure(
+                StatusCode::BAD_REQUEST,
+                format!("follow={other:?}: write follow=1 or follow=0"),
+            ));
+        }
+    };
+    let execution = read(&app, move |views| {
+        let reader = views.read()?;
+        found("execution", &key, reader.find_execution(&key)?)
+    })
+    .await?;
+    let lines = Reader::new(app.js.clone())
+        .read(
+            StreamKind::Logs,
+            ReadFrom::Start,
+            Some(cairn_streams::subjects::log_of(execution.id)),
+        )
+        .await
+        .map_err(|e| {
+            Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading the log stream: {e}"),
+            )
+        })?;
+    let attempt = execution.attempt;
+    let chunks = futures::stream::unfold(Some(Box::pin(lines)), move |lines| async move {
+        let mut lines = lines?;
+        loop {
+            let next = if follow {
+                lines.next().await
+            } else {
+                tokio::time::timeout(QUIET, lines.next())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let raw = match next? {
+                Ok(raw) => raw,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a task's log broke off");
+                    return None;
+                }
+            };
+            let last = !follow && raw.pending == 0;
+            let chunk = match LogEntry::decode(raw.headers.as_ref(), raw.payload) {
+                Ok(LogEntry::Output { data, .. }) => Some(data),
+                Ok(LogEntry::End { attempt: ended, .. }) if ended == attempt => return None,
+                Ok(LogEntry::End { .. }) => None,
+                Err(reason) => {
+                    tracing::warn!(%reason, "skipping a log message that does not decode");
+                    None
+                }
+            };
+            let rest = (!last).then_some(lines);
+            if let Some(data) = chunk {
+                return Some((Ok::<_, Infallible>(data), rest));
+            }
+            lines = rest?;
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// `GET /v1/events?from_seq=N`.
