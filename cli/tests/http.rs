@@ -159,6 +159,7 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         "cairn_events_appended",
         "cairn_append_conflicts",
         "cairn_decision_round_seconds",
+        "cairn_dispatch_seconds",
     ] {
         assert!(
             text.contains(&format!("# HELP {help} ")),
@@ -183,6 +184,16 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         "a deploy and a dozen reports decided: {decisions}"
     );
     assert!(value(&scrape, "cairn_projector_lag_events", None).is_some());
+    // Three assignments were dispatched, each measured from its decision.
+    let dispatched: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_dispatch_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dispatched >= 3.0,
+        "dispatches measured: {dispatched}: {text}"
+    );
 
     // The API's JSON is the CLI's.
     assert_eq!(get_json(port, "/v1/jobs"), json(&url, &["job", "list"]));

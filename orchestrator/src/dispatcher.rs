@@ -29,6 +29,7 @@ use crate::decider::State;
 use crate::error::Result;
 use crate::retry::pause;
 use cairn_streams::backoff::Backoff;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// A batch of events the decider has just stored, `first` being the sequence of the
 /// first: the dispatcher can queue their work without reading them back.
@@ -132,31 +133,47 @@ pub fn pending_work(state: &State) -> Vec<(NodeId, Envelope<Assignment>)> {
 struct Sender {
     publisher: Publisher,
     /// Each ack stays here until it resolves, so waiting on the oldest can be interrupted
-    /// (by a new event) without losing track of it.
+    /// (by a new event) without losing track of it; with when its event was decided.
     in_flight: VecDeque<(
         Outgoing,
+        Option<Timestamp>,
         BoxFuture<'static, cairn_streams::Result<Appended>>,
     )>,
+    /// Decided → queued on the node's subject, in seconds (`/metrics`).
+    queued: Histogram,
 }
 
 impl Sender {
     const WINDOW: usize = 256;
 
-    async fn send(&mut self, out: Outgoing, shutdown: &CancellationToken) -> bool {
+    /// Queues `out`; `decided` is when its event was decided, for the latency measured
+    /// once it is stored (none for work queued again at start).
+    async fn send(
+        &mut self,
+        out: Outgoing,
+        decided: Option<Timestamp>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         while self.in_flight.len() >= Self::WINDOW {
             if !self.settle_oldest(shutdown).await {
                 return false;
             }
         }
-        self.push(out, shutdown).await
+        self.push(out, decided, shutdown).await
     }
 
-    async fn push(&mut self, out: Outgoing, shutdown: &CancellationToken) -> bool {
+    async fn push(
+        &mut self,
+        out: Outgoing,
+        decided: Option<Timestamp>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut backoff = Backoff::default();
         loop {
             match self.publisher.send(out.clone()).await {
                 Ok(pending) => {
-                    self.in_flight.push_back((out, pending.into_future()));
+                    self.in_flight
+                        .push_back((out, decided, pending.into_future()));
                     return true;
                 }
                 Err(e) => {
@@ -171,31 +188,41 @@ impl Sender {
 
     /// The oldest ack, once it resolves. Cancel-safe: the entry leaves the window only
     /// after its ack has resolved, with no await in between.
-    async fn next_ack(&mut self) -> Option<(Outgoing, cairn_streams::Result<Appended>)> {
-        let (_, pending) = self.in_flight.front_mut()?;
+    #[allow(clippy::type_complexity)]
+    async fn next_ack(
+        &mut self,
+    ) -> Option<(Outgoing, Option<Timestamp>, cairn_streams::Result<Appended>)> {
+        let (_, _, pending) = self.in_flight.front_mut()?;
         let result = pending.await;
-        let (out, _) = self.in_flight.pop_front()?;
-        Some((out, result))
+        let (out, decided, _) = self.in_flight.pop_front()?;
+        Some((out, decided, result))
     }
 
     /// A failed ack resends that message and everything after it, in order.
     async fn handle_ack(
         &mut self,
         out: Outgoing,
+        decided: Option<Timestamp>,
         result: cairn_streams::Result<Appended>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let Err(e) = result else { return true };
+        let Err(e) = result else {
+            if let Some(decided) = decided {
+                let ms = Timestamp::now().0.saturating_sub(decided.0);
+                self.queued.observe(ms as f64 / 1000.0);
+            }
+            return true;
+        };
         tracing::warn!(error = %e, subject = %out.subject, "dispatch not acknowledged; resending");
-        let rest: Vec<Outgoing> = std::iter::once(out)
-            .chain(self.in_flight.drain(..).map(|(o, _)| o))
+        let rest: Vec<(Outgoing, Option<Timestamp>)> = std::iter::once((out, decided))
+            .chain(self.in_flight.drain(..).map(|(o, d, _)| (o, d)))
             .collect();
         let mut backoff = Backoff::default();
         if !pause(shutdown, &mut backoff).await {
             return false;
         }
-        for out in rest {
-            if !self.push(out, shutdown).await {
+        for (out, decided) in rest {
+            if !self.push(out, decided, shutdown).await {
                 return false;
             }
         }
@@ -205,7 +232,7 @@ impl Sender {
     async fn settle_oldest(&mut self, shutdown: &CancellationToken) -> bool {
         match self.next_ack().await {
             None => true,
-            Some((out, result)) => self.handle_ack(out, result, shutdown).await,
+            Some((out, decided, result)) => self.handle_ack(out, decided, result, shutdown).await,
         }
     }
 
@@ -227,16 +254,18 @@ pub async fn run(
     pending: Vec<(NodeId, Envelope<Assignment>)>,
     from: Seq,
     mut decided: tokio::sync::mpsc::Receiver<Decided>,
+    queued: Histogram,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut sender = Sender {
         publisher,
         in_flight: VecDeque::new(),
+        queued,
     };
     let requeued = pending.len();
     for (node, envelope) in pending {
         if !sender
-            .send(Outgoing::assignment(&node, &envelope)?, &shutdown)
+            .send(Outgoing::assignment(&node, &envelope)?, None, &shutdown)
             .await
         {
             return Ok(());
@@ -290,8 +319,8 @@ pub async fn run(
                     continue;
                 }
                 acked = sender.next_ack(), if settling => {
-                    if let Some((out, result)) = acked
-                        && !sender.handle_ack(out, result, &shutdown).await
+                    if let Some((out, at, result)) = acked
+                        && !sender.handle_ack(out, at, result, &shutdown).await
                     {
                         return Ok(());
                     }
@@ -336,7 +365,11 @@ async fn dispatch(
 ) -> Result<bool> {
     match assignment_for(&envelope.body, envelope.id, envelope.at) {
         Some((node, work)) => Ok(sender
-            .send(Outgoing::assignment(&node, &work)?, shutdown)
+            .send(
+                Outgoing::assignment(&node, &work)?,
+                Some(envelope.at),
+                shutdown,
+            )
             .await),
         None => Ok(true),
     }

@@ -1,5 +1,5 @@
 //! What the orchestrator counts for Prometheus (`GET /metrics`, see `http.rs`): the
-//! decider's work as it happens (counters and a histogram the engine updates), and the
+//! decider's work as it happens (counters and histograms the engine and dispatcher update), and the
 //! fleet as the views hold it, read afresh at every scrape.
 
 use std::sync::atomic::AtomicU64;
@@ -31,6 +31,9 @@ pub struct DeciderMetrics {
     pub append_conflicts: Counter,
     /// Time to decide one round of inputs and append its events, in seconds.
     pub round_seconds: Histogram,
+    /// From an assignment's event being decided to the work stored on its node's subject,
+    /// in seconds (the dispatcher's).
+    pub dispatch_seconds: Histogram,
 }
 
 impl Default for DeciderMetrics {
@@ -41,6 +44,9 @@ impl Default for DeciderMetrics {
             append_conflicts: Counter::default(),
             // 100 µs to ~13 s, doubling.
             round_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18),
+            ),
+            dispatch_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18),
             ),
         }
@@ -108,6 +114,12 @@ impl Metrics {
             "Time to decide a round of inputs and append its events",
             Unit::Seconds,
             metrics.decider.round_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "dispatch",
+            "From an assignment decided to its work stored on the node's subject",
+            Unit::Seconds,
+            metrics.decider.dispatch_seconds.clone(),
         );
         Self {
             registry,

@@ -108,10 +108,12 @@ impl Orchestrator {
             Reader::new(js.clone()),
             stop.clone(),
         );
+        let queued = decider_metrics.dispatch_seconds.clone();
         parts.spawn(async move {
             (
                 "dispatcher",
-                crate::dispatcher::run(publisher, reader, pending, from, decided, token).await,
+                crate::dispatcher::run(publisher, reader, pending, from, decided, queued, token)
+                    .await,
             )
         });
         let token = stop.clone();
