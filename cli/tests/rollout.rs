@@ -337,3 +337,52 @@ async fn a_canary_runs_beside_the_old_version_until_promoted_then_the_rest_rolls
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no rollout waiting to be promoted"));
 }
+
+#[tokio::test]
+async fn fault_cluster_a_rollout_carries_on_through_a_server_killed_and_restarted() {
+    // Health reports, rollout steps and their stops on a 3-server cluster, with one
+    // server SIGKILLed mid-rollout and restarted on its store.
+    let mut stack = Stack::clustered(SLOW_LIVENESS);
+    let url = stack.url();
+    let _orchestrator = stack.orchestrator("orchestrator");
+    let _edges = stack.connected_edges(&NODES, "edge", 4).await;
+    assert_eq!(
+        stack.deploy("beacon", &beacon(V1), true)["state"],
+        "running"
+    );
+
+    assert_eq!(
+        stack.deploy("beacon", &beacon(V2), false)["state"],
+        "submitted"
+    );
+    support::stack::eventually("a version 2 execution to run", 60, || {
+        let at_v2 = running_versions(&url)
+            .into_iter()
+            .filter(|(_, v)| *v == 2)
+            .count();
+        if at_v2 == 0 {
+            Err("none yet".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    stack.cluster().server_mut(0).kill9();
+    support::stack::eventually("the rollout to finish with a server down", 90, || {
+        let d = described(&url)?;
+        if d["version"] == 2 && d["rollout"]["state"] == "succeeded" {
+            Ok(())
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    stack.cluster().server_mut(0).restart();
+    assert_eq!(running_versions(&url), every_node_at(2));
+    let log = events(&url);
+    assert_eq!(
+        fewest_running_nodes(&log, "beacon"),
+        2,
+        "one node at a time on the cluster"
+    );
+}
