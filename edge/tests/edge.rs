@@ -917,6 +917,19 @@ async fn health_after(fx: &Fixture, execution: ExecutionId) -> Vec<(bool, Vec<Ex
     out
 }
 
+/// Waits for the execution's health reports, once there is one.
+async fn first_health(fx: &Fixture, execution: ExecutionId) -> Vec<(bool, Vec<ExecutionState>)> {
+    wait_until("a health report", DEADLINE, || async {
+        let judged = health_after(fx, execution).await;
+        if judged.is_empty() {
+            Err("none yet")
+        } else {
+            Ok(judged)
+        }
+    })
+    .await
+}
+
 fn health(min_ms: u64, deadline_ms: u64) -> Option<Health> {
     Some(Health {
         min_healthy_time: HumanDuration(Duration::from_millis(min_ms)),
@@ -932,15 +945,7 @@ async fn a_task_that_keeps_running_is_reported_healthy_once_after_running() {
     let mut assignment = run(execution, sh("sleep 30"));
     assignment.health = health(300, 10_000);
     fx.publish(assignment.into()).await;
-    let judged = wait_until("a health report", DEADLINE, || async {
-        let judged = health_after(&fx, execution).await;
-        if judged.is_empty() {
-            Err("none yet")
-        } else {
-            Ok(judged)
-        }
-    })
-    .await;
+    let judged = first_health(&fx, execution).await;
     assert_eq!(
         judged,
         [(
@@ -971,15 +976,7 @@ async fn a_task_not_running_long_enough_by_the_deadline_is_reported_not_healthy(
     assignment.health = health(300, 500);
     assignment.delay = Some(HumanDuration(Duration::from_millis(400)));
     fx.publish(assignment.into()).await;
-    let judged = wait_until("a health report", DEADLINE, || async {
-        let judged = health_after(&fx, execution).await;
-        if judged.is_empty() {
-            Err("none yet")
-        } else {
-            Ok(judged)
-        }
-    })
-    .await;
+    let judged = first_health(&fx, execution).await;
     assert_eq!(judged.len(), 1, "{judged:?}");
     assert!(!judged[0].0, "not healthy: {judged:?}");
     let reason = fx
