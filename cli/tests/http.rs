@@ -122,7 +122,7 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
     let edge_port = free_port();
     let edge_addr = format!("127.0.0.1:{edge_port}");
     let more = ["--capacity", "4", "--metrics", edge_addr.as_str()];
-    let _edges = [
+    let mut edges = [
         stack.edge_with("edge-1", &[("role", "edge")], &more),
         stack.edge("edge-2", "edge", 4),
     ];
@@ -160,6 +160,7 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         "cairn_append_conflicts",
         "cairn_decision_round_seconds",
         "cairn_dispatch_seconds",
+        "cairn_assignments_waiting",
     ] {
         assert!(
             text.contains(&format!("# HELP {help} ")),
@@ -290,7 +291,54 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
     let (status, body) = get(port, "/v1/executions?state=asleep").unwrap();
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("asleep"), "{body}");
+
+    // Work for a node that is away waits in its queue, and the metrics say so until the
+    // node is back and has taken it.
+    let waiting = |stage: &str| {
+        let (_, body) = get(port, "/metrics")?;
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).map_err(|e| e.to_string())?;
+        Ok::<_, String>(value(
+            &scrape,
+            "cairn_assignments_waiting",
+            Some(("stage", stage)),
+        ))
+    };
+    assert_eq!(waiting("undelivered").unwrap(), Some(0.0));
+    assert_eq!(waiting("unacked").unwrap(), Some(0.0));
+    edges[1].kill9();
+    stack.deploy("pinned", PINNED, false);
+    eventually(
+        "the pinned work to wait undelivered",
+        30,
+        || match waiting("undelivered")? {
+            Some(1.0) => Ok(()),
+            other => Err(format!("undelivered {other:?}")),
+        },
+    )
+    .await;
+    edges[1] = stack.edge("edge-2", "edge", 4);
+    stack.executions_in("pinned", "completed", 1).await;
+    eventually(
+        "the queue to empty once the node took its work",
+        30,
+        || match (waiting("undelivered")?, waiting("unacked")?) {
+            (Some(0.0), Some(0.0)) => Ok(()),
+            other => Err(format!("waiting {other:?}")),
+        },
+    )
+    .await;
 }
+
+const PINNED: &str = r#"
+name: pinned
+type: batch
+count: 1
+selector: {host: edge-2}
+task:
+  engine: exec
+  command: ["true"]
+"#;
 
 /// The value of the sample `name` (with the label, if given).
 fn value(

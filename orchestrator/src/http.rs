@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Observed};
 use crate::query::Refusal;
 use crate::records::Record;
 use crate::rows::{ExecutionRow, JobDescription, JobRow, NodeRow};
@@ -70,6 +70,9 @@ pub async fn serve(
         .map_err(|e| Error::stopped("http", format!("serving: {e}")))
 }
 
+/// The longest a scrape waits for JetStream's side of the metrics.
+const OBSERVE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A failed request: its status and a one-line reason, as plain text.
 struct Failure(StatusCode, String);
 
@@ -103,17 +106,28 @@ async fn read<T: Send + 'static>(
 
 async fn scrape(State(app): App) -> std::result::Result<Response, Failure> {
     // How far the views are behind is the event stream's last sequence against theirs;
-    // a stream that does not answer leaves the lag as last measured.
-    let stored = app
-        .js
-        .get_stream(StreamKind::Events.name())
-        .await
-        .ok()
-        .map(|stream| stream.cached_info().state.last_sequence);
+    // the queues are counted by the node consumers. What does not answer within a second
+    // is left as last measured, so a scrape never hangs on a broker away.
+    let stored = async {
+        let stream = app.js.get_stream(StreamKind::Events.name()).await.ok()?;
+        Some(stream.cached_info().state.last_sequence)
+    };
+    let waiting = async {
+        let counted = cairn_streams::sweep::waiting(&app.js).await;
+        (counted.failed == 0).then_some(counted)
+    };
+    let (stored, waiting) = futures::join!(
+        tokio::time::timeout(OBSERVE, stored),
+        tokio::time::timeout(OBSERVE, waiting)
+    );
+    let observed = Observed {
+        stored: stored.ok().flatten(),
+        waiting: waiting.ok().flatten(),
+    };
     let shared = Arc::clone(&app);
     let text = read(&app, move |views| {
         let reader = views.read()?;
-        Ok(shared.metrics.render(&reader, stored)?)
+        Ok(shared.metrics.render(&reader, observed)?)
     })
     .await?;
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -20,6 +20,22 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Which part of the assignment queues: `{stage="undelivered"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+/// What a scrape reads from JetStream beside the views; `None` where the server did not
+/// answer, which leaves that metric as last read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Observed {
+    /// The event stream's last sequence.
+    pub stored: Option<u64>,
+    /// The work waiting in the assignment shards.
+    pub waiting: Option<cairn_streams::Waiting>,
+}
+
 /// The decider's counters, shared with the engine that updates them; cloning shares them.
 #[derive(Clone, Debug)]
 pub struct DeciderMetrics {
@@ -60,6 +76,7 @@ pub struct Metrics {
     jobs: Family<StateLabel, Gauge>,
     executions: Family<StateLabel, Gauge>,
     projector_lag: Gauge<u64, AtomicU64>,
+    assignments_waiting: Family<StageLabel, Gauge<u64, AtomicU64>>,
     pub decider: DeciderMetrics,
 }
 
@@ -71,6 +88,7 @@ impl Metrics {
             jobs: Family::default(),
             executions: Family::default(),
             projector_lag: Gauge::default(),
+            assignments_waiting: Family::default(),
             decider,
             registry: Registry::default(),
         };
@@ -93,6 +111,12 @@ impl Metrics {
             "projector_lag_events",
             "Events stored in the event stream that the views do not include yet",
             metrics.projector_lag.clone(),
+        );
+        registry.register(
+            "assignments_waiting",
+            "Work stored for nodes and not yet acked by them: undelivered (the node is away \
+             or has not pulled it) or unacked (delivered, not yet accepted)",
+            metrics.assignments_waiting.clone(),
         );
         registry.register(
             "decisions",
@@ -127,11 +151,11 @@ impl Metrics {
         }
     }
 
-    /// Reads the fleet from one snapshot of the views, and how far they are behind
-    /// `stored` (the event stream's last sequence), then encodes every metric in the
-    /// Prometheus text format. Every state appears, at 0 when nothing is in it, so a
-    /// series never vanishes.
-    pub fn render(&self, views: &ViewReader, stored: Option<u64>) -> crate::Result<String> {
+    /// Reads the fleet from one snapshot of the views, how far they are behind the event
+    /// stream and what waits in the assignment queues (`observed`), then encodes every
+    /// metric in the Prometheus text format. Every state appears, at 0 when nothing is in
+    /// it, so a series never vanishes.
+    pub fn render(&self, views: &ViewReader, observed: Observed) -> crate::Result<String> {
         let set = |family: &Family<StateLabel, Gauge>, state: &str, n: usize| {
             family
                 .get_or_create(&StateLabel {
@@ -156,9 +180,19 @@ impl Metrics {
             let n = executions.iter().filter(|e| e.state == *state).count();
             set(&self.executions, state.as_str(), n);
         }
-        if let Some(stored) = stored {
+        if let Some(stored) = observed.stored {
             self.projector_lag
                 .set(stored.saturating_sub(views.applied_seq()?.0));
+        }
+        if let Some(waiting) = observed.waiting {
+            for (stage, n) in [
+                ("undelivered", waiting.undelivered),
+                ("unacked", waiting.unacked),
+            ] {
+                self.assignments_waiting
+                    .get_or_create(&StageLabel { stage })
+                    .set(n);
+            }
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -9,7 +9,7 @@ pub mod logs;
 pub mod publish;
 pub mod read;
 pub mod subjects;
-mod sweep;
+pub mod sweep;
 pub mod topology;
 
 #[cfg(feature = "test-util")]
@@ -20,7 +20,7 @@ pub use intake::{Binding, Intake, Pulled};
 pub use logs::{LogEntry, OutputStream};
 pub use publish::{Appended, Expect, Outgoing, PendingAppend, Pipeline, Publisher};
 pub use read::{RawMessage, ReadFrom, Reader};
-pub use sweep::{Sweeper, Swept};
+pub use sweep::{Sweeper, Swept, Waiting};
 pub use topology::{
     StreamKind, Topology, UNSHARDED_ASSIGNMENTS, ensure_node_consumer, ensure_node_consumers,
     node_consumer_config, replace_node_consumer,

@@ -48,40 +48,21 @@ impl Sweeper {
     }
 
     async fn sweep_shard(&mut self, js: &jetstream::Context, kind: StreamKind, swept: &mut Swept) {
-        let stream = js.get_stream_no_info(kind.name()).await;
-        let Ok(stream) = stream else {
+        let Ok(stream) = js.get_stream_no_info(kind.name()).await else {
             swept.failed += 1;
             return;
         };
         let mut floors = Vec::new();
-        let mut consumers = stream.consumers();
-        while let Some(info) = consumers.next().await {
-            let info = match info {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::debug!(stream = kind.name(), error = %e, "listing consumers");
-                    swept.failed += 1;
-                    break;
-                }
-            };
-            // Only cairn's own node consumers, each on its node's subject: an operator's
-            // consumer acking on the shard must never make work disappear.
-            let Some(node) = info
-                .name
-                .strip_prefix("node-")
-                .and_then(|id| cairn_shared::NodeId::new(id).ok())
-            else {
-                continue;
-            };
-            let subject = subjects::assignments(&node).to_string();
-            if info.config.filter_subject != subject {
-                continue;
-            }
+        let listed = node_consumers(&stream, |info, subject| {
             swept.consumers += 1;
             let floor = info.ack_floor.stream_sequence;
             if floor > self.swept.get(&info.name).copied().unwrap_or(0) {
                 floors.push((info.name, subject, floor));
             }
+        })
+        .await;
+        if !listed {
+            swept.failed += 1;
         }
         for (name, subject, floor) in floors {
             // Purges the subject's messages below `floor + 1`: the acked ones.
@@ -97,4 +78,84 @@ impl Sweeper {
             }
         }
     }
+}
+
+/// Work stored for nodes and not yet acked, over every assignment shard, as their node
+/// consumers count it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Messages on nodes' subjects their consumers have not delivered yet: work for nodes
+    /// that are away or busy pulling.
+    pub undelivered: u64,
+    /// Messages delivered and not yet acked: work an edge holds and has not accepted.
+    pub unacked: u64,
+    /// Node consumers read.
+    pub consumers: usize,
+    /// Shards that could not be listed; what they hold is not counted.
+    pub failed: usize,
+}
+
+/// Counts the work waiting in every assignment shard, a few shards at a time: one
+/// consumer list per shard, as a sweep reads.
+pub async fn waiting(js: &jetstream::Context) -> Waiting {
+    let shards = futures::stream::iter(StreamKind::assignments())
+        .map(|kind| async move {
+            let mut counted = Waiting::default();
+            let Ok(stream) = js.get_stream_no_info(kind.name()).await else {
+                counted.failed = 1;
+                return counted;
+            };
+            let listed = node_consumers(&stream, |info, _| {
+                counted.consumers += 1;
+                counted.undelivered += info.num_pending;
+                counted.unacked += u64::try_from(info.num_ack_pending).unwrap_or(0);
+            })
+            .await;
+            counted.failed = usize::from(!listed);
+            counted
+        })
+        .buffer_unordered(8);
+    shards
+        .fold(Waiting::default(), |total, shard| async move {
+            Waiting {
+                undelivered: total.undelivered + shard.undelivered,
+                unacked: total.unacked + shard.unacked,
+                consumers: total.consumers + shard.consumers,
+                failed: total.failed + shard.failed,
+            }
+        })
+        .await
+}
+
+/// Calls `each` with the info and subject of every node consumer on `stream`'s list;
+/// false when the list broke off.
+async fn node_consumers(
+    stream: &jetstream::stream::Stream<()>,
+    mut each: impl FnMut(jetstream::consumer::Info, String),
+) -> bool {
+    let mut consumers = stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing consumers");
+                return false;
+            }
+        };
+        // Only cairn's own node consumers, each on its node's subject: an operator's
+        // consumer on the shard is neither swept by nor counted as a node's.
+        let Some(node) = info
+            .name
+            .strip_prefix("node-")
+            .and_then(|id| cairn_shared::NodeId::new(id).ok())
+        else {
+            continue;
+        };
+        let subject = subjects::assignments(&node).to_string();
+        if info.config.filter_subject != subject {
+            continue;
+        }
+        each(info, subject);
+    }
+    true
 }
