@@ -210,6 +210,11 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         )
     );
     assert_eq!(get_json(port, "/v1/nodes"), json(&url, &["node", "list"]));
+    assert_eq!(
+        get_json(port, "/v1/jobs/trio/versions"),
+        json(&url, &["job", "history", "trio", "-p"])
+    );
+    assert_eq!(get(port, "/v1/jobs/absent/versions").unwrap().0, 404);
     // The edge counts its own: what it started, that nothing failed, nothing left to send.
     let on_edge_1 = json(&url, &["execution", "list", "--node", "edge-1"])
         .as_array()

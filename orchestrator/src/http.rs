@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::history::{self, JobVersion};
 use crate::metrics::{Metrics, Observed};
 use crate::query::Refusal;
 use crate::records::Record;
@@ -60,6 +61,7 @@ pub async fn serve(
         .route("/v1/nodes", get(nodes))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{job}", get(job))
+        .route("/v1/jobs/{job}/versions", get(versions))
         .route("/v1/executions", get(executions))
         .route("/v1/executions/{execution}/logs", get(logs))
         .route("/v1/events", get(events))
@@ -170,6 +172,30 @@ async fn job(
     })
     .await?;
     Ok(Json(description))
+}
+
+/// Every version of a job with its spec and its diff against the one before: the JSON of
+/// `cairn job history -p`. A job the views do not know yet may still have deploys in the
+/// log; the log is what is read.
+async fn versions(
+    State(app): App,
+    Path(key): Path<String>,
+) -> std::result::Result<Json<Vec<JobVersion>>, Failure> {
+    let versions = history::versions(&Reader::new(app.js.clone()), &key, true)
+        .await
+        .map_err(|e| {
+            Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading the event stream: {e}"),
+            )
+        })?;
+    if versions.is_empty() {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("unknown job {key:?}: the event log records no deploy of it"),
+        ));
+    }
+    Ok(Json(versions))
 }
 
 /// `GET /v1/executions?job=&node=&state=`, as `cairn execution list` filters.

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod dispatcher;
 pub mod engine;
 mod error;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod projection;
