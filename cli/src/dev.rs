@@ -211,6 +211,7 @@ async fn run_until_terminated(
         _ = termination.received() => return Ok(()),
     };
     if let Some(addr) = orchestrator.http {
+        println!("dashboard: http://{addr}/");
         println!("metrics and the HTTP API: http://{addr}/metrics, http://{addr}/v1/jobs");
     }
     let mut stopped = std::pin::pin!(orchestrator.stopped());

@@ -3,12 +3,12 @@
 //! exactly the JSON the CLI prints.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 mod support;
-use support::json;
 use support::stack::{SLOW_LIVENESS, Stack, events, eventually};
+use support::{free_port, json};
 
 const TRIO: &str = r#"
 name: trio
@@ -18,15 +18,6 @@ task:
   engine: exec
   command: ["sh", "-c", "echo hi"]
 "#;
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path`: the status code and the body. HTTP/1.1 by hand, one request per
 /// connection: the test needs nothing more.

@@ -65,6 +65,7 @@ pub async fn serve(
         .route("/v1/executions", get(executions))
         .route("/v1/executions/{execution}/logs", get(logs))
         .route("/v1/events", get(events))
+        .merge(crate::dashboard::routes())
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -183,12 +184,7 @@ async fn versions(
 ) -> std::result::Result<Json<Vec<JobVersion>>, Failure> {
     let versions = history::versions(&Reader::new(app.js.clone()), &key, true)
         .await
-        .map_err(|e| {
-            Failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("reading the event stream: {e}"),
-            )
-        })?;
+        .map_err(|e| unavailable(&e))?;
     if versions.is_empty() {
         return Err(Failure(
             StatusCode::NOT_FOUND,
@@ -327,33 +323,56 @@ async fn logs(
         .into_response())
 }
 
-/// `GET /v1/events?from_seq=N`.
+/// `GET /v1/events?from_seq=N` or `?tail=N`.
 #[derive(Deserialize)]
 struct EventsParams {
     from_seq: Option<u64>,
+    /// Starts this many events before the end of the log (`tail -n`), for a reader that
+    /// wants what is happening now rather than the whole history.
+    tail: Option<u64>,
 }
 
-/// The event log from `from_seq` (the start without it) as Server-Sent Events, then every
-/// event as it is appended: one event per `data:` line, the JSON `cairn events` prints,
-/// with the sequence as the SSE id. An event the stream cannot give is sent as an `error`
-/// event with its reason, and the stream goes on.
+/// The event log from `from_seq` (the start without it; the last `tail` events with that)
+/// as Server-Sent Events, then every event as it is appended: one event per `data:` line,
+/// the JSON `cairn events` prints, with the sequence as the SSE id. A client that
+/// reconnects with `Last-Event-ID` (as browsers do) resumes after that event. An event
+/// the stream cannot give is sent as an `error` event with its reason, and the stream
+/// goes on.
 async fn events(
     State(app): App,
     Query(params): Query<EventsParams>,
+    headers: axum::http::HeaderMap,
 ) -> std::result::Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>, Failure>
 {
-    let from = params
-        .from_seq
-        .map_or(ReadFrom::Start, |s| ReadFrom::Seq(Seq(s)));
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let from = match (resumed, params.from_seq, params.tail) {
+        (Some(seen), _, _) => ReadFrom::Seq(Seq(seen + 1)),
+        (None, Some(_), Some(_)) => {
+            return Err(Failure(
+                StatusCode::BAD_REQUEST,
+                "from_seq and tail both say where to start: give one".into(),
+            ));
+        }
+        (None, Some(seq), None) => ReadFrom::Seq(Seq(seq)),
+        (None, None, Some(tail)) => {
+            let stream = app
+                .js
+                .get_stream(StreamKind::Events.name())
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let held = &stream.cached_info().state;
+            let from = (held.last_sequence.saturating_sub(tail) + 1).max(held.first_sequence);
+            ReadFrom::Seq(Seq(from))
+        }
+        (None, None, None) => ReadFrom::Start,
+    };
     let messages = Reader::new(app.js.clone())
         .read(StreamKind::Events, from, None)
         .await
-        .map_err(|e| {
-            Failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("reading the event stream: {e}"),
-            )
-        })?;
+        .map_err(|e| unavailable(&e))?;
     let stream = messages.map(|raw| {
         Ok(match raw {
             Ok(raw) => {
@@ -368,6 +387,14 @@ async fn events(
         })
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The event stream did not answer.
+fn unavailable(e: &dyn std::fmt::Display) -> Failure {
+    Failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("reading the event stream: {e}"),
+    )
 }
 
 /// The one thing a key names, or why not, as the query service refuses it (404 unknown,

@@ -4,6 +4,7 @@
 
 /// The decision core, a crate of its own so that it stays pure (see `cairn-decider`).
 pub use cairn_decider as decider;
+pub mod dashboard;
 pub mod digest;
 pub mod dispatcher;
 pub mod engine;

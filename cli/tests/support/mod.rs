@@ -9,6 +9,14 @@ use std::process::{Child, Command, Output, Stdio};
 /// A spec that passes every check: a batch job of one `true`.
 pub const VALID_SPEC: &str = "name: ok\ntype: batch\ntask: {engine: exec, command: [\"true\"]}\n";
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// Writes a spec file `name` into `dir`.
 pub fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
