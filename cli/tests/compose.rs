@@ -46,3 +46,45 @@ fn every_compose_command_is_a_real_cairn_command() {
     );
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile")).exists());
 }
+
+/// Prometheus (deploy/prometheus.yml) scrapes exactly the addresses the compose file's
+/// orchestrators (`--http`) and edges (`--metrics`) serve on.
+#[test]
+fn prometheus_scrapes_every_cairn_that_serves_metrics() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let compose: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap(),
+    )
+    .unwrap();
+    let mut served = std::collections::BTreeSet::new();
+    for (name, service) in compose["services"].as_object().unwrap() {
+        let Some(command) = service["command"].as_array() else {
+            continue;
+        };
+        let words: Vec<&str> = command.iter().filter_map(|w| w.as_str()).collect();
+        for pair in words.windows(2) {
+            if matches!(pair[0], "--http" | "--metrics") {
+                let port = pair[1].rsplit(':').next().unwrap();
+                served.insert(format!("{name}:{port}"));
+            }
+        }
+    }
+    let prometheus: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    let scraped: std::collections::BTreeSet<String> = prometheus["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job["static_configs"].as_array().unwrap())
+        .flat_map(|config| config["targets"].as_array().unwrap())
+        .map(|target| target.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(scraped, served);
+    assert_eq!(
+        served.len(),
+        5,
+        "two orchestrators and three edges: {served:?}"
+    );
+}

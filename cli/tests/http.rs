@@ -141,6 +141,7 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
     })
     .await;
     let (scrape, text) = scrape;
+    let orchestrator_text = text.clone();
     for help in [
         "cairn_nodes",
         "cairn_jobs",
@@ -245,6 +246,27 @@ async fn metrics_parse_and_the_api_answers_what_the_cli_prints() {
         text.contains("# HELP cairn_edge_assignment_to_start_seconds "),
         "{text}"
     );
+    // Every metric the Grafana dashboard graphs is one that is served.
+    let served = format!("{orchestrator_text}{text}");
+    let grafana = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/cairn.json");
+    let grafana: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(grafana).unwrap()).unwrap();
+    let mut graphed = 0;
+    for panel in grafana["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                assert!(
+                    served.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                    "the dashboard's {:?} graphs {name}, which nothing serves",
+                    panel["title"]
+                );
+                graphed += 1;
+            }
+        }
+    }
+    assert!(graphed >= 15, "{graphed} metrics graphed");
 
     // A task's output, as `cairn execution logs` prints it; following ends at its end.
     let trio = json(&url, &["execution", "list", "--job", "trio"]);
@@ -335,6 +357,21 @@ task:
   engine: exec
   command: ["true"]
 "#;
+
+/// The `cairn_…` metric names a PromQL expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("cairn_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
 
 /// The value of the sample `name` (with the label, if given).
 fn value(
