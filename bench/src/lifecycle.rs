@@ -16,6 +16,7 @@ use cairn_streams::{Outgoing, Publisher, Reader, StreamKind, subjects};
 use hdrhistogram::Histogram;
 
 use crate::fleet::{Fleet, now_nanos};
+use crate::observer::{Observer, Watched};
 use crate::raw::RawFleet;
 use crate::replay;
 use crate::report::{Figure, Scenario};
@@ -130,6 +131,15 @@ pub fn quantiles(
         .collect()
 }
 
+/// One cairn run of the scenario: how long it took, and what the HTTP watcher did.
+struct Measured {
+    completed: Duration,
+    in_views: Duration,
+    to_assigned: Histogram<u64>,
+    to_completed: Histogram<u64>,
+    watched: Option<Watched>,
+}
+
 pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario> {
     let url = nats.url.as_str();
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
@@ -141,13 +151,122 @@ pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario>
     let raw_time = raw.throughput(u64::from(executions)).await?;
     drop(raw);
 
-    eprintln!("lifecycle: orchestrator and {nodes} simulated edges");
-    let _orchestrator = OrchestratorProcess::start(nats).await?;
-    let watch = Watch::start(&js).await?;
-    let capacity = executions.div_ceil(u32::try_from(nodes)?);
-    let fleet = Fleet::start(url, &watch, "life", nodes, capacity, false).await?;
+    // The same job twice on fresh streams: with the orchestrator's HTTP side off, then on
+    // and watched as an operator would, so the two differ in that alone.
+    let off = measure(nats, &client, &js, nodes, executions, false).await?;
+    eprintln!("lifecycle: the projector rebuilds this run's events");
+    let last = Reader::new(js.clone())
+        .bounds(StreamKind::Events)
+        .await?
+        .last;
+    let rebuild = replay::rebuild(&js, last).await.context("rebuilding")?;
+    let on = measure(nats, &client, &js, nodes, executions, true).await?;
 
-    eprintln!("lifecycle: a batch job of {executions} executions");
+    let per_second = |d: Duration| f64::from(executions) / d.as_secs_f64();
+    let raw_rate = per_second(raw_time);
+    let mut figures = vec![
+        Figure::rate("raw publish → per-node pull + ack", raw_rate, None),
+        Figure::rate_of(
+            "exec/s",
+            "deploy → all completed",
+            per_second(off.completed),
+            Some(raw_rate),
+        ),
+        Figure::rate_of(
+            "exec/s",
+            "deploy → all completed and in the views",
+            per_second(off.in_views),
+            Some(raw_rate),
+        ),
+        Figure::rate_of(
+            "exec/s",
+            "HTTP on and watched: deploy → all completed",
+            per_second(on.completed),
+            Some(raw_rate),
+        ),
+        Figure::rate_of(
+            "exec/s",
+            "HTTP on and watched: deploy → all completed and in the views",
+            per_second(on.in_views),
+            Some(raw_rate),
+        ),
+    ];
+    figures.extend(quantiles(
+        "deploy → execution assigned",
+        &off.to_assigned,
+        None,
+    ));
+    figures.extend(quantiles(
+        "deploy → execution completed",
+        &off.to_completed,
+        None,
+    ));
+    figures.extend(quantiles(
+        "HTTP on and watched: deploy → execution completed",
+        &on.to_completed,
+        None,
+    ));
+    let watched = on.watched.unwrap_or_default();
+    figures.extend([
+        Figure::value(
+            "HTTP on: /metrics scrapes",
+            watched.scrapes as f64,
+            "requests",
+        ),
+        Figure::value(
+            "HTTP on: dashboard reads (nodes, jobs, executions)",
+            watched.dashboard_reads as f64,
+            "requests",
+        ),
+        Figure::value(
+            "HTTP on: events streamed to the dashboard",
+            watched.events_streamed as f64,
+            "events",
+        ),
+        Figure::value(
+            "HTTP on: failed requests",
+            watched.failures as f64,
+            "requests",
+        ),
+    ]);
+    figures.extend(rebuild.figures(last.0));
+    Ok(Scenario {
+        name: "lifecycle".into(),
+        notes: format!(
+            "one batch job of {executions} no-op executions on {nodes} simulated edges (capacity {} each); {} events; run twice on fresh streams, the second with --http on, /metrics scraped every second and a dashboard following /v1/events",
+            executions.div_ceil(u32::try_from(nodes)?),
+            last.0
+        ),
+        figures,
+    })
+}
+
+/// The job on fresh streams, a fresh orchestrator and a fresh simulated fleet; with
+/// `http`, the orchestrator serves its HTTP side and an [`Observer`] watches it.
+async fn measure(
+    nats: &Nats,
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    nodes: usize,
+    executions: u32,
+    http: bool,
+) -> Result<Measured> {
+    nats.fresh_streams(js).await?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let with = if http { " (HTTP on, watched)" } else { "" };
+    eprintln!("lifecycle: orchestrator and {nodes} simulated edges{with}");
+    let listen = addr.to_string();
+    let more: &[&str] = if http { &["--http", &listen] } else { &[] };
+    let _orchestrator = OrchestratorProcess::start_with(nats, more).await?;
+    let observer = match http {
+        true => Some(Observer::start(addr).await?),
+        false => None,
+    };
+    let watch = Watch::start(js).await?;
+    let capacity = executions.div_ceil(u32::try_from(nodes)?);
+    let fleet = Fleet::start(&nats.url, &watch, "life", nodes, capacity, false).await?;
+
+    eprintln!("lifecycle: a batch job of {executions} executions{with}");
     let publisher = Publisher::new(js.clone());
     let started = Instant::now();
     let started_ns = now_nanos();
@@ -179,8 +298,12 @@ pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario>
             .max()
             .unwrap_or(Seq::ZERO);
     });
-    projected(&client, command, done_seq).await?;
+    projected(client, command, done_seq).await?;
     let in_views = started.elapsed();
+    let watched = match observer {
+        Some(observer) => Some(observer.stop().await),
+        None => None,
+    };
 
     let (to_assigned, to_completed) = watch.with(|s| -> Result<_> {
         let mut assigned = Histogram::<u64>::new(3)?;
@@ -200,46 +323,12 @@ pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario>
         "{} executions completed, expected {executions}",
         to_completed.len()
     );
-    let events = watch.with(|s| s.last_seq);
     drop(fleet);
-
-    eprintln!("lifecycle: the projector rebuilds this run's {events} events");
-    let last = Reader::new(js.clone())
-        .bounds(StreamKind::Events)
-        .await?
-        .last;
-    let rebuild = replay::rebuild(&js, last).await.context("rebuilding")?;
-
-    let per_second = |d: Duration| f64::from(executions) / d.as_secs_f64();
-    let raw_rate = per_second(raw_time);
-    let mut figures = vec![
-        Figure::rate("raw publish → per-node pull + ack", raw_rate, None),
-        Figure::rate_of(
-            "exec/s",
-            "deploy → all completed",
-            per_second(completed),
-            Some(raw_rate),
-        ),
-        Figure::rate_of(
-            "exec/s",
-            "deploy → all completed and in the views",
-            per_second(in_views),
-            Some(raw_rate),
-        ),
-    ];
-    figures.extend(quantiles("deploy → execution assigned", &to_assigned, None));
-    figures.extend(quantiles(
-        "deploy → execution completed",
-        &to_completed,
-        None,
-    ));
-    figures.extend(rebuild.figures(last.0));
-    Ok(Scenario {
-        name: "lifecycle".into(),
-        notes: format!(
-            "one batch job of {executions} no-op executions on {nodes} simulated edges (capacity {capacity} each); {} events",
-            last.0
-        ),
-        figures,
+    Ok(Measured {
+        completed,
+        in_views,
+        to_assigned,
+        to_completed,
+        watched,
     })
 }

@@ -8,6 +8,7 @@ mod fleet;
 mod history;
 mod layout;
 mod lifecycle;
+mod observer;
 mod raw;
 mod reconnect;
 mod replay;

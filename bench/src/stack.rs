@@ -86,14 +86,17 @@ impl OrchestratorProcess {
     /// Starts it, declaring its streams with the run's replicas (as [`Nats::fresh_streams`]
     /// did, so it finds them as it wants them), and waits until its query service answers.
     pub async fn start(nats: &Nats) -> Result<Self> {
+        Self::start_with(nats, &[]).await
+    }
+
+    /// [`OrchestratorProcess::start`] with more arguments (`--http ADDR`).
+    pub async fn start_with(nats: &Nats, more: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let replicas = nats.replicas.to_string();
-        let child = spawn_cairn(
-            &nats.url,
-            &["orchestrator", "--replicas", &replicas],
-            dir.path(),
-        )
-        .context("starting the orchestrator")?;
+        let mut args = vec!["orchestrator", "--replicas", &replicas];
+        args.extend(more);
+        let child =
+            spawn_cairn(&nats.url, &args, dir.path()).context("starting the orchestrator")?;
         let process = Self { child, _dir: dir };
         let client = cairn_streams::connect(&nats.url, None, "cairn-bench-probe").await?;
         let started = Instant::now();

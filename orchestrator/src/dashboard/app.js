@@ -7,8 +7,11 @@
 const EXECUTION_STATES = ['running', 'accepted', 'pending', 'completed', 'failed', 'stopped', 'cancelled', 'lost'];
 const TERMINAL = ['completed', 'failed', 'stopped', 'cancelled', 'lost'];
 const FEED_LENGTH = 200;
-// Events arrive in bursts (a deploy is a dozen); one refresh serves a burst.
+// Events arrive in bursts (a deploy is a dozen); one refresh serves a burst, and while
+// events keep coming the page reads the API at most once a second (each read includes
+// every execution).
 const REFRESH_AFTER_MS = 150;
+const READ_EVERY_MS = 1000;
 
 const page = {
   nodes: [], jobs: [], executions: [],
@@ -231,16 +234,20 @@ function selection() {
   return { job: params.get('job'), execution: params.get('execution') };
 }
 
-const pending = { timer: null, versions: false };
+const pending = { timer: null, versions: false, last: 0 };
 
-// Reads everything an event may have changed, once per burst.
-function refresh({ versions = false } = {}) {
+// Reads everything an event may have changed, once per burst; `soon` (what the user just
+// chose) does not wait out the second since the last read.
+function refresh({ versions = false, soon = false } = {}) {
   pending.versions = pending.versions || versions;
   if (pending.timer) return;
+  const wait = soon ? REFRESH_AFTER_MS
+    : Math.max(REFRESH_AFTER_MS, READ_EVERY_MS - (Date.now() - pending.last));
   pending.timer = setTimeout(async () => {
     const withVersions = pending.versions;
     pending.timer = null;
     pending.versions = false;
+    pending.last = Date.now();
     try {
       const { job } = selection();
       const [nodes, jobs, executions, described, history] = await Promise.all([
@@ -256,7 +263,7 @@ function refresh({ versions = false } = {}) {
     } catch (e) {
       document.getElementById('summary').textContent = `cannot read the API: ${e.message}`;
     }
-  }, REFRESH_AFTER_MS);
+  }, wait);
 }
 
 // One line of the feed: what the event is about, in a few words.
@@ -288,7 +295,7 @@ function addToFeed(event) {
 function follow() {
   const live = document.getElementById('live');
   const source = new EventSource('/v1/events?tail=50');
-  source.onopen = () => { live.dataset.live = 'live'; live.textContent = 'live'; refresh(); };
+  source.onopen = () => { live.dataset.live = 'live'; live.textContent = 'live'; refresh({ soon: true }); };
   source.onerror = () => { live.dataset.live = 'reconnecting'; live.textContent = 'reconnecting'; };
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
@@ -305,7 +312,7 @@ function onSelection() {
   else if (page.job?.name !== job) { page.versions = null; page.version = null; }
   if (execution !== page.execution) { page.execution = execution; followLogs(execution); }
   renderDetail();
-  refresh({ versions: true });
+  refresh({ versions: true, soon: true });
 }
 
 window.addEventListener('hashchange', onSelection);
