@@ -131,6 +131,28 @@ pub fn quantiles(
         .collect()
 }
 
+/// How the orchestrator's HTTP side is used during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Http {
+    Off,
+    /// `--http`, `/metrics` scraped every second.
+    Scraped,
+    /// `--http`, scraped, and a dashboard open.
+    Watched,
+}
+
+impl Http {
+    const ALL: [Http; 3] = [Http::Off, Http::Scraped, Http::Watched];
+
+    fn label(self) -> &'static str {
+        match self {
+            Http::Off => "HTTP off",
+            Http::Scraped => "HTTP on, scraped",
+            Http::Watched => "HTTP on, scraped, dashboard open",
+        }
+    }
+}
+
 /// One cairn run of the scenario: how long it took, and what the HTTP watcher did.
 struct Measured {
     completed: Duration,
@@ -140,7 +162,7 @@ struct Measured {
     watched: Option<Watched>,
 }
 
-pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario> {
+pub async fn run(nats: &Nats, nodes: usize, executions: u32, rounds: u32) -> Result<Scenario> {
     let url = nats.url.as_str();
     let client = cairn_streams::connect(url, None, "cairn-bench").await?;
     let js = cairn_streams::jetstream(client.clone());
@@ -151,116 +173,140 @@ pub async fn run(nats: &Nats, nodes: usize, executions: u32) -> Result<Scenario>
     let raw_time = raw.throughput(u64::from(executions)).await?;
     drop(raw);
 
-    // The same job twice on fresh streams: with the orchestrator's HTTP side off, then on
-    // and watched as an operator would, so the two differ in that alone.
-    let off = measure(nats, &client, &js, nodes, executions, false).await?;
-    eprintln!("lifecycle: the projector rebuilds this run's events");
-    let last = Reader::new(js.clone())
-        .bounds(StreamKind::Events)
-        .await?
-        .last;
-    let rebuild = replay::rebuild(&js, last).await.context("rebuilding")?;
-    let on = measure(nats, &client, &js, nodes, executions, true).await?;
+    // The same job on fresh streams with the orchestrator's HTTP side off, on and scraped,
+    // and on with a dashboard open too, `rounds` times in turn, so the three differ in that
+    // alone and share the machine's drift.
+    let mut runs: [Vec<Measured>; 3] = Default::default();
+    let mut rebuilt = None;
+    for _ in 0..rounds {
+        for (http, measured) in Http::ALL.into_iter().zip(runs.iter_mut()) {
+            measured.push(measure(nats, &client, &js, nodes, executions, http).await?);
+            if rebuilt.is_none() {
+                eprintln!("lifecycle: the projector rebuilds this run's events");
+                let last = Reader::new(js.clone())
+                    .bounds(StreamKind::Events)
+                    .await?
+                    .last;
+                rebuilt = Some((
+                    replay::rebuild(&js, last).await.context("rebuilding")?,
+                    last,
+                ));
+            }
+        }
+    }
+    let (rebuild, last) = rebuilt.context("at least one round")?;
 
     let per_second = |d: Duration| f64::from(executions) / d.as_secs_f64();
     let raw_rate = per_second(raw_time);
-    let mut figures = vec![
-        Figure::rate("raw publish → per-node pull + ack", raw_rate, None),
-        Figure::rate_of(
-            "exec/s",
-            "deploy → all completed",
-            per_second(off.completed),
-            Some(raw_rate),
-        ),
-        Figure::rate_of(
-            "exec/s",
-            "deploy → all completed and in the views",
-            per_second(off.in_views),
-            Some(raw_rate),
-        ),
-        Figure::rate_of(
-            "exec/s",
-            "HTTP on and watched: deploy → all completed",
-            per_second(on.completed),
-            Some(raw_rate),
-        ),
-        Figure::rate_of(
-            "exec/s",
-            "HTTP on and watched: deploy → all completed and in the views",
-            per_second(on.in_views),
-            Some(raw_rate),
-        ),
-    ];
-    figures.extend(quantiles(
-        "deploy → execution assigned",
-        &off.to_assigned,
+    let mut figures = vec![Figure::rate(
+        "raw publish → per-node pull + ack",
+        raw_rate,
         None,
-    ));
-    figures.extend(quantiles(
-        "deploy → execution completed",
-        &off.to_completed,
-        None,
-    ));
-    figures.extend(quantiles(
-        "HTTP on and watched: deploy → execution completed",
-        &on.to_completed,
-        None,
-    ));
-    let watched = on.watched.unwrap_or_default();
-    figures.extend([
-        Figure::value(
-            "HTTP on: /metrics scrapes",
-            watched.scrapes as f64,
-            "requests",
-        ),
-        Figure::value(
-            "HTTP on: dashboard reads (nodes, jobs, executions)",
-            watched.dashboard_reads as f64,
-            "requests",
-        ),
-        Figure::value(
-            "HTTP on: events streamed to the dashboard",
-            watched.events_streamed as f64,
-            "events",
-        ),
-        Figure::value(
-            "HTTP on: failed requests",
-            watched.failures as f64,
-            "requests",
-        ),
-    ]);
+    )];
+    let mut each = Vec::new();
+    for (http, measured) in Http::ALL.into_iter().zip(runs.iter_mut()) {
+        each.push(format!(
+            "{}: {}",
+            http.label(),
+            measured
+                .iter()
+                .map(|m| format!("{:.0}", per_second(m.in_views)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        // The median run by its time to all completed and in the views.
+        measured.sort_by_key(|m| m.in_views);
+        let median = measured.swap_remove(measured.len() / 2);
+        let named = |what: &str| match http {
+            Http::Off => what.to_owned(),
+            _ => format!("{}: {what}", http.label()),
+        };
+        figures.push(Figure::rate_of(
+            "exec/s",
+            &named("deploy → all completed"),
+            per_second(median.completed),
+            Some(raw_rate),
+        ));
+        figures.push(Figure::rate_of(
+            "exec/s",
+            &named("deploy → all completed and in the views"),
+            per_second(median.in_views),
+            Some(raw_rate),
+        ));
+        if http == Http::Off {
+            figures.extend(quantiles(
+                "deploy → execution assigned",
+                &median.to_assigned,
+                None,
+            ));
+        }
+        figures.extend(quantiles(
+            &named("deploy → execution completed"),
+            &median.to_completed,
+            None,
+        ));
+        if let Some(watched) = median.watched {
+            figures.extend([
+                Figure::value(
+                    &named("/metrics scrapes"),
+                    watched.scrapes as f64,
+                    "requests",
+                ),
+                Figure::value(
+                    &named("dashboard reads (nodes, jobs, executions)"),
+                    watched.dashboard_reads as f64,
+                    "requests",
+                ),
+                Figure::value(
+                    &named("events streamed to the dashboard"),
+                    watched.events_streamed as f64,
+                    "events",
+                ),
+                Figure::value(
+                    &named("failed requests"),
+                    watched.failures as f64,
+                    "requests",
+                ),
+            ]);
+        }
+    }
     figures.extend(rebuild.figures(last.0));
     Ok(Scenario {
         name: "lifecycle".into(),
         notes: format!(
-            "one batch job of {executions} no-op executions on {nodes} simulated edges (capacity {} each); {} events; run twice on fresh streams, the second with --http on, /metrics scraped every second and a dashboard following /v1/events",
+            "one batch job of {executions} no-op executions on {nodes} simulated edges (capacity {} each); {} events; {rounds} round(s) on fresh streams with the HTTP side off, on and scraped every second, and on with a dashboard open (following /v1/events, reading the views after each burst), the median of each shown; exec/s to all in the views, {}",
             executions.div_ceil(u32::try_from(nodes)?),
-            last.0
+            last.0,
+            each.join("; ")
         ),
         figures,
     })
 }
 
-/// The job on fresh streams, a fresh orchestrator and a fresh simulated fleet; with
-/// `http`, the orchestrator serves its HTTP side and an [`Observer`] watches it.
+/// The job on fresh streams, a fresh orchestrator and a fresh simulated fleet, the
+/// orchestrator's HTTP side used as `http` says.
 async fn measure(
     nats: &Nats,
     client: &async_nats::Client,
     js: &async_nats::jetstream::Context,
     nodes: usize,
     executions: u32,
-    http: bool,
+    http: Http,
 ) -> Result<Measured> {
     nats.fresh_streams(js).await?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let with = if http { " (HTTP on, watched)" } else { "" };
+    let with = format!(" ({})", http.label());
     eprintln!("lifecycle: orchestrator and {nodes} simulated edges{with}");
     let listen = addr.to_string();
-    let more: &[&str] = if http { &["--http", &listen] } else { &[] };
+    let more: &[&str] = match http {
+        Http::Off => &[],
+        Http::Scraped | Http::Watched => &["--http", &listen],
+    };
     let _orchestrator = OrchestratorProcess::start_with(nats, more).await?;
     let observer = match http {
-        true => Some(Observer::start(addr).await?),
-        false => None,
+        Http::Off => None,
+        Http::Scraped => Some(Observer::start(addr, false).await?),
+        Http::Watched => Some(Observer::start(addr, true).await?),
     };
     let watch = Watch::start(js).await?;
     let capacity = executions.div_ceil(u32::try_from(nodes)?);

@@ -83,6 +83,10 @@ enum Command {
         /// Executions in the batch job (default 10,000; 500 with --quick).
         #[arg(long)]
         executions: Option<u32>,
+        /// Times the job is run with the orchestrator's HTTP side off and then on and
+        /// watched, alternating; the figures are each half's median.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
     },
     /// Work offered at a fixed rate: decided → edge has it, beside raw publish → receive.
     Dispatch {
@@ -193,7 +197,8 @@ async fn main() -> Result<()> {
             Command::Lifecycle {
                 nodes: n,
                 executions: e,
-            } => vec![lifecycle::run(&nats, nodes(n), executions(e)).await?],
+                rounds,
+            } => vec![lifecycle::run(&nats, nodes(n), executions(e), rounds).await?],
             Command::Dispatch {
                 nodes: n,
                 rate: r,
@@ -220,7 +225,7 @@ async fn main() -> Result<()> {
                 vec![layout::run(&sizes, candidates.as_deref(), quick).await?]
             }
             Command::All => vec![
-                lifecycle::run(&nats, nodes(None), executions(None)).await?,
+                lifecycle::run(&nats, nodes(None), executions(None), 1).await?,
                 dispatch::run(&nats, nodes(None), rate(None), duration(None), appends).await?,
                 reconnect::run(&nats, backlog(None), trials(None), "true").await?,
                 // Before replay, whose million events would stay in both processes' memory.

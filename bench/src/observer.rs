@@ -1,8 +1,8 @@
 //! An operator watching a run over the orchestrator's HTTP side, for the lifecycle
 //! scenario's "HTTP on" runs: Prometheus scraping `/metrics` every second (fifteen times
-//! as often as its default), and an open dashboard, which follows `/v1/events` and after
-//! each burst of events reads the nodes, jobs and executions again, at most once a second
-//! (as the page does).
+//! as often as its default), and optionally an open dashboard, which follows `/v1/events`
+//! and after each burst of events reads the nodes, jobs and executions again, at most once
+//! a second (as the page does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,8 +42,9 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Waits for the orchestrator at `addr` to answer `/healthz`, then starts watching.
-    pub async fn start(addr: SocketAddr) -> Result<Self> {
+    /// Waits for the orchestrator at `addr` to answer `/healthz`, then starts scraping it
+    /// and, with `dashboard`, watching it as an open dashboard does.
+    pub async fn start(addr: SocketAddr, dashboard: bool) -> Result<Self> {
         let started = std::time::Instant::now();
         while get(addr, "/healthz").await.is_err() {
             if started.elapsed() > Duration::from_secs(30) {
@@ -54,16 +55,25 @@ impl Observer {
         let stop = CancellationToken::new();
         let counts = Arc::new(Counts::default());
         let burst = Arc::new(Notify::new());
-        let tasks = vec![
-            tokio::spawn(scrape(addr, Arc::clone(&counts), stop.clone())),
-            tokio::spawn(follow(
+        let mut tasks = vec![tokio::spawn(scrape(
+            addr,
+            Arc::clone(&counts),
+            stop.clone(),
+        ))];
+        if dashboard {
+            tasks.push(tokio::spawn(follow(
                 addr,
                 Arc::clone(&counts),
                 Arc::clone(&burst),
                 stop.clone(),
-            )),
-            tokio::spawn(dashboard(addr, Arc::clone(&counts), burst, stop.clone())),
-        ];
+            )));
+            tasks.push(tokio::spawn(read_views(
+                addr,
+                Arc::clone(&counts),
+                burst,
+                stop.clone(),
+            )));
+        }
         Ok(Self {
             stop,
             counts,
@@ -129,7 +139,7 @@ async fn follow(
     }
 }
 
-async fn dashboard(
+async fn read_views(
     addr: SocketAddr,
     counts: Arc<Counts>,
     burst: Arc<Notify>,
