@@ -105,25 +105,49 @@ async fn submit(global: &Global, command: Command) -> Result<(CommandId, Reader)
         publisher.append(outgoing.clone()).await
     });
     tokio::pin!(store);
-    let stored = match tokio::time::timeout(Duration::from_secs(1), &mut store).await {
-        Ok(stored) => stored,
-        Err(_) => {
+    // A publish these credentials may not make is dropped by the server, which says so
+    // apart from the publish: watched for, so a refusal is told at once and by name.
+    let refused = async {
+        loop {
+            if let Some(refusal) = cairn_streams::permission_refusal() {
+                return refusal;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::pin!(refused);
+    let stored = tokio::select! {
+        stored = tokio::time::timeout(Duration::from_secs(1), &mut store) => stored.ok(),
+        refusal = &mut refused => return Err(refused_by(&refusal)),
+    };
+    let stored = match stored {
+        Some(stored) => stored,
+        None => {
             // A stream whose leader was just lost answers again once the cluster has
             // elected another, which can take a while on a loaded one.
             eprintln!("waiting for JetStream to store the command (a stream electing its leader?)");
             let rest = crate::JETSTREAM_WAIT.saturating_sub(Duration::from_secs(1));
-            tokio::time::timeout(rest, &mut store)
-                .await
-                .with_context(|| {
+            tokio::select! {
+                stored = tokio::time::timeout(rest, &mut store) => stored.with_context(|| {
                     format!(
                         "JetStream did not store the command within {}s",
                         crate::JETSTREAM_WAIT.as_secs()
                     )
-                })?
+                })?,
+                refusal = &mut refused => return Err(refused_by(&refusal)),
+            }
         }
     };
     stored?;
     Ok((id, Reader::new(js.clone())))
+}
+
+/// A command the credentials may not store: nothing was stored.
+fn refused_by(refusal: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "NATS refused the command ({refusal}): these credentials may not store commands \
+         (the reader role queries and follows only); nothing was stored"
+    )
 }
 
 /// Runs `attempt` until it succeeds or fails for good: a JetStream that answers "not now"

@@ -115,6 +115,7 @@ fn edge_config(args: EdgeArgs) -> EdgeConfig {
 pub async fn edge(global: &Global, args: EdgeArgs) -> Result<()> {
     let mut termination = Termination::watch()?;
     let metrics = args.metrics;
+    let node = args.node_id.clone();
     let edge = Edge::open(edge_config(args)).await?;
     let shutdown = CancellationToken::new();
     let mut serving = None;
@@ -128,8 +129,13 @@ pub async fn edge(global: &Global, args: EdgeArgs) -> Result<()> {
             listener, handle, token,
         )));
     }
+    // Replies come to the node's own inbox, the only one its credentials may read.
+    let access = cairn_streams::Access {
+        inbox_prefix: Some(cairn_streams::subjects::inbox_prefix(&node)),
+        ..global.access()
+    };
     let client = tokio::select! {
-        client = global.connect_persistent("cairn-edge") => client?,
+        client = cairn_streams::connect_as(&global.nats, &access, "cairn-edge", true) => client?,
         _ = termination.received() => return Ok(()),
     };
     let mut running = std::pin::pin!(edge.run(client, shutdown.clone()));

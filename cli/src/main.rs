@@ -3,6 +3,7 @@
 //! fields are only ever added, never renamed.
 
 mod audit;
+mod auth;
 mod commands;
 mod dev;
 mod events;
@@ -40,6 +41,10 @@ struct Cli {
     /// NATS credentials file.
     #[arg(long, global = true, env = "CAIRN_NATS_CREDS")]
     creds: Option<PathBuf>,
+    /// Require TLS and trust only this CA certificate (PEM), as `cairn auth init --tls`
+    /// makes.
+    #[arg(long, global = true, env = "CAIRN_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -101,6 +106,36 @@ enum Command {
         after_help = "Examples:\n  cairn audit history job heartbeat\n  cairn audit verify\n  cairn audit export > cairn-archive.jsonl"
     )]
     Audit(audit::AuditCommand),
+    /// Credentials: keys, the nats-server configuration, and a user per role and per node.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn auth init --dir /etc/cairn/auth\n  nats-server -c /etc/cairn/auth/nats-server.conf -p 4222 -sd /var/lib/nats\n  cairn auth node edge-1 --dir /etc/cairn/auth\n  cairn auth revoke edge-1 --dir /etc/cairn/auth --creds /etc/cairn/auth/admin.creds"
+    )]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Makes the operator, the accounts, the server configuration and the credentials of
+    /// the orchestrator, admin and reader roles in DIR.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issues a node's credentials (DIR/nodes/ID.creds) and prints their path; the
+    /// running server needs no change.
+    Node {
+        id: cairn_shared::NodeId,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Revokes a node's credentials on the running server (at --nats): its connection is
+    /// closed and its next one refused.
+    Revoke {
+        id: cairn_shared::NodeId,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// How a table is shown; JSON and YAML always carry everything.
@@ -316,13 +351,23 @@ pub(crate) const JETSTREAM_WAIT: std::time::Duration = std::time::Duration::from
 pub struct Global {
     pub nats: String,
     pub creds: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     pub output: Output,
 }
 
 impl Global {
+    /// What this command's connections present and trust.
+    pub fn access(&self) -> cairn_streams::Access {
+        cairn_streams::Access {
+            creds: self.creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            inbox_prefix: None,
+        }
+    }
+
     /// Connects for a command: fails at once when no server answers.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client> {
-        Ok(cairn_streams::connect(&self.nats, self.creds.as_deref(), name).await?)
+        Ok(cairn_streams::connect_as(&self.nats, &self.access(), name, false).await?)
     }
 
     /// Connects for a command that uses JetStream itself, and waits for JetStream to
@@ -358,7 +403,7 @@ impl Global {
 
     /// Connects for a long-running part: keeps trying until a server answers.
     pub async fn connect_persistent(&self, name: &str) -> Result<async_nats::Client> {
-        Ok(cairn_streams::connect_persistent(&self.nats, self.creds.as_deref(), name).await?)
+        Ok(cairn_streams::connect_as(&self.nats, &self.access(), name, true).await?)
     }
 }
 
@@ -378,6 +423,7 @@ fn main() -> ExitCode {
     let global = Global {
         nats: cli.nats,
         creds: cli.creds,
+        tls_ca: cli.tls_ca,
         output: cli.output,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -404,6 +450,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Audit(command) => audit::run(&global, command).await,
+            Command::Auth(AuthCommand::Init { dir }) => auth::init(&global, &dir),
+            Command::Auth(AuthCommand::Node { id, dir }) => auth::node(&global, &dir, id),
+            Command::Auth(AuthCommand::Revoke { id, dir }) => auth::revoke(&global, &dir, id).await,
             Command::Node(NodeCommand::List { table, at }) => {
                 query::node_list(&global, &at, table.wide).await
             }

@@ -26,13 +26,30 @@ pub use topology::{
     node_consumer_config, replace_node_consumer,
 };
 
+/// How a part reaches NATS beyond the URL: its credentials, the CA its server's
+/// certificate must chain to, and (for an edge) the inbox prefix its credentials allow.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// A NATS credentials file (`cairn auth`).
+    pub creds: Option<std::path::PathBuf>,
+    /// With it, the connection requires TLS and trusts only this CA (PEM).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Replies come to `<prefix>.…` instead of `_INBOX.…`: a node's credentials let it
+    /// subscribe only to its own ([`subjects::inbox_prefix`]).
+    pub inbox_prefix: Option<String>,
+}
+
 /// Connects to NATS, failing at once if no server answers: for commands a person waits on.
 pub async fn connect(
     urls: &str,
     creds: Option<&std::path::Path>,
     name: &str,
 ) -> Result<async_nats::Client> {
-    connect_with(urls, creds, async_nats::ConnectOptions::new().name(name)).await
+    let access = Access {
+        creds: creds.map(Into::into),
+        ..Access::default()
+    };
+    connect_as(urls, &access, name, false).await
 }
 
 /// Connects to NATS and keeps trying until a server answers: for long-running parts (an
@@ -42,22 +59,72 @@ pub async fn connect_persistent(
     creds: Option<&std::path::Path>,
     name: &str,
 ) -> Result<async_nats::Client> {
-    let options = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect();
-    connect_with(urls, creds, options).await
+    let access = Access {
+        creds: creds.map(Into::into),
+        ..Access::default()
+    };
+    connect_as(urls, &access, name, true).await
 }
 
-async fn connect_with(
+/// The last permission violation the server reported to this process, if any: a publish
+/// the credentials do not allow is dropped by the server with an asynchronous `-ERR`, so
+/// a request waiting for its answer learns why only here.
+pub fn permission_refusal() -> Option<String> {
+    REFUSAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+static REFUSAL: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Logs the client's connection events, as the default callback does, and keeps the last
+/// permission violation for [`permission_refusal`].
+async fn on_event(event: async_nats::Event) {
+    if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) = &event
+        && message
+            .to_ascii_lowercase()
+            .contains("permissions violation")
+    {
+        tracing::warn!(%message, "the server refused what these credentials may not do");
+        *REFUSAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.clone());
+        return;
+    }
+    tracing::info!("event: {event}");
+}
+
+/// Connects with `access`; `persistent` keeps trying until a server answers.
+pub async fn connect_as(
     urls: &str,
-    creds: Option<&std::path::Path>,
-    mut options: async_nats::ConnectOptions,
+    access: &Access,
+    name: &str,
+    persistent: bool,
 ) -> Result<async_nats::Client> {
-    if let Some(path) = creds {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .event_callback(on_event);
+    if persistent {
+        options = options.retry_on_initial_connect();
+    }
+    if let Some(path) = &access.creds {
         options = options
             .credentials_file(path)
             .await
             .map_err(|e| Error::Connect(format!("reading credentials {}: {e}", path.display())))?;
+    }
+    if let Some(ca) = &access.tls_ca {
+        if !ca.is_file() {
+            return Err(Error::Connect(format!(
+                "the TLS CA {} is not a readable file",
+                ca.display()
+            )));
+        }
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some(prefix) = &access.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix.clone());
     }
     let addrs: Vec<async_nats::ServerAddr> = urls
         .split(',')

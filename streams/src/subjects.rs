@@ -207,6 +207,12 @@ pub fn log_of(execution: ExecutionId) -> Subject {
     format!("cairn.log.*.{execution}").into()
 }
 
+/// Where replies to `node`'s requests (JetStream acks, pulls) come: the only inbox its
+/// credentials let it subscribe to.
+pub fn inbox_prefix(node: &NodeId) -> String {
+    format!("_INBOX_{node}")
+}
+
 /// The versioned prefix of the orchestrator's query service endpoints.
 pub const QUERY_PREFIX: &str = "cairn.v1.q";
 

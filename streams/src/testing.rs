@@ -28,6 +28,8 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     /// Its place in a cluster, if it is one of a [`NatsCluster`].
     seat: Option<Seat>,
+    /// A configuration file it runs with (`-c`), such as `cairn auth init` writes.
+    config: Option<PathBuf>,
     /// The server's recent output, shown when it fails to start.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -44,6 +46,15 @@ impl NatsServer {
     /// Starts a server on a free port with a fresh store directory.
     pub fn start() -> Self {
         let mut server = Self::unstarted(None);
+        server.spawn();
+        server
+    }
+
+    /// Starts a server with the configuration file `config` (and a free port, a fresh
+    /// store, JetStream on).
+    pub fn start_with_config(config: &Path) -> Self {
+        let mut server = Self::unstarted(None);
+        server.config = Some(config.to_owned());
         server.spawn();
         server
     }
@@ -72,6 +83,7 @@ impl NatsServer {
             port: 0,
             store,
             seat,
+            config: None,
             log: Arc::default(),
         }
     }
@@ -132,6 +144,9 @@ impl NatsServer {
             self.port.to_string()
         };
         let mut command = Command::new(&binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
         command
             .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
             .arg(self.store.path());
