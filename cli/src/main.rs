@@ -118,12 +118,18 @@ enum Command {
 enum AuthCommand {
     /// Makes the operator, the accounts, the server configuration and the credentials of
     /// the orchestrator, admin and reader roles in DIR.
+    #[command(
+        after_help = "Example:\n  cairn auth init --dir /etc/cairn/auth\n  nats-server -c /etc/cairn/auth/nats-server.conf -p 4222 -sd /var/lib/nats"
+    )]
     Init {
         #[arg(long)]
         dir: PathBuf,
     },
     /// Issues a node's credentials (DIR/nodes/ID.creds) and prints their path; the
     /// running server needs no change.
+    #[command(
+        after_help = "Example:\n  cairn edge --node-id edge-1 --data /var/lib/cairn/edge \\\n    --creds \"$(cairn auth node edge-1 --dir /etc/cairn/auth)\""
+    )]
     Node {
         id: cairn_shared::NodeId,
         #[arg(long)]
@@ -131,6 +137,9 @@ enum AuthCommand {
     },
     /// Revokes a node's credentials on the running server (at --nats): its connection is
     /// closed and its next one refused.
+    #[command(
+        after_help = "Example:\n  cairn auth revoke edge-1 --dir /etc/cairn/auth --nats nats://10.0.0.5:4222"
+    )]
     Revoke {
         id: cairn_shared::NodeId,
         #[arg(long)]

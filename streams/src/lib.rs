@@ -78,8 +78,8 @@ pub fn permission_refusal() -> Option<String> {
 
 static REFUSAL: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
-/// Logs the client's connection events, as the default callback does, and keeps the last
-/// permission violation for [`permission_refusal`].
+/// Keeps the last permission violation for [`permission_refusal`] (the client logs every
+/// event itself).
 async fn on_event(event: async_nats::Event) {
     if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) = &event
         && message
@@ -90,9 +90,7 @@ async fn on_event(event: async_nats::Event) {
         *REFUSAL
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.clone());
-        return;
     }
-    tracing::info!("event: {event}");
 }
 
 /// Connects with `access`; `persistent` keeps trying until a server answers.
