@@ -378,7 +378,16 @@ async fn fault_cluster_a_rollout_carries_on_through_a_server_killed_and_restarte
     })
     .await;
     stack.cluster().server_mut(0).restart();
-    assert_eq!(running_versions(&url), every_node_at(2));
+    // A read while the restarted server rejoins may fail (the CLI may reach it first):
+    // the state is read until it answers, and must then be every node at v2.
+    let running = support::stack::eventually("every node's v2 read after the restart", 30, || {
+        match running_versions(&url) {
+            running if running.is_empty() => Err("no answer yet".to_owned()),
+            running => Ok(running),
+        }
+    })
+    .await;
+    assert_eq!(running, every_node_at(2));
     let log = events(&url);
     assert_eq!(
         fewest_running_nodes(&log, "beacon"),
