@@ -29,6 +29,7 @@ pub fn events(total: u64) -> impl Iterator<Item = Outgoing> {
         env: BTreeMap::from([("GREETING".into(), "hi".into())]),
         working_dir: None,
         timeout: None,
+        secrets: vec![],
     };
     let mut n = 0u64;
     let node_events = nodes.clone().into_iter().map(|node| {

@@ -39,6 +39,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>, program: &[&str])
             env: BTreeMap::new(),
             working_dir: None,
             timeout: None,
+            secrets: vec![],
         },
         disconnect: None,
         restart: None,

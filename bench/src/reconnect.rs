@@ -31,6 +31,7 @@ fn work(node: &NodeId, program: &str) -> Outgoing {
         env: BTreeMap::new(),
         working_dir: None,
         timeout: None,
+        secrets: vec![],
     };
     let body: Assignment = RunExecution {
         execution: ExecutionId::generate(),

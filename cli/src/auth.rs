@@ -61,6 +61,22 @@ impl Layout {
         self.path("nats-server.conf")
     }
 
+    fn ca(&self) -> PathBuf {
+        self.0.join("tls").join("ca.pem")
+    }
+
+    /// The paths of what `init` makes here.
+    fn made(&self) -> Initialised {
+        Initialised {
+            dir: self.0.clone(),
+            config: self.config(),
+            orchestrator: self.path("orchestrator.creds"),
+            admin: self.path("admin.creds"),
+            reader: self.path("reader.creds"),
+            tls_ca: self.ca().exists().then(|| self.ca()),
+        }
+    }
+
     /// Whether `init` has run here.
     fn initialised(&self) -> bool {
         self.seed("operator").exists() && self.seed(ACCOUNT).exists()
@@ -81,15 +97,26 @@ impl Layout {
 
 /// What `init` made, for `-o json`.
 #[derive(Serialize)]
-struct Initialised {
-    dir: PathBuf,
-    config: PathBuf,
-    orchestrator: PathBuf,
-    admin: PathBuf,
-    reader: PathBuf,
+pub struct Initialised {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub orchestrator: PathBuf,
+    pub admin: PathBuf,
+    pub reader: PathBuf,
+    /// The CA every client must trust (`--tls-ca`), with `--tls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
-pub fn init(global: &Global, dir: &Path) -> Result<()> {
+/// The names a server certificate is for when `--tls-host` gives none: this machine.
+pub const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// `init`'s TLS: none, or a CA and a server certificate for these names.
+pub struct Tls {
+    pub hosts: Vec<String>,
+}
+
+pub fn init(global: &Global, dir: &Path, tls: Option<Tls>) -> Result<()> {
     let layout = Layout::new(dir)?;
     if layout.initialised() {
         bail!(
@@ -98,6 +125,52 @@ pub fn init(global: &Global, dir: &Path) -> Result<()> {
             layout.0.display()
         );
     }
+    let made = create(&layout, tls.as_ref())?;
+    output::print(global.output, &made, || {
+        let tls = made
+            .tls_ca
+            .as_ref()
+            .map(|ca| {
+                format!(
+                    "  every part:    --tls-ca {} (TLS is required)\n",
+                    ca.display()
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "credentials in {}\n  run a server:  nats-server -c {} -p 4222 -sd STORE\n  orchestrator:  --creds {}\n  CLI (admin):   --creds {}\n  CLI (reader):  --creds {}\n  a node:        cairn auth node ID --dir {}\n{tls}",
+            made.dir.display(),
+            made.config.display(),
+            made.orchestrator.display(),
+            made.admin.display(),
+            made.reader.display(),
+            made.dir.display()
+        )
+    })
+}
+
+/// A deployment's credentials in `dir`, made there first if it holds none (`cairn dev
+/// --secure`).
+pub fn ensure(dir: &Path) -> Result<Initialised> {
+    let layout = Layout::new(dir)?;
+    if layout.initialised() {
+        return Ok(layout.made());
+    }
+    create(&layout, None)
+}
+
+/// `node`'s credentials in `dir`, issued first if there are none.
+pub fn node_creds(dir: &Path, node: &NodeId) -> Result<PathBuf> {
+    let layout = Layout::new(dir)?;
+    let creds = layout.node(node);
+    if !creds.exists() {
+        issue(&layout.key(ACCOUNT)?, Role::Node(node.clone()), &creds)?;
+    }
+    Ok(creds)
+}
+
+/// Makes every key, JWT, credential and the configuration in `layout`.
+fn create(layout: &Layout, tls: Option<&Tls>) -> Result<Initialised> {
     for sub in ["keys", "nodes", "resolver"] {
         create_private_dir(&layout.path(sub))?;
     }
@@ -134,25 +207,11 @@ pub fn init(global: &Global, dir: &Path) -> Result<()> {
         let path = layout.path(&format!("{role}.creds"));
         issue(&account, role, &path)?;
     }
-    write_config(&layout)?;
-    let made = Initialised {
-        dir: layout.0.clone(),
-        config: layout.config(),
-        orchestrator: layout.path("orchestrator.creds"),
-        admin: layout.path("admin.creds"),
-        reader: layout.path("reader.creds"),
-    };
-    output::print(global.output, &made, || {
-        format!(
-            "credentials in {}\n  run a server:  nats-server -c {} -p 4222 -sd STORE\n  orchestrator:  --creds {}\n  CLI (admin):   --creds {}\n  CLI (reader):  --creds {}\n  a node:        cairn auth node ID --dir {}\n",
-            made.dir.display(),
-            made.config.display(),
-            made.orchestrator.display(),
-            made.admin.display(),
-            made.reader.display(),
-            made.dir.display()
-        )
-    })
+    if let Some(tls) = tls {
+        make_tls(layout, &tls.hosts)?;
+    }
+    write_config(layout)?;
+    Ok(layout.made())
 }
 
 /// What `node` made.
@@ -239,9 +298,14 @@ pub async fn revoke(global: &Global, dir: &Path, node: NodeId) -> Result<()> {
 /// Sends the account's new JWT to the running server (or cluster) through the system
 /// account, as `nsc push` does.
 async fn push(global: &Global, layout: &Layout, jwt: &str) -> Result<()> {
+    // The deployment's own CA unless --tls-ca names another.
+    let tls_ca = global
+        .tls_ca
+        .clone()
+        .or_else(|| layout.ca().exists().then(|| layout.ca()));
     let access = cairn_streams::Access {
         creds: Some(layout.path("system.creds")),
-        tls_ca: global.tls_ca.clone(),
+        tls_ca,
         inbox_prefix: None,
     };
     let client = cairn_streams::connect_as(&global.nats, &access, "cairn-auth", false).await?;
@@ -288,6 +352,51 @@ fn account_jwt(operator: &KeyPair, account: &KeyPair, revoked: &[(String, u64)])
     encode(&claims, operator)
 }
 
+/// A CA (`tls/ca.pem`, its key beside it) and a server certificate signed by it for
+/// `hosts` (`tls/server.pem`, `tls/server-key.pem`).
+fn make_tls(layout: &Layout, hosts: &[String]) -> Result<()> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyUsagePurpose,
+    };
+    let dir = layout.path("tls");
+    create_private_dir(&dir)?;
+    // Valid from the start of this year for ten years.
+    let year = i32::try_from(1970 + unix_now() / 31_556_952).unwrap_or(2026);
+    let (now, until) = (
+        rcgen::date_time_ymd(year, 1, 1),
+        rcgen::date_time_ymd(year + 10, 1, 1),
+    );
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "cairn deployment CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    (ca.not_before, ca.not_after) = (now, until);
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    write_public(&layout.ca(), &ca_cert.pem())?;
+    write_secret(&dir.join("ca-key.pem"), &ca_key.serialize_pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut server = CertificateParams::new(hosts.to_vec())
+        .context("the --tls-host names must be DNS names or IP addresses")?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "cairn nats-server");
+    server.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
+    (server.not_before, server.not_after) = (now, until);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = server.signed_by(&key, &issuer)?;
+    write_public(&dir.join("server.pem"), &cert.pem())?;
+    write_secret(&dir.join("server-key.pem"), &key.serialize_pem())
+}
+
 /// The server's configuration: trust the operator, keep account JWTs in a full resolver
 /// (which accepts updates while running) seeded with the current ones, JetStream on.
 fn write_config(layout: &Layout) -> Result<()> {
@@ -296,6 +405,16 @@ fn write_config(layout: &Layout) -> Result<()> {
     let account = layout.key(ACCOUNT)?.public_key();
     let system_jwt = std::fs::read_to_string(layout.jwt(SYSTEM))?;
     let account_jwt = std::fs::read_to_string(layout.jwt(ACCOUNT))?;
+    let tls = if layout.ca().exists() {
+        format!(
+            "# Clients must use TLS and trust {ca}.\ntls: {{\n  cert_file: {cert}\n  key_file: {key}\n  timeout: 2\n}}\n",
+            ca = layout.ca().display(),
+            cert = quote(&layout.path("tls/server.pem")),
+            key = quote(&layout.path("tls/server-key.pem")),
+        )
+    } else {
+        String::new()
+    };
     let text = format!(
         "# A nats-server that accepts only the credentials `cairn auth` issues (operator mode).\n\
          # Made by `cairn auth init`; `cairn auth revoke` rewrites the account below.\n\
@@ -304,7 +423,7 @@ fn write_config(layout: &Layout) -> Result<()> {
          system_account: {system}\n\
          jetstream: enabled\n\
          resolver: {{\n  type: full\n  dir: {resolver}\n  allow_delete: false\n  interval: \"2m\"\n}}\n\
-         resolver_preload: {{\n  {system}: {system_jwt}\n  {account}: {account_jwt}\n}}\n",
+         resolver_preload: {{\n  {system}: {system_jwt}\n  {account}: {account_jwt}\n}}\n{tls}",
         config = quote(&layout.config()),
         operator = operator.trim(),
         resolver = quote(&layout.path("resolver")),

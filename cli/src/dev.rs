@@ -58,6 +58,10 @@ pub struct DevArgs {
     /// Where the orchestrator serves metrics and the HTTP API (port 0: any free one).
     #[arg(long, default_value = "127.0.0.1:4680")]
     http: std::net::SocketAddr,
+    /// Run the stack with `cairn auth` credentials (made under DATA/auth the first time):
+    /// the server accepts only them, each edge has its own, and the admin's are printed.
+    #[arg(long)]
+    secure: bool,
 }
 
 #[derive(Args)]
@@ -91,6 +95,10 @@ pub struct EdgeArgs {
     /// 127.0.0.1:9464 (port 0: any free one).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Where the secrets tasks name (`task.secrets`) are: one file per secret, named as
+    /// the secret. Their values stay on this node.
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -108,6 +116,7 @@ fn edge_config(args: EdgeArgs) -> EdgeConfig {
     config.memory = args.memory;
     config.disk = args.disk;
     config.heartbeat_interval = args.heartbeat_interval.into();
+    config.secrets_dir = args.secrets_dir;
     config
 }
 
@@ -259,6 +268,22 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
              (or set CAIRN_NATS_SERVER to its path)"
         );
     };
+    if args.secure && args.servers > 1 {
+        bail!(
+            "--secure runs one server for now: the servers of a cluster each need a resolver \
+             directory of their own, which `cairn auth` does not lay out yet"
+        );
+    }
+    // With --secure: the deployment's credentials, and the server's configuration.
+    let secured = match args.secure {
+        true => Some(crate::auth::ensure(&args.data.join("auth"))?),
+        false => None,
+    };
+    let access = |creds: Option<PathBuf>| cairn_streams::Access {
+        creds,
+        ..global.access()
+    };
+    let orchestrator = access(secured.as_ref().map(|s| s.orchestrator.clone()));
     let ports = client_ports(&global.nats, args.servers)?;
     let mut servers = Vec::with_capacity(ports.len());
     let mut stores = Vec::with_capacity(ports.len());
@@ -275,7 +300,8 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             cluster_port: port + CLUSTER_PORT_OFFSET,
             routes: ports.iter().map(|p| p + CLUSTER_PORT_OFFSET).collect(),
         });
-        match start_server(&nats_server, *port, &store, seat.as_ref()) {
+        let config = secured.as_ref().map(|s| s.config.as_path());
+        match start_server(&nats_server, *port, &store, seat.as_ref(), config) {
             Ok(server) => servers.push(server),
             Err(e) => {
                 stop_servers(&mut servers).await;
@@ -290,19 +316,20 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
         .collect();
     let url = urls.join(",");
     for (one, server) in urls.iter().zip(servers.iter_mut()) {
-        if let Err(e) = wait_for_server(one, server).await {
+        if let Err(e) = wait_for_server(one, server, &orchestrator).await {
             stop_servers(&mut servers).await;
             return Err(e);
         }
     }
-    let client = match cairn_streams::connect(&url, None, "cairn-orchestrator").await {
-        Ok(client) => client,
-        Err(e) => {
-            stop_servers(&mut servers).await;
-            return Err(e.into());
-        }
-    };
-    let edges = match start_edges(&args, &url).await {
+    let client =
+        match cairn_streams::connect_as(&url, &orchestrator, "cairn-orchestrator", false).await {
+            Ok(client) => client,
+            Err(e) => {
+                stop_servers(&mut servers).await;
+                return Err(e.into());
+            }
+        };
+    let edges = match start_edges(&args, &url, &global.access()).await {
         Ok(edges) => edges,
         Err(e) => {
             stop_servers(&mut servers).await;
@@ -323,6 +350,14 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             names.join(", ")
         }
     );
+    if let Some(secured) = &secured {
+        println!(
+            "credentials: {} (the server accepts only these; each edge has its own)",
+            secured.dir.display()
+        );
+        println!("  export CAIRN_NATS_CREDS={}", secured.admin.display());
+        println!("  (reader, queries only: {})", secured.reader.display());
+    }
     println!("Try, in another terminal:");
     println!("  cairn node list");
     println!("  cairn job deploy examples/hello.yaml --wait");
@@ -342,10 +377,12 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     result
 }
 
-/// The dev edges run in this process, each with its own connection and data directory.
+/// The dev edges run in this process, each with its own connection and data directory
+/// (and, with `--secure`, its own credentials).
 async fn start_edges(
     args: &DevArgs,
     url: &str,
+    base: &cairn_streams::Access,
 ) -> Result<
     Vec<(
         CancellationToken,
@@ -358,7 +395,16 @@ async fn start_edges(
         let mut config = EdgeConfig::new(id.clone(), args.data.join("edges").join(id.as_str()));
         config.labels.insert("role".into(), "edge".into());
         let edge = Edge::open(config).await?;
-        let client = cairn_streams::connect_persistent(url, None, &format!("cairn-{id}")).await?;
+        let creds = match args.secure {
+            true => Some(crate::auth::node_creds(&args.data.join("auth"), &id)?),
+            false => None,
+        };
+        let access = cairn_streams::Access {
+            creds,
+            inbox_prefix: Some(cairn_streams::subjects::inbox_prefix(&id)),
+            ..base.clone()
+        };
+        let client = cairn_streams::connect_as(url, &access, &format!("cairn-{id}"), true).await?;
         let shutdown = CancellationToken::new();
         edges.push((shutdown.clone(), tokio::spawn(edge.run(client, shutdown))));
     }
@@ -426,8 +472,17 @@ fn client_ports(nats: &str, servers: usize) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-fn start_server(binary: &Path, port: u16, store: &Path, seat: Option<&Seat>) -> Result<Child> {
+fn start_server(
+    binary: &Path,
+    port: u16,
+    store: &Path,
+    seat: Option<&Seat>,
+    config: Option<&Path>,
+) -> Result<Child> {
     let mut command = Command::new(binary);
+    if let Some(config) = config {
+        command.arg("-c").arg(config);
+    }
     let parent = nix::unistd::getpid();
     // If this process is killed outright (SIGKILL), nothing here runs to stop the server:
     // the kernel sends it SIGTERM instead when the thread that started it ends, which for
@@ -482,7 +537,11 @@ fn start_server(binary: &Path, port: u16, store: &Path, seat: Option<&Seat>) -> 
         .with_context(|| format!("starting {}", binary.display()))
 }
 
-async fn wait_for_server(url: &str, server: &mut Child) -> Result<async_nats::Client> {
+async fn wait_for_server(
+    url: &str,
+    server: &mut Child,
+    access: &cairn_streams::Access,
+) -> Result<async_nats::Client> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = server.try_wait()? {
@@ -491,7 +550,7 @@ async fn wait_for_server(url: &str, server: &mut Child) -> Result<async_nats::Cl
                 port_of(url)?
             );
         }
-        match async_nats::connect(url).await {
+        match cairn_streams::connect_as(url, access, "cairn-dev-probe", false).await {
             Ok(client) => return Ok(client),
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await

@@ -119,11 +119,18 @@ enum AuthCommand {
     /// Makes the operator, the accounts, the server configuration and the credentials of
     /// the orchestrator, admin and reader roles in DIR.
     #[command(
-        after_help = "Example:\n  cairn auth init --dir /etc/cairn/auth\n  nats-server -c /etc/cairn/auth/nats-server.conf -p 4222 -sd /var/lib/nats"
+        after_help = "Examples:\n  cairn auth init --dir /etc/cairn/auth\n  cairn auth init --dir /etc/cairn/auth --tls --tls-host nats.example.com\n  nats-server -c /etc/cairn/auth/nats-server.conf -p 4222 -sd /var/lib/nats"
     )]
     Init {
         #[arg(long)]
         dir: PathBuf,
+        /// Also make a CA and a server certificate (DIR/tls/), and require TLS.
+        #[arg(long)]
+        tls: bool,
+        /// A name the server certificate is for (repeatable; default localhost,
+        /// 127.0.0.1 and ::1).
+        #[arg(long = "tls-host", requires = "tls")]
+        tls_hosts: Vec<String>,
     },
     /// Issues a node's credentials (DIR/nodes/ID.creds) and prints their path; the
     /// running server needs no change.
@@ -459,7 +466,20 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Audit(command) => audit::run(&global, command).await,
-            Command::Auth(AuthCommand::Init { dir }) => auth::init(&global, &dir),
+            Command::Auth(AuthCommand::Init {
+                dir,
+                tls,
+                tls_hosts,
+            }) => {
+                let tls = tls.then(|| auth::Tls {
+                    hosts: if tls_hosts.is_empty() {
+                        auth::LOCAL_HOSTS.map(str::to_owned).to_vec()
+                    } else {
+                        tls_hosts
+                    },
+                });
+                auth::init(&global, &dir, tls)
+            }
             Command::Auth(AuthCommand::Node { id, dir }) => auth::node(&global, &dir, id),
             Command::Auth(AuthCommand::Revoke { id, dir }) => auth::revoke(&global, &dir, id).await,
             Command::Node(NodeCommand::List { table, at }) => {

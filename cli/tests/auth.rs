@@ -55,12 +55,18 @@ struct Secured {
 
 impl Secured {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more `cairn auth init` arguments (`--tls`).
+    fn start_with(more: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let auth = dir.path().join("auth");
         let made = support::succeed(
             support::bare()
                 .args(["auth", "init", "--dir"])
                 .arg(&auth)
+                .args(more)
                 .args(["-o", "json"]),
         );
         let made: Value = serde_json::from_str(&made).unwrap();
@@ -381,5 +387,49 @@ async fn roles_and_nodes_can_do_what_they_are_for_and_nothing_else() {
         &admin,
         &["job", "deploy", pinned_spec.to_str().unwrap(), "--wait"],
     );
+    assert_eq!(deployed["state"], "completed", "{deployed}");
+}
+
+#[tokio::test]
+async fn with_tls_a_client_must_trust_the_deployments_ca() {
+    let secured = Secured::start_with(&["--tls"]);
+    let url = secured.url();
+    let ca = secured.auth().join("tls").join("ca.pem");
+    assert!(ca.is_file());
+    let admin = secured.creds("admin");
+
+    // Without the CA the server's certificate is not trusted: refused.
+    let refused = failed(&cli(&url, Some(&admin), &["node", "list"]));
+    assert!(refused.contains("cannot reach NATS"), "{refused}");
+    // With it, the README's flow: an orchestrator, an edge, a batch job run to the end.
+    let ca_flag = ["--tls-ca", ca.to_str().unwrap()];
+    let node = secured.node("edge-a");
+    let _orchestrator = secured.spawn(
+        &[
+            &["orchestrator", "--heartbeat-interval", "200ms"][..],
+            &ca_flag,
+        ]
+        .concat(),
+        &secured.creds("orchestrator"),
+        "orchestrator",
+    );
+    let _edge = secured.spawn(
+        &[
+            &["edge", "--node-id", "edge-a", "--label", "role=edge"][..],
+            &["--heartbeat-interval", "200ms"],
+            &ca_flag,
+        ]
+        .concat(),
+        &node,
+        "edge-a",
+    );
+    let spec = secured.dir.path().join("pair.yaml");
+    std::fs::write(&spec, PAIR.replace("count: 2", "count: 1")).unwrap();
+    let deploy = [
+        &["job", "deploy", spec.to_str().unwrap(), "--wait"][..],
+        &ca_flag,
+    ]
+    .concat();
+    let deployed = json(&url, &admin, &deploy);
     assert_eq!(deployed["state"], "completed", "{deployed}");
 }

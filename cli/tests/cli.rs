@@ -412,6 +412,37 @@ fn completions_cover_the_commands() {
 }
 
 #[tokio::test]
+async fn dev_secure_runs_the_stack_with_credentials_only() {
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let (child, banner) = start_dev_with(&url, data.path(), &["--secure"]);
+    assert!(banner.contains(&url), "{banner}");
+    let admin = data.path().join("auth").join("admin.creds");
+    assert!(admin.is_file(), "the admin's credentials are made");
+
+    // Without credentials nothing is answered; with the admin's, the README's flow runs.
+    let out = cairn()
+        .args(["--nats", &url, "node", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a client without credentials was let in"
+    );
+    deploy_hello(
+        &url,
+        &["--timeout", "30s", "--creds", admin.to_str().unwrap()],
+    );
+    // Each dev edge ran with credentials of its own.
+    for i in 1..=2 {
+        let creds = data.path().join(format!("auth/nodes/dev-edge-{i}.creds"));
+        assert!(creds.is_file(), "{}", creds.display());
+    }
+
+    interrupt_dev(child, data.path(), Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
 async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
     let data = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();

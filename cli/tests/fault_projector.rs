@@ -42,6 +42,7 @@ fn events() -> impl Iterator<Item = Event> {
         env: Default::default(),
         working_dir: None,
         timeout: None,
+        secrets: vec![],
     };
     let job = JobId::generate();
     let registrations: Vec<Event> = nodes

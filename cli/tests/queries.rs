@@ -43,6 +43,7 @@ fn task() -> TaskSpec {
         env: BTreeMap::new(),
         working_dir: None,
         timeout: None,
+        secrets: vec![],
     }
 }
 

@@ -48,6 +48,8 @@ pub struct EdgeConfig {
     pub memory: Option<Bytes>,
     pub disk: Option<Bytes>,
     pub heartbeat_interval: Duration,
+    /// Where the secrets tasks name are, one file per secret (`--secrets-dir`).
+    pub secrets_dir: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL when a task is stopped, times out, or the edge shuts down.
     pub stop_grace: Duration,
     /// How long a graceful shutdown keeps trying to empty the outbox before leaving the
@@ -73,6 +75,7 @@ impl EdgeConfig {
             memory: None,
             disk: None,
             heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            secrets_dir: None,
             stop_grace: Self::DEFAULT_STOP_GRACE,
             shutdown_flush_timeout: Duration::from_secs(5),
             publish_window: 64,
@@ -299,6 +302,7 @@ impl Edge {
             store: self.store.clone(),
             stats: Arc::clone(&self.stats),
             stop_grace: self.config.stop_grace,
+            secrets_dir: self.config.secrets_dir.clone().map(Into::into),
             running: HashMap::new(),
             tasks: JoinSet::new(),
             recording: FuturesOrdered::new(),
@@ -343,6 +347,7 @@ struct Agent {
     store: Store,
     stats: Arc<Stats>,
     stop_grace: Duration,
+    secrets_dir: Option<Arc<std::path::Path>>,
     /// Attempts with a task of their own, and how to stop each.
     running: HashMap<AttemptKey, watch::Sender<Option<StopCause>>>,
     tasks: JoinSet<AttemptKey>,
@@ -587,6 +592,7 @@ impl Agent {
             health: run.health,
             tasks: self.stats.tasks.clone(),
             stop_grace: self.stop_grace,
+            secrets_dir: self.secrets_dir.clone(),
             stop: rx,
         };
         self.tasks.spawn(async move {

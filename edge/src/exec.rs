@@ -92,6 +92,8 @@ pub struct Attempt {
     /// Where its start and failure are counted.
     pub tasks: TaskMetrics,
     pub stop_grace: Duration,
+    /// Where the task's secrets are read from, if the edge has any.
+    pub secrets_dir: Option<std::sync::Arc<std::path::Path>>,
     pub stop: watch::Receiver<Option<StopCause>>,
 }
 
@@ -398,7 +400,38 @@ impl Attempt {
         if let Some(dir) = &task.working_dir {
             command.current_dir(dir);
         }
+        for name in &task.secrets {
+            command.env(name, self.secret(name)?);
+        }
         Ok(command)
+    }
+
+    /// The value of the secret `name`: the file of that name in the secrets directory,
+    /// less one trailing newline. Why it cannot be had names the secret, never its value.
+    fn secret(&self, name: &str) -> Result<String, String> {
+        let Some(dir) = &self.secrets_dir else {
+            return Err(format!(
+                "the task needs secret {name:?}, and this edge has no --secrets-dir"
+            ));
+        };
+        let path = dir.join(name);
+        let value = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!(
+                    "secret {name:?} is not on this node (no file {})",
+                    path.display()
+                )
+            }
+            _ => format!(
+                "secret {name:?} cannot be read from {}: {e}",
+                path.display()
+            ),
+        })?;
+        Ok(value
+            .strip_suffix('\n')
+            .map(|v| v.strip_suffix('\r').unwrap_or(v))
+            .unwrap_or(&value)
+            .to_owned())
     }
 
     /// Reads one output stream into outbox chunks that end on line boundaries, holding at

@@ -231,6 +231,7 @@ fn task(command: &[&str]) -> TaskSpec {
         env: Default::default(),
         working_dir: None,
         timeout: None,
+        secrets: vec![],
     }
 }
 

@@ -134,6 +134,7 @@ fn task() -> TaskSpec {
         env: BTreeMap::new(),
         working_dir: None,
         timeout: None,
+        secrets: vec![],
     }
 }
 

@@ -436,6 +436,11 @@ pub struct TaskSpec {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
+    /// Names of secrets the task needs in its environment, each read on the node from the
+    /// file of that name in the edge's `--secrets-dir`: only the names travel, the values
+    /// never leave the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// A duration written the human way (`500ms`, `30s`, `5m`) in every encoding.
@@ -599,6 +604,25 @@ impl JobSpec {
         {
             return Err(SpecError::new("task.timeout", "must be longer than zero"));
         }
+        for (i, name) in task.secrets.iter().enumerate() {
+            // An environment variable's name, which is also a plain file name.
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err(SpecError::new(
+                    format!("task.secrets[{i}]"),
+                    format!(
+                        "{name:?} must be a variable name: letters, digits and '_', not starting with a digit"
+                    ),
+                ));
+            }
+            if task.env.contains_key(name) {
+                return Err(SpecError::new(
+                    format!("task.secrets[{i}]"),
+                    format!("{name:?} is also set in task.env: set it in one place"),
+                ));
+            }
+        }
         if let Some(Disconnect {
             lost_after: Some(HumanDuration(t)),
             ..
@@ -679,6 +703,7 @@ mod tests {
                 env: BTreeMap::new(),
                 working_dir: None,
                 timeout: Some(HumanDuration(Duration::from_secs(30))),
+                secrets: vec![],
             },
             disconnect: None,
             restart: None,
@@ -689,6 +714,26 @@ mod tests {
     #[test]
     fn a_good_spec_validates() {
         spec().validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_variable_names_set_in_one_place() {
+        let mut s = spec();
+        s.task.secrets = vec!["API_TOKEN".into(), "_x1".into()];
+        s.validate().unwrap();
+        for bad in ["1TOKEN", "../etc/passwd", "A-B", ""] {
+            let mut s = spec();
+            s.task.secrets = vec!["OK".into(), bad.into()];
+            assert_eq!(
+                s.validate().unwrap_err().field,
+                "task.secrets[1]",
+                "{bad:?}"
+            );
+        }
+        let mut s = spec();
+        s.task.secrets = vec!["GREETING".into()];
+        s.task.env.insert("GREETING".into(), "hi".into());
+        assert_eq!(s.validate().unwrap_err().field, "task.secrets[0]");
     }
 
     #[test]

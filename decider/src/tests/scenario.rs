@@ -78,6 +78,7 @@ pub fn spec(name: &str, job_type: JobType, count: Option<u32>) -> JobSpec {
             env: BTreeMap::new(),
             working_dir: None,
             timeout: None,
+            secrets: vec![],
         },
         disconnect: None,
         restart: None,

@@ -56,6 +56,7 @@ pub fn task() -> TaskSpec {
         env: BTreeMap::from([("GREETING".into(), "hi".into())]),
         working_dir: Some("/tmp".into()),
         timeout: Some(HumanDuration(Duration::from_secs(30))),
+        secrets: vec![],
     }
 }
 
