@@ -268,12 +268,6 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
              (or set CAIRN_NATS_SERVER to its path)"
         );
     };
-    if args.secure && args.servers > 1 {
-        bail!(
-            "--secure runs one server for now: the servers of a cluster each need a resolver \
-             directory of their own, which `cairn auth` does not lay out yet"
-        );
-    }
     // With --secure: the deployment's credentials, and the server's configuration.
     let secured = match args.secure {
         true => Some(crate::auth::ensure(&args.data.join("auth"))?),
@@ -300,8 +294,26 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             cluster_port: port + CLUSTER_PORT_OFFSET,
             routes: ports.iter().map(|p| p + CLUSTER_PORT_OFFSET).collect(),
         });
-        let config = secured.as_ref().map(|s| s.config.as_path());
-        match start_server(&nats_server, *port, &store, seat.as_ref(), config) {
+        // A cluster's members each keep account JWTs in a resolver of their own.
+        let config = match (&secured, args.servers) {
+            (None, _) => None,
+            (Some(secured), 1) => Some(secured.config.clone()),
+            (Some(secured), _) => Some(
+                cairn_streams::servers::cluster_member_config(
+                    &secured.config,
+                    i,
+                    &store.join("resolver"),
+                )
+                .with_context(|| format!("writing server {i}'s configuration"))?,
+            ),
+        };
+        match start_server(
+            &nats_server,
+            *port,
+            &store,
+            seat.as_ref(),
+            config.as_deref(),
+        ) {
             Ok(server) => servers.push(server),
             Err(e) => {
                 stop_servers(&mut servers).await;

@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use cairn_streams::StreamKind;
-use cairn_streams::testing::{NatsServer, wait_until};
+use cairn_streams::testing::{NatsCluster, NatsServer, wait_until};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -47,19 +47,29 @@ fn failed(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A deployment's credentials and a server that accepts only them.
+/// What runs the deployment's configuration: one server or a 3-server cluster.
+enum Servers {
+    One(NatsServer),
+    Three(NatsCluster),
+}
+
+/// A deployment's credentials and servers that accept only them.
 struct Secured {
     dir: tempfile::TempDir,
-    server: NatsServer,
+    servers: Servers,
 }
 
 impl Secured {
     fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&[], false)
     }
 
-    /// With more `cairn auth init` arguments (`--tls`).
-    fn start_with(more: &[&str]) -> Self {
+    fn clustered() -> Self {
+        Self::start_with(&[], true)
+    }
+
+    /// With more `cairn auth init` arguments (`--tls`), on one server or three.
+    fn start_with(more: &[&str], cluster: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let auth = dir.path().join("auth");
         let made = support::succeed(
@@ -71,8 +81,12 @@ impl Secured {
         );
         let made: Value = serde_json::from_str(&made).unwrap();
         assert_eq!(made["admin"], auth.join("admin.creds").to_str().unwrap());
-        let server = NatsServer::start_with_config(&auth.join("nats-server.conf"));
-        Self { dir, server }
+        let config = auth.join("nats-server.conf");
+        let servers = match cluster {
+            false => Servers::One(NatsServer::start_with_config(&config)),
+            true => Servers::Three(NatsCluster::start_unready_with_config(&config)),
+        };
+        Self { dir, servers }
     }
 
     fn auth(&self) -> PathBuf {
@@ -99,13 +113,19 @@ impl Secured {
     }
 
     fn url(&self) -> String {
-        self.server.url()
+        match &self.servers {
+            Servers::One(server) => server.url(),
+            Servers::Three(cluster) => cluster.url(),
+        }
     }
 
     fn spawn(&self, args: &[&str], creds: &Path, data: &str) -> Proc {
         let mut args = args.to_vec();
         let creds = creds.to_str().unwrap();
         args.extend(["--creds", creds]);
+        if args[0] == "orchestrator" && matches!(self.servers, Servers::Three(_)) {
+            args.extend(["--replicas", "3"]);
+        }
         Proc::spawn(&self.url(), &args, &self.dir.path().join(data))
     }
 
@@ -149,8 +169,10 @@ impl Secured {
         .await;
     }
 
-    /// Messages of each of cairn's streams, as the admin sees them.
-    async fn counts(&self) -> Vec<(String, u64)> {
+    /// What each of cairn's streams holds, as the admin sees it: the last sequence (any
+    /// append moves it) and, but for the assignment shards (where the orchestrator sweeps
+    /// acked work away on a cluster), the messages held (any removal lowers it).
+    async fn counts(&self) -> Vec<(String, u64, Option<u64>)> {
         let client = cairn_streams::connect(&self.url(), Some(&self.creds("admin")), "test")
             .await
             .unwrap();
@@ -158,10 +180,9 @@ impl Secured {
         let mut counts = Vec::new();
         for kind in StreamKind::all() {
             let mut stream = js.get_stream(kind.name()).await.unwrap();
-            counts.push((
-                kind.name().to_owned(),
-                stream.info().await.unwrap().state.messages,
-            ));
+            let state = stream.info().await.unwrap().state.clone();
+            let held = (!matches!(kind, StreamKind::Assignments(_))).then_some(state.messages);
+            counts.push((kind.name().to_owned(), state.last_sequence, held));
         }
         counts
     }
@@ -183,7 +204,16 @@ async fn as_node(url: &str, creds: &Path, node: &str) -> async_nats::Client {
 
 #[tokio::test]
 async fn roles_and_nodes_can_do_what_they_are_for_and_nothing_else() {
-    let secured = Secured::start();
+    roles_and_nodes(Secured::start()).await;
+}
+
+#[tokio::test]
+async fn cluster_roles_and_nodes_can_do_what_they_are_for_and_nothing_else() {
+    roles_and_nodes(Secured::clustered()).await;
+}
+
+/// Acceptance of the roles, a node's confinement and revocation on `secured`.
+async fn roles_and_nodes(secured: Secured) {
     let url = secured.url();
     let (admin, reader) = (secured.creds("admin"), secured.creds("reader"));
     let (creds_a, creds_b) = (secured.node("edge-a"), secured.node("edge-b"));
@@ -392,7 +422,7 @@ async fn roles_and_nodes_can_do_what_they_are_for_and_nothing_else() {
 
 #[tokio::test]
 async fn with_tls_a_client_must_trust_the_deployments_ca() {
-    let secured = Secured::start_with(&["--tls"]);
+    let secured = Secured::start_with(&["--tls"], false);
     let url = secured.url();
     let ca = secured.auth().join("tls").join("ca.pem");
     assert!(ca.is_file());

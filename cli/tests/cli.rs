@@ -413,16 +413,31 @@ fn completions_cover_the_commands() {
 
 #[tokio::test]
 async fn dev_secure_runs_the_stack_with_credentials_only() {
-    let data = tempfile::tempdir().unwrap();
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let (child, banner) = start_dev_with(&url, data.path(), &["--secure"]);
-    assert!(banner.contains(&url), "{banner}");
+    let data = dev_secure(&url, &[], "30s").await;
+    // Each dev edge ran with credentials of its own.
+    for i in 1..=2 {
+        let creds = data.path().join(format!("auth/nodes/dev-edge-{i}.creds"));
+        assert!(creds.is_file(), "{}", creds.display());
+    }
+}
+
+#[tokio::test]
+async fn fault_dev_secure_with_three_servers_runs_with_credentials_only() {
+    dev_secure(&cluster_url(), &["--servers", "3"], "90s").await;
+}
+
+/// `cairn dev --secure` at `url` (with `more`): a client without credentials is refused
+/// and, with the admin's it printed, the sample job completes within `timeout`; then it
+/// stops cleanly. Returns its data directory.
+async fn dev_secure(url: &str, more: &[&str], timeout: &str) -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let (child, banner) = start_dev_with(url, data.path(), &[more, &["--secure"]].concat());
+    assert!(banner.contains(url), "{banner}");
     let admin = data.path().join("auth").join("admin.creds");
     assert!(admin.is_file(), "the admin's credentials are made");
-
-    // Without credentials nothing is answered; with the admin's, the README's flow runs.
     let out = cairn()
-        .args(["--nats", &url, "node", "list"])
+        .args(["--nats", url, "node", "list"])
         .output()
         .unwrap();
     assert!(
@@ -430,27 +445,25 @@ async fn dev_secure_runs_the_stack_with_credentials_only() {
         "a client without credentials was let in"
     );
     deploy_hello(
-        &url,
-        &["--timeout", "30s", "--creds", admin.to_str().unwrap()],
+        url,
+        &["--timeout", timeout, "--creds", admin.to_str().unwrap()],
     );
-    // Each dev edge ran with credentials of its own.
-    for i in 1..=2 {
-        let creds = data.path().join(format!("auth/nodes/dev-edge-{i}.creds"));
-        assert!(creds.is_file(), "{}", creds.display());
-    }
+    interrupt_dev(child, data.path(), Duration::from_secs(30)).await;
+    data
+}
 
-    interrupt_dev(child, data.path(), Duration::from_secs(20)).await;
+/// Three free loopback ports for a cluster's clients, as `--nats` lists them.
+fn cluster_url() -> String {
+    (0..3)
+        .map(|_| format!("nats://127.0.0.1:{}", free_cluster_port()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[tokio::test]
 async fn fault_dev_with_three_servers_runs_a_replicated_stack() {
     let data = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
-    let url = ports
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let url = cluster_url();
     let (child, banner) = start_dev_with(&url, data.path(), &["--servers", "3"]);
     assert!(
         banner.contains(&url),

@@ -8,6 +8,7 @@ pub mod intake;
 pub mod logs;
 pub mod publish;
 pub mod read;
+pub mod servers;
 pub mod subjects;
 pub mod sweep;
 pub mod topology;

@@ -248,6 +248,18 @@ impl NatsCluster {
     /// Starts the three members without waiting for JetStream: for tests of the parts that
     /// must wait for a forming cluster themselves.
     pub fn start_unready() -> Self {
+        Self::start_unready_with(None)
+    }
+
+    /// [`NatsCluster::start_unready`] with the configuration `config` (as `cairn auth init`
+    /// writes it). Each member runs a file of its own beside it, `member-<i>.conf`, that
+    /// includes it and gives the member a resolver directory of its own in its store: the
+    /// members of a cluster on one machine must not share one.
+    pub fn start_unready_with_config(config: &Path) -> Self {
+        Self::start_unready_with(Some(config))
+    }
+
+    fn start_unready_with(config: Option<&Path>) -> Self {
         let routes: Vec<u16> = (0..Self::SIZE).map(|_| free_port()).collect();
         let mut servers: Vec<NatsServer> = (0..Self::SIZE)
             .map(|i| {
@@ -258,7 +270,14 @@ impl NatsCluster {
                 }))
             })
             .collect();
-        for server in &mut servers {
+        for (i, server) in servers.iter_mut().enumerate() {
+            if let Some(config) = config {
+                let resolver = server.store.path().join("resolver");
+                server.config = Some(
+                    crate::servers::cluster_member_config(config, i, &resolver)
+                        .expect("writing a member's configuration"),
+                );
+            }
             server.spawn();
         }
         Self { servers }
