@@ -149,14 +149,14 @@ pub fn init(global: &Global, dir: &Path, tls: Option<Tls>) -> Result<()> {
     })
 }
 
-/// A deployment's credentials in `dir`, made there first if it holds none (`cairn dev
-/// --secure`).
-pub fn ensure(dir: &Path) -> Result<Initialised> {
+/// A deployment's credentials in `dir`, made there first (with `tls`) if it holds none
+/// (`cairn dev --secure`).
+pub fn ensure(dir: &Path, tls: Option<&Tls>) -> Result<Initialised> {
     let layout = Layout::new(dir)?;
     if layout.initialised() {
         return Ok(layout.made());
     }
-    create(&layout, None)
+    create(&layout, tls)
 }
 
 /// `node`'s credentials in `dir`, issued first if there are none.

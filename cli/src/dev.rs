@@ -270,14 +270,23 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     };
     // With --secure: the deployment's credentials, and the server's configuration.
     let secured = match args.secure {
-        true => Some(crate::auth::ensure(&args.data.join("auth"))?),
+        true => {
+            let tls = crate::auth::Tls {
+                hosts: crate::auth::LOCAL_HOSTS.map(str::to_owned).to_vec(),
+            };
+            Some(crate::auth::ensure(&args.data.join("auth"), Some(&tls))?)
+        }
         false => None,
     };
-    let access = |creds: Option<PathBuf>| cairn_streams::Access {
-        creds,
-        ..global.access()
+    // Every part of the stack trusts the deployment's CA when it has one.
+    let mut base = global.access();
+    if let Some(ca) = secured.as_ref().and_then(|s| s.tls_ca.clone()) {
+        base.tls_ca.get_or_insert(ca);
+    }
+    let orchestrator = cairn_streams::Access {
+        creds: secured.as_ref().map(|s| s.orchestrator.clone()),
+        ..base.clone()
     };
-    let orchestrator = access(secured.as_ref().map(|s| s.orchestrator.clone()));
     let ports = client_ports(&global.nats, args.servers)?;
     let mut servers = Vec::with_capacity(ports.len());
     let mut stores = Vec::with_capacity(ports.len());
@@ -341,7 +350,7 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
                 return Err(e.into());
             }
         };
-    let edges = match start_edges(&args, &url, &global.access()).await {
+    let edges = match start_edges(&args, &url, &base).await {
         Ok(edges) => edges,
         Err(e) => {
             stop_servers(&mut servers).await;
@@ -368,6 +377,9 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             secured.dir.display()
         );
         println!("  export CAIRN_NATS_CREDS={}", secured.admin.display());
+        if let Some(ca) = &secured.tls_ca {
+            println!("  export CAIRN_TLS_CA={}  (TLS is required)", ca.display());
+        }
         println!("  (reader, queries only: {})", secured.reader.display());
     }
     println!("Try, in another terminal:");

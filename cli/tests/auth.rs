@@ -390,6 +390,64 @@ async fn roles_and_nodes(secured: Secured) {
         "edge-a heard cairn.>"
     );
     assert_eq!(secured.counts().await, before, "edge-a changed a stream");
+
+    // What permissions cannot stop, the decider does: a report on edge-a's own subject
+    // about edge-b's execution is refused, recorded, and changes nothing.
+    let of_b = executions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node_id"] == "edge-b")
+        .unwrap();
+    let execution_b: cairn_shared::ExecutionId = of_b["id"].as_str().unwrap().parse().unwrap();
+    let node_a = cairn_shared::NodeId::new("edge-a").unwrap();
+    let forged = cairn_shared::Envelope::new(
+        cairn_shared::ReportId::generate(),
+        None,
+        cairn_shared::time::Timestamp::now(),
+        cairn_shared::Report::ExecutionUpdate(cairn_shared::report::ExecutionUpdate {
+            node: node_a.clone(),
+            execution: execution_b,
+            attempt: 1,
+            state: cairn_shared::ExecutionState::Failed,
+            exit_code: Some(9),
+            reason: Some("forged".into()),
+        }),
+    );
+    let outgoing = cairn_streams::Outgoing::report(&node_a, &forged).unwrap();
+    js.publish(outgoing.subject.clone(), outgoing.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .expect("edge-a may publish on its own report subject");
+    let (admin_url, admin_creds) = (url.clone(), admin.clone());
+    wait_until(
+        "the forged report to be refused and recorded",
+        Duration::from_secs(30),
+        || {
+            let log = cli(&admin_url, Some(&admin_creds), &["events", "-o", "json"]);
+            let text = String::from_utf8_lossy(&log.stdout).into_owned();
+            let refused = text
+                .lines()
+                .any(|line| line.contains("InputRejected") && line.contains("belongs to node"));
+            async move {
+                if refused {
+                    Ok(())
+                } else {
+                    Err(text.lines().count())
+                }
+            }
+        },
+    )
+    .await;
+    let after = json(&url, &admin, &["execution", "list", "--job", "pair"]);
+    let still = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == of_b["id"])
+        .unwrap();
+    assert_eq!(still["state"], "completed", "{still}");
     let streams = json(&url, &admin, &["node", "list"]);
     assert_eq!(streams.as_array().unwrap().len(), 2);
 

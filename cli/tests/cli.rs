@@ -427,26 +427,32 @@ async fn fault_dev_secure_with_three_servers_runs_with_credentials_only() {
     dev_secure(&cluster_url(), &["--servers", "3"], "90s").await;
 }
 
-/// `cairn dev --secure` at `url` (with `more`): a client without credentials is refused
-/// and, with the admin's it printed, the sample job completes within `timeout`; then it
-/// stops cleanly. Returns its data directory.
+/// `cairn dev --secure` at `url` (with `more`): a client without the deployment's CA, or
+/// with it and no credentials, is refused; with the CA and the admin's credentials it
+/// printed, the sample job completes within `timeout`; then it stops cleanly. Returns its
+/// data directory.
 async fn dev_secure(url: &str, more: &[&str], timeout: &str) -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     let (child, banner) = start_dev_with(url, data.path(), &[more, &["--secure"]].concat());
     assert!(banner.contains(url), "{banner}");
-    let admin = data.path().join("auth").join("admin.creds");
-    assert!(admin.is_file(), "the admin's credentials are made");
-    let out = cairn()
-        .args(["--nats", url, "node", "list"])
-        .output()
-        .unwrap();
+    let auth = data.path().join("auth");
+    let (admin, ca) = (auth.join("admin.creds"), auth.join("tls").join("ca.pem"));
     assert!(
-        !out.status.success(),
-        "a client without credentials was let in"
+        admin.is_file() && ca.is_file(),
+        "the admin's credentials and the CA are made"
     );
+    let (admin, ca) = (admin.to_str().unwrap(), ca.to_str().unwrap());
+    for refused in [&["--creds", admin][..], &["--tls-ca", ca]] {
+        let out = cairn()
+            .args(["--nats", url, "node", "list"])
+            .args(refused)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "let in with only {refused:?}");
+    }
     deploy_hello(
         url,
-        &["--timeout", timeout, "--creds", admin.to_str().unwrap()],
+        &["--timeout", timeout, "--creds", admin, "--tls-ca", ca],
     );
     interrupt_dev(child, data.path(), Duration::from_secs(30)).await;
     data
