@@ -73,6 +73,7 @@ impl Layout {
             orchestrator: self.path("orchestrator.creds"),
             admin: self.path("admin.creds"),
             reader: self.path("reader.creds"),
+            http_token: self.path("http.token"),
             tls_ca: self.ca().exists().then(|| self.ca()),
         }
     }
@@ -103,6 +104,8 @@ pub struct Initialised {
     pub orchestrator: PathBuf,
     pub admin: PathBuf,
     pub reader: PathBuf,
+    /// The bearer token of the orchestrator's HTTP API (`--http-token`).
+    pub http_token: PathBuf,
     /// The CA every client must trust (`--tls-ca`), with `--tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
@@ -116,8 +119,15 @@ pub struct Tls {
     pub hosts: Vec<String>,
 }
 
-pub fn init(global: &Global, dir: &Path, tls: Option<Tls>) -> Result<()> {
+pub fn init(global: &Global, dir: &Path, tls: Option<Tls>, if_missing: bool) -> Result<()> {
     let layout = Layout::new(dir)?;
+    if layout.initialised() && if_missing {
+        eprintln!(
+            "{} already holds a deployment's keys; they stay as they are",
+            layout.0.display()
+        );
+        return Ok(());
+    }
     if layout.initialised() {
         bail!(
             "{} already holds a deployment's keys; `cairn auth node` adds nodes to it (remove \
@@ -138,10 +148,11 @@ pub fn init(global: &Global, dir: &Path, tls: Option<Tls>) -> Result<()> {
             })
             .unwrap_or_default();
         format!(
-            "credentials in {}\n  run a server:  nats-server -c {} -p 4222 -sd STORE\n  orchestrator:  --creds {}\n  CLI (admin):   --creds {}\n  CLI (reader):  --creds {}\n  a node:        cairn auth node ID --dir {}\n{tls}",
+            "credentials in {}\n  run a server:  nats-server -c {} -p 4222 -sd STORE\n  orchestrator:  --creds {} [--http ADDR --http-token {}]\n  CLI (admin):   --creds {}\n  CLI (reader):  --creds {}\n  a node:        cairn auth node ID --dir {}\n{tls}",
             made.dir.display(),
             made.config.display(),
             made.orchestrator.display(),
+            made.http_token.display(),
             made.admin.display(),
             made.reader.display(),
             made.dir.display()
@@ -154,6 +165,10 @@ pub fn init(global: &Global, dir: &Path, tls: Option<Tls>) -> Result<()> {
 pub fn ensure(dir: &Path, tls: Option<&Tls>) -> Result<Initialised> {
     let layout = Layout::new(dir)?;
     if layout.initialised() {
+        // Made before the HTTP API had a token.
+        if !layout.path("http.token").exists() {
+            write_http_token(&layout)?;
+        }
         return Ok(layout.made());
     }
     create(&layout, tls)
@@ -210,6 +225,7 @@ fn create(layout: &Layout, tls: Option<&Tls>) -> Result<Initialised> {
     if let Some(tls) = tls {
         make_tls(layout, &tls.hosts)?;
     }
+    write_http_token(layout)?;
     write_config(layout)?;
     Ok(layout.made())
 }
@@ -221,11 +237,18 @@ struct Issued {
     creds: PathBuf,
 }
 
+/// Issues `node`'s credentials, or gives the path of those already issued: a second key
+/// for one node would stay valid beside the first, unseen (`revoke` cuts off every key
+/// issued so far, after which this issues a new one).
 pub fn node(global: &Global, dir: &Path, node: NodeId) -> Result<()> {
     let layout = Layout::new(dir)?;
     let account = layout.key(ACCOUNT)?;
     let creds = layout.node(&node);
-    issue(&account, Role::Node(node.clone()), &creds)?;
+    if creds.exists() {
+        eprintln!("node {node} already has credentials; they stay as they are");
+    } else {
+        issue(&account, Role::Node(node.clone()), &creds)?;
+    }
     let issued = Issued { node, creds };
     output::print(global.output, &issued, || {
         format!("{}\n", issued.creds.display())
@@ -331,6 +354,18 @@ fn issue(account: &KeyPair, role: Role, path: &Path) -> Result<()> {
         create_private_dir(parent)?;
     }
     write_creds(path, &jwt, &user)
+}
+
+/// A random bearer token for the orchestrator's read-only HTTP API: 32 bytes from the
+/// kernel, in hex.
+fn write_http_token(layout: &Layout) -> Result<()> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading randomness for the HTTP token")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_secret(&layout.path("http.token"), &format!("{token}\n"))
 }
 
 /// cairn's account: JetStream on without limits, and these users' JWTs revoked.

@@ -40,6 +40,10 @@ pub struct OrchestratorArgs {
     /// (port 0: any free one). Off unless given.
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
+    /// Require this bearer token (the file's contents, as `cairn auth init` writes it in
+    /// DIR/http.token) on every HTTP request but /healthz.
+    #[arg(long, requires = "http")]
+    http_token: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -118,6 +122,17 @@ fn edge_config(args: EdgeArgs) -> EdgeConfig {
     config.heartbeat_interval = args.heartbeat_interval.into();
     config.secrets_dir = args.secrets_dir;
     config
+}
+
+/// A bearer token from its file: the first line, which must not be empty.
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the HTTP token {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        bail!("the HTTP token file {} is empty", path.display());
+    }
+    Ok(token)
 }
 
 /// Runs one edge until a termination signal; it ends its tasks and flushes its outbox.
@@ -206,6 +221,9 @@ pub async fn orchestrator(global: &Global, args: OrchestratorArgs) -> Result<()>
         lost_after: args.lost_after.into(),
     };
     config.http = args.http;
+    if let Some(path) = &args.http_token {
+        config.http_token = Some(read_token(path)?);
+    }
     let client = tokio::select! {
         client = global.connect_persistent("cairn-orchestrator") => client?,
         _ = termination.received() => return Ok(()),
@@ -221,12 +239,17 @@ async fn run_until_terminated(
     termination: &mut Termination,
 ) -> Result<()> {
     let shutdown = CancellationToken::new();
+    let guarded = config.http_token.is_some();
     let orchestrator = tokio::select! {
         started = Orchestrator::start(config, client, shutdown.clone()) => started?,
         _ = termination.received() => return Ok(()),
     };
     if let Some(addr) = orchestrator.http {
-        println!("dashboard: http://{addr}/");
+        if guarded {
+            println!("dashboard: http://{addr}/login?token=TOKEN (TOKEN: the --http-token file's)");
+        } else {
+            println!("dashboard: http://{addr}/");
+        }
         println!("metrics and the HTTP API: http://{addr}/metrics, http://{addr}/v1/jobs");
     }
     let mut stopped = std::pin::pin!(orchestrator.stopped());
@@ -381,6 +404,10 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
             println!("  export CAIRN_TLS_CA={}  (TLS is required)", ca.display());
         }
         println!("  (reader, queries only: {})", secured.reader.display());
+        println!(
+            "  the dashboard and HTTP API need the token in {}",
+            secured.http_token.display()
+        );
     }
     println!("Try, in another terminal:");
     println!("  cairn node list");
@@ -391,6 +418,9 @@ pub async fn dev(global: &Global, args: DevArgs) -> Result<()> {
     let mut config = OrchestratorConfig::new(args.data.join("orchestrator"));
     config.topology.replicas = args.servers;
     config.http = Some(args.http);
+    if let Some(secured) = &secured {
+        config.http_token = Some(read_token(&secured.http_token)?);
+    }
     let exited = futures::future::select_all(servers.iter_mut().map(|s| Box::pin(s.wait())));
     let result = tokio::select! {
         result = run_until_terminated(config, client, &mut termination) => result,

@@ -131,9 +131,13 @@ enum AuthCommand {
         /// 127.0.0.1 and ::1).
         #[arg(long = "tls-host", requires = "tls")]
         tls_hosts: Vec<String>,
+        /// Succeed without touching DIR when it already holds a deployment's keys (for a
+        /// set-up step that runs at every start).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Issues a node's credentials (DIR/nodes/ID.creds) and prints their path; the
-    /// running server needs no change.
+    /// running server needs no change. Credentials already issued are kept.
     #[command(
         after_help = "Example:\n  cairn edge --node-id edge-1 --data /var/lib/cairn/edge \\\n    --creds \"$(cairn auth node edge-1 --dir /etc/cairn/auth)\""
     )]
@@ -470,6 +474,7 @@ fn main() -> ExitCode {
                 dir,
                 tls,
                 tls_hosts,
+                if_missing,
             }) => {
                 let tls = tls.then(|| auth::Tls {
                     hosts: if tls_hosts.is_empty() {
@@ -478,7 +483,7 @@ fn main() -> ExitCode {
                         tls_hosts
                     },
                 });
-                auth::init(&global, &dir, tls)
+                auth::init(&global, &dir, tls, if_missing)
             }
             Command::Auth(AuthCommand::Node { id, dir }) => auth::node(&global, &dir, id),
             Command::Auth(AuthCommand::Revoke { id, dir }) => auth::revoke(&global, &dir, id).await,

@@ -217,6 +217,10 @@ async fn roles_and_nodes(secured: Secured) {
     let url = secured.url();
     let (admin, reader) = (secured.creds("admin"), secured.creds("reader"));
     let (creds_a, creds_b) = (secured.node("edge-a"), secured.node("edge-b"));
+    // Asking again gives the same credentials, not a second key that would stay valid.
+    let issued = std::fs::read(&creds_a).unwrap();
+    assert_eq!(secured.node("edge-a"), creds_a);
+    assert_eq!(std::fs::read(&creds_a).unwrap(), issued);
     let _orchestrator = secured.spawn(
         &[
             "orchestrator",
@@ -520,4 +524,28 @@ async fn with_tls_a_client_must_trust_the_deployments_ca() {
     .concat();
     let deployed = json(&url, &admin, &deploy);
     assert_eq!(deployed["state"], "completed", "{deployed}");
+}
+
+#[test]
+fn init_never_overwrites_a_deployments_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth");
+    let init = |more: &[&str]| {
+        support::bare()
+            .args(["auth", "init", "--dir"])
+            .arg(&auth)
+            .args(more)
+            .output()
+            .unwrap()
+    };
+    assert!(init(&[]).status.success());
+    let seed = std::fs::read(auth.join("keys").join("operator.nk")).unwrap();
+    let again = failed(&init(&[]));
+    assert!(again.contains("already holds"), "{again}");
+    assert!(init(&["--if-missing"]).status.success());
+    assert_eq!(
+        std::fs::read(auth.join("keys").join("operator.nk")).unwrap(),
+        seed,
+        "the operator key was replaced"
+    );
 }

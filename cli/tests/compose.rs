@@ -41,8 +41,9 @@ fn every_compose_command_is_a_real_cairn_command() {
         checked += 1;
     }
     assert_eq!(
-        checked, 5,
-        "both orchestrators and the three edges (single server and cluster) were checked"
+        checked, 9,
+        "the orchestrators and edges of the single-server, cluster and secure shapes, and \
+         the secure shape's two set-up steps, were checked"
     );
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile")).exists());
 }
@@ -84,7 +85,7 @@ fn prometheus_scrapes_every_cairn_that_serves_metrics() {
     assert_eq!(scraped, served);
     assert_eq!(
         served.len(),
-        5,
-        "two orchestrators and three edges: {served:?}"
+        6,
+        "three orchestrators and three edges: {served:?}"
     );
 }

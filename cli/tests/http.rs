@@ -22,13 +22,19 @@ task:
 /// `GET path`: the status code and the body. HTTP/1.1 by hand, one request per
 /// connection: the test needs nothing more.
 fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    request(port, path, &[]).map(|(status, _, body)| (status, body))
+}
+
+/// `GET path` with more header lines: the status code, the head and the body.
+fn request(port: u16, path: &str, headers: &[&str]) -> Result<(u16, String, String), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
@@ -49,7 +55,7 @@ fn get(port: u16, path: &str) -> Result<(u16, String), String> {
     } else {
         body.to_owned()
     };
-    Ok((status, body))
+    Ok((status, head.to_owned(), body))
 }
 
 /// The complete chunks of a chunked body, joined; an incomplete last chunk is left out.
@@ -390,4 +396,56 @@ fn value(
             | prometheus_parse::Value::Untyped(v) => Some(v),
             _ => None,
         })
+}
+
+#[tokio::test]
+async fn with_a_token_the_api_answers_only_who_presents_it() {
+    let stack = Stack::new(SLOW_LIVENESS);
+    let token = stack.dir.path().join("http.token");
+    std::fs::write(&token, "t0k3n-for-this-test\n").unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _orchestrator = stack.orchestrator_with(
+        "orchestrator",
+        &["--http", &addr, "--http-token", token.to_str().unwrap()],
+    );
+    // The health check stays open, for load balancers and supervisors.
+    eventually("the HTTP API to answer", 30, || {
+        match get(port, "/healthz") {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let status = |path: &str, headers: &[&str]| request(port, path, headers).unwrap().0;
+    for path in ["/", "/metrics", "/v1/jobs", "/v1/events?tail=1"] {
+        assert_eq!(status(path, &[]), 401, "{path} without the token");
+        assert_eq!(
+            status(path, &["Authorization: Bearer not-it"]),
+            401,
+            "{path} with another token"
+        );
+    }
+    let bearer = "Authorization: Bearer t0k3n-for-this-test";
+    assert_eq!(status("/v1/jobs", &[bearer]), 200);
+    assert_eq!(status("/metrics", &[bearer]), 200);
+    let (code, _, body) = request(port, "/v1/jobs", &[]).unwrap();
+    assert!(body.contains("http.token"), "{code}: {body}");
+
+    // A browser logs in once: the token becomes a cookie for this origin.
+    assert_eq!(status("/login?token=not-it", &[]), 401);
+    let (code, head, _) = request(port, "/login?token=t0k3n-for-this-test", &[]).unwrap();
+    assert_eq!(code, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: "))
+        .map(|l| &l["set-cookie: ".len()..])
+        .expect("a cookie is set");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    assert_eq!(status("/", &[&format!("Cookie: {pair}")]), 200);
+    assert_eq!(
+        status("/v1/nodes", &[&format!("Cookie: other=1; {pair}")]),
+        200
+    );
 }

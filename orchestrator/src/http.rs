@@ -52,11 +52,12 @@ pub async fn serve(
     views: Arc<ViewStore>,
     metrics: Metrics,
     js: async_nats::jetstream::Context,
+    access: Access,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let shared = Arc::new(Shared { views, metrics, js });
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    let access = Arc::new(access);
+    let guarded = Router::new()
         .route("/metrics", get(scrape))
         .route("/v1/nodes", get(nodes))
         .route("/v1/jobs", get(jobs))
@@ -66,11 +67,102 @@ pub async fn serve(
         .route("/v1/executions/{execution}/logs", get(logs))
         .route("/v1/events", get(events))
         .merge(crate::dashboard::routes())
-        .with_state(shared);
+        .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&access),
+            require_token,
+        ));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(login))
+        .with_state(access)
+        .merge(guarded);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(|e| Error::stopped("http", format!("serving: {e}")))
+}
+
+/// Who may read (`--http-token`): everyone on the listening address, or whoever presents
+/// the token, as `Authorization: Bearer TOKEN` (Prometheus, curl) or as the cookie
+/// `/login?token=TOKEN` sets (a browser, whose event stream cannot carry a header).
+pub struct Access {
+    token: Option<String>,
+}
+
+impl Access {
+    pub fn new(token: Option<String>) -> Self {
+        Self { token }
+    }
+
+    /// Whether `presented` is the token, compared in time independent of where they differ.
+    fn admits(&self, presented: Option<&str>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(presented) = presented else {
+            return false;
+        };
+        let (a, b) = (token.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
+const COOKIE: &str = "cairn_token";
+
+/// The token a request presents, by header or by cookie.
+fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer.or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("cairn_token="))
+    })
+}
+
+async fn require_token(
+    State(access): State<Arc<Access>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if access.admits(presented(request.headers())) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this API needs its token: `Authorization: Bearer TOKEN`, or open /login?token=TOKEN \
+         in a browser (the token is the file `cairn auth init` wrote, DIR/http.token)\n",
+    )
+        .into_response()
+}
+
+/// `GET /login?token=TOKEN`.
+#[derive(Deserialize)]
+struct LoginParams {
+    token: Option<String>,
+}
+
+/// Sets the token as a cookie for this origin and goes to the dashboard.
+async fn login(State(access): State<Arc<Access>>, Query(params): Query<LoginParams>) -> Response {
+    let Some(token) = params.token.filter(|t| access.admits(Some(t))) else {
+        return (StatusCode::UNAUTHORIZED, "that is not this API's token\n").into_response();
+    };
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/".to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 /// The longest a scrape waits for JetStream's side of the metrics.

@@ -25,6 +25,9 @@ pub struct OrchestratorConfig {
     pub liveness: LivenessConfig,
     /// Where to serve metrics and the read-only HTTP API, if anywhere (`--http`).
     pub http: Option<std::net::SocketAddr>,
+    /// The bearer token every HTTP request but `/healthz` must carry, if any
+    /// (`--http-token FILE`, as `cairn auth init` writes it).
+    pub http_token: Option<String>,
 }
 
 impl OrchestratorConfig {
@@ -35,6 +38,7 @@ impl OrchestratorConfig {
             projector: ProjectorConfig::default(),
             liveness: LivenessConfig::default(),
             http: None,
+            http_token: None,
         }
     }
 
@@ -127,10 +131,11 @@ impl Orchestrator {
             tracing::info!(address = ?http, "serving metrics and the HTTP API");
             let (views, js, token) = (Arc::clone(&store), js.clone(), stop.clone());
             let metrics = Metrics::new(decider_metrics);
+            let access = crate::http::Access::new(config.http_token.clone());
             parts.spawn(async move {
                 (
                     "http",
-                    crate::http::serve(listener, views, metrics, js, token).await,
+                    crate::http::serve(listener, views, metrics, js, access, token).await,
                 )
             });
         }
